@@ -1,0 +1,98 @@
+"""The notebook runner: every experiment notebook keeps its `parameters` tag through nbdev_clean,
+`-p` really overrides its defaults, and a failing notebook makes `cxrlab run` fail naming the cell."""
+import json, shutil, subprocess, sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from cxrlab.core import load_json
+from cxrlab.report import experiment_notebooks, parameters_cell, run_notebook, main, PROFILES
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = experiment_notebooks(ROOT / "nbs")
+CONTRACT = {"out_dir", "run_name", "seed"}  # every experiment notebook declares these (DESIGN §3)
+
+
+def _ids(p): return p.stem
+
+
+def test_there_are_experiment_notebooks():
+    assert EXPERIMENTS, "no notebook in nbs/ has a cell tagged `parameters`"
+
+
+@pytest.mark.parametrize("nb", EXPERIMENTS, ids=_ids)
+def test_parameters_tag_survives_nbdev_clean(nb, tmp_path):
+    "nbdev_clean must keep papermill's tag (settings.ini: allowed_cell_metadata_keys = tags)."
+    copy = tmp_path / nb.name
+    shutil.copy(nb, copy)
+    subprocess.run(["nbdev_clean", "--fname", str(copy)], cwd=ROOT, check=True, capture_output=True)
+    assert parameters_cell(copy) is not None
+
+
+@pytest.mark.parametrize("nb", EXPERIMENTS, ids=_ids)
+def test_parameters_cell_declares_the_contract(nb):
+    import papermill as pm
+    declared = set(pm.inspect_notebook(str(nb)))
+    assert CONTRACT <= declared, f"{nb.name} lacks parameters {sorted(CONTRACT - declared)}"
+
+
+@pytest.mark.parametrize("nb", EXPERIMENTS, ids=_ids)
+def test_p_overrides_defaults(nb, tmp_path):
+    "Run each experiment on the ci profile with a non-default seed; its params.json must record the override."
+    import papermill as pm
+    default_seed = pm.inspect_notebook(str(nb))["seed"]["default"]
+    seed = 4321 if default_seed != "4321" else 1234
+    r = run_notebook(nb, {"seed": seed}, profile="ci", run_name="override", reports_dir=tmp_path / "reports",
+                     out_dir=tmp_path / "runs", html=False, progress=False)
+    params = load_json(tmp_path / "runs" / "override" / "params.json")["params"]
+    assert params["seed"] == seed
+    assert r.run_dir == tmp_path / "runs" / "override"
+    assert (r.run_dir / "metrics.json").exists(), f"{nb.name} wrote no metrics.json"
+    metrics = load_json(r.run_dir / "metrics.json")
+    assert metrics and all(isinstance(v, (int, float)) or v is None for v in metrics.values())
+
+
+def _notebook(path: Path, cells, tagged):
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    nb.cells[tagged].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_failing_notebook_fails_the_cli(tmp_path):
+    nb = _notebook(tmp_path / "bad.ipynb", ["x = 1", "import missing_module_xyz"], tagged=0)
+    p = subprocess.run(["cxrlab", "run", str(nb), "--reports-dir", str(tmp_path / "r"), "--no-html"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 1
+    assert "failed in cell 1" in p.stderr and "ModuleNotFoundError" in p.stderr
+    assert (tmp_path / "r" / "bad").exists(), "the executed notebook with the traceback must still be written"
+
+
+def test_cli_run_writes_notebook_and_html(tmp_path):
+    nb = _notebook(tmp_path / "ok.ipynb", ["greeting = 'hi'", "print(greeting * 2)"], tagged=0)
+    p = subprocess.run(["cxrlab", "run", str(nb), "-p", "greeting", "yo", "--run-name", "r1",
+                        "--reports-dir", str(tmp_path / "r")], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    out = nbformat.read(str(tmp_path / "r" / "ok" / "r1.ipynb"), as_version=4)
+    assert out.cells[-1].outputs[0]["text"].strip() == "yoyo"
+    html = (tmp_path / "r" / "ok" / "r1.html").read_text()
+    assert "yoyo" in html and "print(greeting" not in html
+
+
+def test_param_file_and_unknown_parameter(tmp_path):
+    nb = _notebook(tmp_path / "ok.ipynb", ["a = 1\nb = 2", "print(a + b)"], tagged=0)
+    (tmp_path / "p.yaml").write_text("a: 10\nb: 5\n")
+    assert main(["run", str(nb), "-f", str(tmp_path / "p.yaml"), "-p", "b", "20", "--run-name", "f",
+                 "--reports-dir", str(tmp_path / "r"), "--no-html"]) == 0
+    out = nbformat.read(str(tmp_path / "r" / "ok" / "f.ipynb"), as_version=4)
+    assert out.cells[-1].outputs[0]["text"].strip() == "30"
+    with pytest.raises(ValueError, match="has no parameter"):
+        main(["run", str(nb), "-p", "c", "1", "--reports-dir", str(tmp_path / "r")])
+
+
+def test_profiles_command(capsys):
+    assert main(["profiles"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == set(PROFILES) == {"ci", "demo", "gpu"}
