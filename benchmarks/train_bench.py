@@ -18,12 +18,10 @@ and forward FLOPs per image of the registry backbones (built with random weights
 import argparse, copy, math, statistics, tempfile, time
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from cxrlab.core import seed_everything, start_run
-from cxrlab.train import InfoNCELoss, TrainConfig, make_param_groups, make_scheduler, train
+from cxrlab.train import InfoNCELoss, ToyDualEncoder, ToyPairs, TrainConfig, make_param_groups, make_scheduler, train
 
 
 class TensorPairs(Dataset):
@@ -37,28 +35,16 @@ class TensorPairs(Dataset):
         return {'image': self.images[i], 'input_ids': self.ids[i], 'attention_mask': torch.ones_like(self.ids[i])}
 
 
-class ToyCLIP(nn.Module):
-    "A small conv image tower + bag-of-tokens text tower (used with --model toy)."
-    def __init__(self, vocab=1000, dim=128, width=64):
-        super().__init__()
-        self.image_encoder = nn.Sequential(nn.Conv2d(3, width, 4, 4), nn.GELU(), nn.Conv2d(width, width, 3, 2, 1), nn.GELU(),
-                                           nn.Conv2d(width, 2 * width, 3, 2, 1), nn.GELU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.text_encoder = nn.EmbeddingBag(vocab, 2 * width)
-        self.image_proj, self.text_proj = nn.Linear(2 * width, dim), nn.Linear(2 * width, dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-    def forward(self, batch):
-        return {'image_embeds': F.normalize(self.image_proj(self.image_encoder(batch['image'])), dim=-1),
-                'text_embeds': F.normalize(self.text_proj(self.text_encoder(batch['input_ids'])), dim=-1),
-                'logit_scale': self.logit_scale.clamp(max=math.log(100)).exp()}
-
-
 def build_model(args):
-    if args.model == 'toy': return ToyCLIP(), 1000, 32
+    "(model, data) for the timed loops: cxrlab's toy dual encoder over vectors, or a registry backbone over tensors."
+    n = args.batch_size * args.steps
+    if args.model == 'toy':  # the toy of cxrlab.train (shared with the tests), widened so a step does real work
+        return ToyDualEncoder(d_img=256, d_txt=256, dim=128, hidden=512, depth=4), ToyPairs(n, d_img=256, d_txt=256)
     from cxrlab.models import create_model
     b = create_model(args.backbone, pretrained=False)
     ids = b.tokenizer(['a chest radiograph'])['input_ids']
     vocab = getattr(b.tokenizer, 'vocab_size', None) or 1000
-    return b.model, min(int(vocab), 30000), ids.shape[1]
+    return b.model, TensorPairs(n, args.image_size, min(int(vocab), 30000), ids.shape[1])
 
 
 def bare_loop(model, data, cfg):
@@ -66,7 +52,7 @@ def bare_loop(model, data, cfg):
     loss_fn = InfoNCELoss()
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=torch.Generator().manual_seed(0))
     groups = make_param_groups(model, cfg.lr, cfg.weight_decay)
-    opt = torch.optim.AdamW([{k: v for k, v in g.items() if k != 'names'} for g in groups], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     sched = make_scheduler(opt, len(loader), max(1, len(loader) // 20))
     model.train()
     t0 = time.perf_counter()
@@ -75,6 +61,7 @@ def bare_loop(model, data, cfg):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step(); opt.zero_grad(set_to_none=True); sched.step()
+        model.post_step()  # the temperature clamp, as the engine does
     return (time.perf_counter() - t0) / len(loader)
 
 
@@ -127,8 +114,7 @@ def main(argv=None):
     ap.add_argument('--flops', default='rclip_mini,biomedclip', help='backbones for the params/FLOPs table ("" = skip)')
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    model0, vocab, seq_len = build_model(args)
-    data = TensorPairs(args.batch_size * args.steps, args.image_size, vocab, seq_len)
+    model0, data = build_model(args)
     cfg = TrainConfig(epochs=1, batch_size=args.batch_size, lr=1e-4, grad_clip=1.0, warmup_ratio=0.05, device='cpu',
                       precision='fp32', progress=False, restore_best=False, save_checkpoints=False)
     print(f"model {args.model}:{args.backbone}  params {sum(p.numel() for p in model0.parameters()) / 1e6:.2f} M  "

@@ -325,6 +325,14 @@ class Run:
         save_json(merged, self.metrics_path)
         return merged
 
+    def update_params(self, **entries) -> dict:
+        "Add or replace entries of params.json's `params` (atomically), e.g. what is only known after the model is built."
+        meta = load_json(self.dir/'params.json')
+        meta['params'].update(entries)
+        save_json(meta, self.dir/'params.json')
+        self.params.update(entries)
+        return self.params
+
     def save_figure(self, fig, name: str, dpi: int = 120) -> Path:
         "Save a matplotlib figure as `figures/<name>.png` (atomically) and return its path."
         path = self.figures/(name if name.endswith('.png') else f'{name}.png')

@@ -20,14 +20,17 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['MODEL_CONFIGS', 'MAX_LOGIT_SCALE', 'IMAGE_TOWERS', 'TEXT_TOWERS', 'SMALL_OVERRIDES', 'model_config',
-           'make_projection', 'Tower', 'ClipViTImageTower', 'TimmViTImageTower', 'ResNetImageTower',
-           'SmallCNNImageTower', 'masked_mean', 'ClipTextTower', 'hf_text_config', 'HFTextTower', 'DualEncoder',
-           'ClipBPETokenizer', 'WordPieceTokenizer', 'write_wordpiece_vocab', 'PretrainedWeightsError',
-           'parse_pretrained', 'resolve_hub_dir', 'read_state_dict', 'load_matching', 'from_open_clip_state_dict',
-           'load_open_clip_weights', 'build_model', 'load_pretrained', 'ModelBundle', 'create_model',
-           'to_open_clip_state_dict', 'open_clip_model_cfg', 'save_open_clip_checkpoint', 'count_params', 'build_meta',
-           'towers_of', 'layer_id', 'param_groups', 'CrossAttentionAlignment', 'profile_model']
+__all__ = ['MODEL_CONFIGS', 'MAX_LOGIT_SCALE', 'IMAGE_TOWERS', 'TEXT_TOWERS', 'SMALL_OVERRIDES', 'PARAM_ROLES',
+           'FREEZE_SHORTHANDS', 'SCORERS', 'METHOD_MODULES', 'METHODS', 'model_config', 'make_projection', 'Tower',
+           'weighted_mean', 'ImageTower', 'ViTImageTower', 'ClipViTImageTower', 'TimmViTImageTower', 'CNNImageTower',
+           'ResNetImageTower', 'SmallCNNImageTower', 'masked_mean', 'ClipTextTower', 'hf_text_config', 'HFTextTower',
+           'word_mask', 'DualEncoder', 'ClipBPETokenizer', 'WordPieceTokenizer', 'write_wordpiece_vocab',
+           'PretrainedWeightsError', 'parse_pretrained', 'resolve_hub_dir', 'read_state_dict', 'load_matching',
+           'from_open_clip_state_dict', 'load_open_clip_weights', 'build_model', 'load_pretrained', 'ModelBundle',
+           'create_model', 'to_open_clip_state_dict', 'open_clip_model_cfg', 'save_open_clip_checkpoint',
+           'count_params', 'build_meta', 'towers_of', 'tower_side', 'param_role', 'param_groups',
+           'CrossAttentionAlignment', 'register_scorer', 'Scorer', 'make_scorer', 'DotScorer', 'LateInteractionScorer',
+           'dot_scorer', 'Method', 'register_method', 'get_method', 'profile_model']
 
 # %% ../nbs/02a_models.ipynb #c077ff62
 _BERT_BASE = dict(width=768, layers=12, heads=12, mlp_ratio=4.0, max_positions=512)
@@ -147,13 +150,90 @@ class Tower(nn.Module):
             return int(m.group(1)) + self.block_offset
         return 0 if name.startswith(self.embed_keys) else self.num_layers + 1
 
+# %% ../nbs/02a_models.ipynb #a8c1ea05
+def weighted_mean(x: Tensor,  # [B, P, C] features
+                  keep: Tensor | None = None,  # [B, P] non-negative weights (bool or float); None = plain mean
+                 ) -> Tensor:  # [B, C]
+    "Mean of `x` over dim 1 weighted by `keep` (0 where every weight is 0)."
+    if keep is None:
+        return x.mean(1)
+    if keep.shape != x.shape[:2]:
+        raise ValueError(f"keep has shape {tuple(keep.shape)}; expected {tuple(x.shape[:2])} (batch, patches)")
+    w = keep.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(1) / w.sum(1).clamp(min=torch.finfo(x.dtype).eps)
+
+
+class ImageTower(Tower):
+    "An image tower: forward -> {global, patches, patch_features, grid}, re-pooling and a Grad-CAM target."
+    prefix_tokens: int = 0  # tokens before the patches in `cam_target`'s output (ViT class/register tokens)
+
+    def project(self, x: Tensor) -> Tensor:
+        "The projection head applied to features [..., C]."
+        raise NotImplementedError
+
+    def pool(self, patch_features: Tensor,  # [B, P, C] from `forward(...)['patch_features']`
+             keep: Tensor | None = None,  # [B, P] weights in [0, 1]; None = all patches
+            ) -> Tensor:  # [B, D] projected
+        "The projected global feature re-pooled from the (kept) patches."
+        return self.project(weighted_mean(patch_features, keep))
+
+    def _outputs(self, pooled: Tensor, feats: Tensor, grid: tuple[int, int]) -> dict:
+        return {'global': self.project(pooled), 'patches': self.project(feats), 'patch_features': feats, 'grid': grid}
+
+    def cam_target(self) -> tuple[nn.Module, Callable | None]:
+        "(module whose output Grad-CAM reads, reshape of that output to [B, C, h, w] or None if already a map)."
+        raise NotImplementedError
+
+    def _token_reshape(self, grid_fn: Callable[[], tuple[int, int]]) -> Callable:
+        "Reshape transform for ViT block outputs [B, prefix + P, C] -> [B, C, h, w]."
+        n = self.prefix_tokens
+        def reshape(tokens: Tensor) -> Tensor:
+            h, w = grid_fn()
+            x = tokens[:, n:]
+            return x.reshape(x.shape[0], h, w, x.shape[-1]).permute(0, 3, 1, 2)
+        return reshape
+
 # %% ../nbs/02a_models.ipynb #cd6cdbad
-class ClipViTImageTower(Tower):
+class ViTImageTower(ImageTower):
+    "A ViT image tower as three steps: `embed_tokens`, `blocks` (run by `run_blocks`), `finish` — so methods can act between blocks."
+    def embed_tokens(self, images: Tensor) -> Tensor:
+        "Patch embedding + prefix tokens + positions: [B, prefix + P, C]."
+        raise NotImplementedError
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        "The transformer blocks (token-to-token, batch first)."
+        raise NotImplementedError
+
+    def finish(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        "(pooled [B, C], patch features [B, P, C]) from the last block's tokens."
+        raise NotImplementedError
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def run_blocks(self, x: Tensor, start: int = 0, end: int | None = None) -> Tensor:
+        "Apply blocks[start:end] to tokens `x`."
+        for blk in list(self.blocks)[start:end]:
+            x = blk(x)
+        return x
+
+    def forward(self, images: Tensor) -> dict:
+        pooled, feats = self.finish(self.run_blocks(self.embed_tokens(images)))
+        return self._outputs(pooled, feats, self.grid)
+
+    def cam_target(self) -> tuple[nn.Module, Callable]:
+        return self.blocks[-1], self._token_reshape(lambda: self.grid)
+
+
+class ClipViTImageTower(ViTImageTower):
     "open_clip VisionTransformer returning the projected class token and projected patch tokens."
     embed_keys = ('visual.conv1', 'visual.class_embedding', 'visual.positional_embedding', 'visual.ln_pre')
     head_keys = ('visual.proj',)
     block_regex = r'visual\.transformer\.resblocks\.(\d+)\.'
     oc_prefix = 'visual.'
+    prefix_tokens = 1
 
     def __init__(self, embed_dim: int, image_size: int, patch_size: int, width: int, layers: int,
                  head_width: int = 64, mlp_ratio: float = 4.0, quick_gelu: bool = False, kind: str = 'clip_vit'):
@@ -164,13 +244,24 @@ class ClipViTImageTower(Tower):
         self.visual = _build_vision_tower(embed_dim, vcfg, quick_gelu=quick_gelu)
         self.num_layers, self.width = layers, width
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        v = self.visual
-        pooled, tokens = v._pool(v.transformer(v._embeds(images)))
-        return pooled @ v.proj, tokens @ v.proj
+    def project(self, x: Tensor) -> Tensor: return x @ self.visual.proj
+    def embed_tokens(self, images: Tensor) -> Tensor: return self.visual._embeds(images)
+    @property
+    def blocks(self) -> nn.ModuleList: return self.visual.transformer.resblocks
+    @property
+    def grid(self) -> tuple[int, int]: return tuple(self.visual.grid_size)
+
+    def run_blocks(self, x: Tensor, start: int = 0, end: int | None = None) -> Tensor:
+        t = self.visual.transformer
+        if not getattr(t, 'batch_first', True): x = x.transpose(0, 1)
+        for blk in list(self.blocks)[start:end]: x = blk(x)
+        return x if getattr(t, 'batch_first', True) else x.transpose(0, 1)
+
+    def finish(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        return self.visual._pool(tokens)
 
 # %% ../nbs/02a_models.ipynb #aaa674b1
-class TimmViTImageTower(Tower):
+class TimmViTImageTower(ViTImageTower):
     "timm ViT trunk + linear head, key-compatible with open_clip's TimmModel (pool '', proj 'linear')."
     embed_keys = ('trunk.cls_token', 'trunk.pos_embed', 'trunk.patch_embed', 'trunk.reg_token', 'trunk.norm_pre')
     head_keys = ('head.',)
@@ -185,14 +276,38 @@ class TimmViTImageTower(Tower):
                                        mlp_ratio=mlp_ratio)
         self.head = nn.Sequential(OrderedDict(drop=nn.Dropout(0.), proj=nn.Linear(width, embed_dim, bias=False)))
         self.num_layers, self.width = layers, width
+        self.prefix_tokens = self.trunk.num_prefix_tokens
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        feats = self.trunk.forward_features(images)
-        pooled = self.trunk.forward_head(feats, pre_logits=True)
-        return self.head(pooled), self.head(feats[:, self.trunk.num_prefix_tokens:])
+    def project(self, x: Tensor) -> Tensor: return self.head(x)
+    @property
+    def blocks(self) -> nn.ModuleList: return self.trunk.blocks
+    @property
+    def grid(self) -> tuple[int, int]: return tuple(self.trunk.patch_embed.grid_size)
+
+    def embed_tokens(self, images: Tensor) -> Tensor:
+        t = self.trunk
+        return t.norm_pre(t.patch_drop(t._pos_embed(t.patch_embed(images))))
+
+    def finish(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        feats = self.trunk.norm(tokens)
+        return self.trunk.forward_head(feats, pre_logits=True), feats[:, self.prefix_tokens:]
 
 # %% ../nbs/02a_models.ipynb #71b86ac2
-class ResNetImageTower(Tower):
+class CNNImageTower(ImageTower):
+    "A CNN image tower: the final feature map's cells are the patches, their mean is the global feature."
+    def feature_map(self, images: Tensor) -> Tensor:
+        "Final feature map [B, C, h, w]."
+        raise NotImplementedError
+
+    def project(self, x: Tensor) -> Tensor: return self.proj(x)
+
+    def forward(self, images: Tensor) -> dict:
+        fmap = self.feature_map(images)
+        feats = fmap.flatten(2).transpose(1, 2)  # [B, h*w, C]
+        return self._outputs(feats.mean(1), feats, tuple(fmap.shape[-2:]))
+
+
+class ResNetImageTower(CNNImageTower):
     "torchvision ResNet trunk; global = projected average pool, patches = projected final feature-map cells."
     embed_keys = ('trunk.conv1', 'trunk.bn1')
     head_keys = ('proj',)
@@ -216,9 +331,7 @@ class ResNetImageTower(Tower):
         x = t.maxpool(t.relu(t.bn1(t.conv1(images))))
         return t.layer4(t.layer3(t.layer2(t.layer1(x))))
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        patches = self.feature_map(images).flatten(2).transpose(1, 2)  # [B, h*w, C]
-        return self.proj(patches.mean(1)), self.proj(patches)
+    def cam_target(self) -> tuple[nn.Module, None]: return self.trunk.layer4, None
 
 # %% ../nbs/02a_models.ipynb #61a54550
 def _norm2d(kind: str, channels: int) -> nn.Module:
@@ -246,7 +359,7 @@ class _ResBlock(nn.Module):
         return F.relu(x + self.body(x))
 
 
-class SmallCNNImageTower(Tower):
+class SmallCNNImageTower(CNNImageTower):
     "Small from-scratch CNN (stem + strided residual stages); global = projected mean of the final map's cells."
     embed_keys = ('stem.',)
     head_keys = ('proj',)
@@ -280,9 +393,7 @@ class SmallCNNImageTower(Tower):
             images = torch.cat([images, grid.expand(B, -1, -1, -1)], 1)
         return self.stages(self.stem(images))
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        patches = self.feature_map(images).flatten(2).transpose(1, 2)  # [B, h*w, C]
-        return self.proj(patches.mean(1)), self.proj(patches)
+    def cam_target(self) -> tuple[nn.Module, None]: return self.stages[-1], None
 
 # %% ../nbs/02a_models.ipynb #7b3ac9f9
 def masked_mean(x: Tensor,  # values, e.g. [B, T] or [B, T, d]
@@ -317,18 +428,19 @@ class ClipTextTower(Tower):
         self.text = _build_text_tower(embed_dim, tcfg, quick_gelu=quick_gelu)
         self.num_layers, self.width, self.context_length = layers, width, context_length
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> dict:
         t, T = self.text, input_ids.shape[1]
         if T > self.context_length:
             raise ValueError(f"sequence length {T} exceeds the text tower's context length {self.context_length}")
         x = t.token_embedding(input_ids) + t.positional_embedding[:T]
-        x = t.ln_final(t.transformer(x, attn_mask=t.attn_mask[:T, :T]))
-        x = t.text_projection(x) if isinstance(t.text_projection, nn.Linear) else x @ t.text_projection
+        hidden = t.ln_final(t.transformer(x, attn_mask=t.attn_mask[:T, :T]))
+        x = t.text_projection(hidden) if isinstance(t.text_projection, nn.Linear) else hidden @ t.text_projection
         mask = attention_mask.bool()
         if self.pool == 'mean':
-            return masked_mean(x, mask), x, mask
-        eot = (mask.long().sum(1) - 1).clamp(min=0)
-        return x[torch.arange(x.shape[0], device=x.device), eot], x, mask
+            pooled = masked_mean(x, mask)
+        else:
+            pooled = x[torch.arange(x.shape[0], device=x.device), (mask.long().sum(1) - 1).clamp(min=0)]
+        return {'global': pooled, 'tokens': x, 'attention_mask': mask, 'hidden': hidden}
 
 # %% ../nbs/02a_models.ipynb #6e78a45d
 def hf_text_config(kind: str,  # 'bert' | 'distilbert'
@@ -364,42 +476,63 @@ class HFTextTower(Tower):
         self.proj = make_projection(width, embed_dim, proj)
         self.num_layers, self.width, self.kind = layers, width, kind
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> dict:
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.proj(hidden[:, 0]), self.proj(hidden), attention_mask.bool()
+        return {'global': self.proj(hidden[:, 0]), 'tokens': self.proj(hidden), 'attention_mask': attention_mask.bool(),
+                'hidden': hidden}
 
 # %% ../nbs/02a_models.ipynb #75999d40
 MAX_LOGIT_SCALE = 100.0  # CLIP clamps exp(logit_scale) to 100, i.e. temperature >= 0.01
 
+def word_mask(attention_mask: Tensor,  # [B, T] 1/True for real tokens, right-padded
+             ) -> Tensor:  # [B, T] bool
+    "Real tokens minus the first (SOT / [CLS]) and the last real one (EOT / [SEP]): the words of the text."
+    m = attention_mask.bool().clone()
+    n = m.long().sum(1)
+    rows = torch.arange(m.shape[0], device=m.device)
+    m[rows, (n - 1).clamp(min=0)] = False
+    m[:, 0] = False
+    return m
+
+
 class DualEncoder(nn.Module):
-    "Image tower + text tower + learnable clamped temperature, with global and local features on both sides."
+    "Image tower + text tower + learnable temperature, with global and local features on both sides."
 
     def __init__(self, image_tower: Tower, text_tower: Tower,
                  init_temperature: float = 0.07,  # initial softmax temperature T
-                 max_logit_scale: float = MAX_LOGIT_SCALE,  # clamp for exp(logit_scale)
+                 max_logit_scale: float = MAX_LOGIT_SCALE,  # bound on exp(logit_scale), enforced after each step
                 ):
         super().__init__()
         self.image_tower, self.text_tower = image_tower, text_tower
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
         self.max_log_scale = math.log(max_logit_scale)
 
-    def encode_image(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        "Global [B, D] (unnormalised) and patch features [B, P, d]."
-        return self.image_tower(images)
+    def encode_image(self, images: Tensor) -> dict:
+        "The image tower's outputs plus `embeds`, the L2-normalised global embedding."
+        out = self.image_tower(images)
+        return {'embeds': F.normalize(out['global'], dim=-1), **out}
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        "Global [B, D] (unnormalised), token features [B, T, d] and bool mask [B, T] (True = real token)."
-        return self.text_tower(input_ids, attention_mask)
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> dict:
+        "The text tower's outputs plus `embeds` (L2-normalised global) and `token_mask` (words only)."
+        out = self.text_tower(input_ids, attention_mask)
+        return {'embeds': F.normalize(out['global'], dim=-1), 'token_mask': word_mask(out['attention_mask']), **out}
 
     def scale(self) -> Tensor:
-        "exp(logit_scale) after clamping logit_scale to log(max_logit_scale)."
-        return self.logit_scale.clamp(max=self.max_log_scale).exp()
+        "exp(logit_scale): the inverse temperature of the contrastive logits."
+        return self.logit_scale.exp()
 
-    def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        img, patches = self.encode_image(batch['image'])
-        txt, tokens, mask = self.encode_text(batch['input_ids'], batch['attention_mask'])
-        return dict(image_embeds=F.normalize(img, dim=-1), text_embeds=F.normalize(txt, dim=-1),
-                    logit_scale=self.scale(), image_patches=patches, text_tokens=tokens, text_mask=mask)
+    @torch.no_grad()
+    def post_step(self):
+        "Clamp logit_scale to [0, log(max_logit_scale)] in place (CLIP's recipe; called after every optimizer step)."
+        self.logit_scale.clamp_(0, self.max_log_scale)
+
+    def embed(self, batch: Mapping[str, Tensor]) -> dict:
+        "Both sides of a collated batch: {'image': encode_image(...), 'text': encode_text(...)}."
+        return {'image': self.encode_image(batch['image']), 'text': self.encode_text(batch['input_ids'], batch['attention_mask'])}
+
+    def forward(self, batch: Mapping[str, Tensor]) -> dict:
+        e = self.embed(batch)
+        return dict(image_embeds=e['image']['embeds'], text_embeds=e['text']['embeds'], logit_scale=self.scale(), **e)
 
 # %% ../nbs/02a_models.ipynb #e0edbae5
 class ClipBPETokenizer:
@@ -837,7 +970,7 @@ def save_open_clip_checkpoint(bundle: ModelBundle,  # a CLIP-ViT or timm-ViT + H
 def _trunk_outputs(model: DualEncoder, images: Tensor, input_ids: Tensor, attention_mask: Tensor):
     "Pre-projection outputs of both trunks (heads may be re-initialised when loading)."
     it, tt = model.image_tower, model.text_tower
-    img = it.feature_map(images) if isinstance(it, ResNetImageTower) else it.trunk.forward_features(images)
+    img = it(images)['patch_features']
     return img, tt.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 # %% ../nbs/02a_models.ipynb #73b98396
@@ -854,57 +987,83 @@ def build_meta(name: str, **overrides) -> DualEncoder:
 
 # %% ../nbs/02a_models.ipynb #a5e11f47
 _NO_DECAY_NAMES = ('logit_scale', 'positional_embedding', 'class_embedding', 'cls_token', 'pos_embed', 'reg_token')
+PARAM_ROLES = ('head', 'body')
+FREEZE_SHORTHANDS = ('image', 'text', 'image_trunk', 'text_trunk')
 
 def towers_of(model: nn.Module) -> dict[str, Tower]:
     "Every Tower inside `model` by its module path."
     return {n: m for n, m in model.named_modules() if isinstance(m, Tower)}
 
 
-def layer_id(model: nn.Module, name: str) -> tuple[str, int | None, int]:
-    "(tower path or '', layer id or None for heads, tower depth L) for parameter `name` of `model`."
+def tower_side(path: str) -> str:
+    "'image' or 'text' for a tower at module path `path` (from its last name), else ''."
+    last = path.rsplit('.', 1)[-1]
+    return 'image' if 'image' in last else 'text' if 'text' in last else ''
+
+
+def param_role(model: nn.Module, name: str, default: str | None = None) -> tuple[str, str, int | None, int]:
+    "(kind, owner path, layer id, tower depth) of parameter `name`; kind is tower | temperature | head | body | undeclared."
     for path, tower in towers_of(model).items():
         if name.startswith(path + '.'):
-            return path, tower.layer_id(name[len(path) + 1:]), tower.num_layers
-    return '', None, 0
+            return 'tower', path, tower.layer_id(name[len(path) + 1:]), tower.num_layers
+    if name.split('.')[-1] == 'logit_scale':
+        return 'temperature', '', None, 0
+    parts = name.split('.')[:-1]
+    for i in range(len(parts), -1, -1):  # the nearest enclosing module that declares a role
+        path = '.'.join(parts[:i])
+        role = getattr(model.get_submodule(path), 'param_role', None)
+        if role is not None:
+            if role not in PARAM_ROLES: raise ValueError(f"module {path or type(model).__name__!r}: param_role={role!r}; expected one of {PARAM_ROLES}")
+            return role, path, None, 0
+    return (default or 'undeclared'), '', None, 0
+
+
+def _frozen_by(entry: str, name: str, kind: str, path: str, lid) -> bool:
+    "Does freeze entry `entry` select parameter `name`?"
+    if entry in FREEZE_SHORTHANDS:
+        side, _, trunk = entry.partition('_')
+        return kind == 'tower' and tower_side(path) == side and (not trunk or lid is not None)
+    return name == entry or name.startswith(entry.rstrip('.') + '.')
 
 
 def param_groups(model: nn.Module,
                  base_lr: float,  # learning rate of the trunks' top layers
                  weight_decay: float = 0.0,  # AdamW decay for matrices; 0 for 1-D params and position tables
-                 head_lr_mult: float = 1.0,  # LR multiplier for projection heads and non-tower modules
+                 head_lr_mult: float = 1.0,  # LR multiplier for projection heads and modules with param_role='head'
                  layer_decay: float | None = None,  # e.g. 0.75: LR shrinks by this per block below the top
-                 freeze: Iterable[str] = (),  # 'image', 'text', 'image_tower', 'text_tower' or name prefixes
+                 freeze: Iterable[str] = (),  # 'image', 'text', 'image_trunk', 'text_trunk' or parameter-name prefixes
+                 default_role: str | None = None,  # role of parameters no module declares (None: an error)
                 ) -> list[dict]:
-    "AdamW parameter groups with frozen parts removed, head LR multiplier and layer-wise LR decay."
+    "AdamW parameter groups: frozen parts removed, declared heads at head_lr_mult, layer-wise LR decay in towers."
     freeze = [freeze] if isinstance(freeze, str) else list(freeze)
-    groups, used = {}, {f: 0 for f in freeze}
+    groups, used, undeclared = {}, {f: 0 for f in freeze}, []
     for name, p in model.named_parameters():
-        path, lid, L = layer_id(model, name)
-        side = path.rsplit('.', 1)[-1].replace('_tower', '') if path else ''
-        hits = [f for f in freeze if (f == side and lid is not None) or (f == f'{side}_tower' and path)
-                or (f not in ('image', 'text', 'image_tower', 'text_tower') and name.startswith(f))]
-        for f in hits:
-            used[f] += 1
-        if hits:
-            p.requires_grad_(False)
-        if not p.requires_grad:
-            continue
-        if name.split('.')[-1] == 'logit_scale':
-            gname, scale = 'temperature', 1.0
-        elif lid is None:
-            gname, scale = f'{side or "extra"}.head', head_lr_mult
-        else:
-            gname, scale = f'{side}.layer{lid}', (layer_decay ** (L + 1 - lid) if layer_decay else 1.0)
+        kind, path, lid, L = param_role(model, name, default_role)
+        hits = [f for f in freeze if _frozen_by(f, name, kind, path, lid)]
+        for f in hits: used[f] += 1
+        if hits: p.requires_grad_(False)
+        if kind == 'undeclared':
+            undeclared.append(name); continue
+        if not p.requires_grad: continue
+        side = tower_side(path)
+        if kind == 'temperature': gname, scale = 'temperature', 1.0
+        elif kind == 'tower' and lid is None: gname, scale = f'{side}.head', head_lr_mult
+        elif kind == 'tower': gname, scale = f'{side}.layer{lid}', (layer_decay ** (L + 1 - lid) if layer_decay else 1.0)
+        else: gname, scale = (f'{path}.{kind}' if path else kind), (head_lr_mult if kind == 'head' else 1.0)
         no_decay = p.ndim <= 1 or name.endswith(_NO_DECAY_NAMES)
-        key = (gname, no_decay)
-        g = groups.setdefault(key, dict(name=gname + ('.no_decay' if no_decay else ''), params=[], param_names=[],
-                                        lr=base_lr * scale, lr_scale=scale,
-                                        weight_decay=0.0 if no_decay else weight_decay))
+        g = groups.setdefault((gname, no_decay), dict(name=gname + ('.no_decay' if no_decay else ''), params=[], param_names=[],
+                                                      lr=base_lr * scale, lr_scale=scale,
+                                                      weight_decay=0.0 if no_decay else weight_decay))
         g['params'].append(p); g['param_names'].append(name)
+    if undeclared:
+        owners = sorted({n.rsplit('.', 1)[0] if '.' in n else '(top level)' for n in undeclared})
+        raise ValueError(f"{type(model).__name__}: {len(undeclared)} parameter(s) belong to no Tower and no module with a "
+                         f"param_role, e.g. {undeclared[:3]} (modules {owners[:5]}); set `param_role = 'head'` (new layers "
+                         f"on top of the towers) or 'body' on their module")
     unused = [f for f, c in used.items() if c == 0]
     if unused:
-        raise ValueError(f"freeze={unused} matched no parameter; use 'image', 'text', 'image_tower', 'text_tower' "
-                         f"or a parameter-name prefix")
+        raise ValueError(f"freeze={unused} matched no parameter; use {', '.join(map(repr, FREEZE_SHORTHANDS))} or a "
+                         f"parameter-name prefix")
     return [groups[k] for k in sorted(groups)]
 
 # %% ../nbs/02a_models.ipynb #e5bcab8d
@@ -934,6 +1093,159 @@ class CrossAttentionAlignment(nn.Module):
         out = self(text_tokens.repeat_interleave(Bi, 0), text_mask.repeat_interleave(Bi, 0),
                    patches.repeat(Bt, 1, 1), pm)
         return out['score'].view(Bt, Bi)
+
+# %% ../nbs/02a_models.ipynb #a5eeebd4
+SCORERS: dict[str, type] = {}
+
+def register_scorer(cls: type) -> type:
+    "Class decorator: make a Scorer constructible from its `spec()` by `make_scorer`."
+    SCORERS[cls.name] = cls
+    return cls
+
+
+class Scorer:
+    "How a method scores every image against every text (higher = better match)."
+    name: str = ''
+    image_keys: tuple = ('embeds',)  # encode_image outputs the score reads
+    text_keys: tuple = ('embeds',)  # encode_text outputs the score reads
+
+    def __init__(self, logit_scale: float = 1.0):  # multiplies scores into softmax logits (zero-shot)
+        self.logit_scale = float(logit_scale)
+
+    def score(self, image: Mapping[str, Tensor], text: Mapping[str, Tensor]) -> Tensor:
+        "[I, T] scores of every image against every text."
+        raise NotImplementedError
+
+    def score_pairs(self, image: Mapping[str, Tensor], text: Mapping[str, Tensor]) -> Tensor:
+        "[N] scores of row-aligned (image i, text i) pairs."
+        return torch.stack([self.score({k: v[i:i + 1] for k, v in image.items()},
+                                       {k: v[i:i + 1] for k, v in text.items()})[0, 0] for i in range(_rows(image))])
+
+    def ensemble(self, text: Mapping[str, Tensor]) -> dict | None:
+        "One text row standing for the P rows of a prompt ensemble, or None: average the P rows' scores instead."
+        return None
+
+    def spec(self) -> dict:
+        "JSON-able description: `make_scorer(spec)` rebuilds an equal scorer."
+        return {'name': self.name, 'logit_scale': self.logit_scale}
+
+    def __repr__(self): return f"{type(self).__name__}({self.spec()})"
+
+
+def _rows(parts: Mapping[str, Tensor]) -> int:
+    return len(next(iter(parts.values())))
+
+
+def make_scorer(spec: Mapping) -> Scorer:
+    "A Scorer from its `spec()` dict."
+    spec = dict(spec)
+    name = spec.pop('name', None)
+    if name not in SCORERS: raise KeyError(f"unknown scorer {name!r}; registered: {sorted(SCORERS)}")
+    return SCORERS[name](**spec)
+
+# %% ../nbs/02a_models.ipynb #5d09cfef
+@register_scorer
+class DotScorer(Scorer):
+    "score = image_embeds · text_embeds (cosine for L2-normalised embeddings)."
+    name = 'dot'
+
+    def score(self, image, text):
+        return image['embeds'].float() @ text['embeds'].float().T
+
+    def score_pairs(self, image, text):
+        return (image['embeds'].float() * text['embeds'].float()).sum(-1)
+
+    def ensemble(self, text):
+        "CLIP's prompt ensemble: the renormalised mean of the prompts' embeddings."
+        return {'embeds': F.normalize(text['embeds'].float().mean(0, keepdim=True), dim=-1)}
+
+# %% ../nbs/02a_models.ipynb #64cf79dc
+@register_scorer
+class LateInteractionScorer(Scorer):
+    "score(i, t) = mean over words w of t of max over patches p of i of cos(token_w, patch_p)."
+    name = 'late_interaction'
+    image_keys = ('patches',)
+    text_keys = ('tokens', 'token_mask')
+
+    def __init__(self, logit_scale: float = 1.0, block_elements: int = 1 << 24):
+        super().__init__(logit_scale)
+        self.block_elements = int(block_elements)
+
+    def spec(self): return {**super().spec(), 'block_elements': self.block_elements}
+
+    def score(self, image, text):
+        tok, mask = F.normalize(text['tokens'].float(), dim=-1), text['token_mask'].bool()
+        pat = F.normalize(image['patches'].float(), dim=-1)
+        (T, L, D), (I, P) = tok.shape, pat.shape[:2]
+        block = max(1, self.block_elements // max(1, T * L * P))
+        flat, out = tok.reshape(T * L, D), []
+        for i0 in range(0, I, block):
+            p = pat[i0:i0 + block]
+            best = (flat @ p.reshape(-1, D).T).view(T, L, len(p), P).amax(-1)  # [T, L, i]
+            out.append(masked_mean(best, mask).T)  # [i, T]
+        return torch.cat(out) if out else tok.new_zeros(0, T)
+
+    def score_pairs(self, image, text):
+        tok, pat = F.normalize(text['tokens'].float(), dim=-1), F.normalize(image['patches'].float(), dim=-1)
+        return masked_mean(torch.einsum('nld,npd->nlp', tok, pat).amax(-1), text['token_mask'].bool())
+
+# %% ../nbs/02a_models.ipynb #e5be801b
+METHOD_MODULES = {'clip': 'cxrlab.train', 'patch_ib': 'cxrlab.patch_ib', 'remix': 'cxrlab.remix',
+                  'probclip': 'cxrlab.probclip', 'localize': 'cxrlab.localize'}  # where built-in methods register
+
+def dot_scorer(model: nn.Module) -> Scorer:
+    "The global dot product with the model's inverse temperature (for softmax probabilities)."
+    scale = getattr(model, 'logit_scale', None)
+    return DotScorer(float(scale.detach().exp()) if isinstance(scale, Tensor) else 1.0)
+
+
+@dataclass
+class Method:
+    "A method of cxrlab: build, loss, scoring and extra evaluations, as data."
+    name: str
+    build: Callable  # (config, backbone DualEncoder | None) -> nn.Module with encode_image / encode_text / forward
+    loss: Callable  # (loss options dict) -> nn.Module: loss(outputs, batch) -> {'loss': ..., terms}
+    scorer: Callable = dot_scorer  # (model) -> Scorer used for retrieval, label queries and zero-shot
+    evaluations: tuple = ()  # names of extra evaluations (cxrlab.evaluate.EVALUATIONS) the method adds
+    defaults: dict = field(default_factory=dict)  # default {'model': {...}, 'loss': {...}} options
+    module: str = ''  # module that registers the method (imported by get_method when needed)
+    dataset_mode: str = 'pair'  # CXRDataset mode the method trains on
+    description: str = ''
+
+    def config(self, backbone_config: Mapping, model: Mapping | None = None, loss: Mapping | None = None) -> dict:
+        "The full method config: backbone config plus the defaults updated with `model` / `loss` options."
+        unknown = {k: set(o or {}) - set(self.defaults.get(k, {})) for k, o in (('model', model), ('loss', loss))}
+        bad = {k: sorted(v) for k, v in unknown.items() if v}
+        if bad: raise KeyError(f"method {self.name!r}: unknown option(s) {bad}; known: "
+                               f"{ {k: sorted(v) for k, v in self.defaults.items()} }")
+        return {'backbone': copy.deepcopy(dict(backbone_config)),
+                'model': {**copy.deepcopy(self.defaults.get('model', {})), **dict(model or {})},
+                'loss': {**copy.deepcopy(self.defaults.get('loss', {})), **dict(loss or {})}}
+
+
+METHODS: dict[str, Method] = {}
+
+def register_method(method: Method) -> Method:
+    "Add (or replace) a method in the registry."
+    if not method.module: raise ValueError(f"method {method.name!r}: say which module registers it (module=...)")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str,  # a method name
+               module: str | None = None,  # module to import if it is not registered yet (e.g. from params.json)
+              ) -> Method:
+    "The registered method `name`, importing the module that defines it on first use."
+    if name not in METHODS:
+        import importlib
+        mod = module or METHOD_MODULES.get(name)
+        if mod:
+            try: importlib.import_module(mod)
+            except ImportError as e:
+                raise KeyError(f"method {name!r}: its module {mod!r} cannot be imported ({e})") from None
+    if name not in METHODS:
+        raise KeyError(f"unknown method {name!r}; registered: {sorted(METHODS)}; built-in: {sorted(METHOD_MODULES)}")
+    return METHODS[name]
 
 # %% ../nbs/02a_models.ipynb #518e72c8
 def profile_model(name: str,  # backbone

@@ -22,17 +22,20 @@ from .core import (dataloader_generator, get_device, get_logger, get_precision, 
                          save_checkpoint, seed_everything, seed_worker)
 
 # %% auto #0
-__all__ = ['DEFAULT_HEAD_PATTERNS', 'TRAIN_PRESETS', 'InfoNCELoss', 'WarmupCosine', 'steps_per_epoch', 'make_scheduler',
-           'TrainConfig', 'make_train_config', 'layer_ids', 'name_based_param_groups', 'make_param_groups',
-           'make_accelerator', 'make_loader', 'to_device', 'compute_embeddings', 'relevance_from_keys',
-           'retrieval_scores', 'evaluate_retrieval', 'EarlyStopping', 'CSVLogger', 'rng_state', 'set_rng_state',
-           'NonFiniteLossError', 'TrainStep', 'LoopState', 'plot_training_curve', 'train']
+__all__ = ['TRAIN_PRESETS', 'CLIP', 'EXPERIMENT_PARAMS', 'MODE_TEXT_KEYS', 'InfoNCELoss', 'WarmupCosine', 'steps_per_epoch',
+           'make_scheduler', 'TrainProgress', 'ProgressAware', 'TermSchedule', 'set_progress', 'TrainConfig',
+           'make_train_config', 'ToyTower', 'ToyDualEncoder', 'ToyPairs', 'make_param_groups', 'make_accelerator',
+           'make_loader', 'to_device', 'compute_embeddings', 'relevance_from_keys', 'retrieval_scores',
+           'evaluate_retrieval', 'EarlyStopping', 'CSVLogger', 'rng_state', 'set_rng_state', 'NonFiniteLossError',
+           'TrainStep', 'LoopState', 'plot_training_curve', 'train', 'build_clip', 'RunLoadError', 'save_tokenizer',
+           'load_tokenizer', 'LoadedRun', 'load_run', 'resolve_experiment_params', 'experiment_params', 'Experiment',
+           'setup_experiment']
 
 # %% ../nbs/02b_train.ipynb #97c3635f
 class InfoNCELoss(nn.Module):
-    "Symmetric InfoNCE (CLIP) loss over in-batch pairs with a learnable, clamped temperature."
+    "Symmetric InfoNCE (CLIP) loss over in-batch pairs with a learnable temperature."
     def __init__(self,
-                 max_logit_scale: float = 100.,  # clamp on exp(logit_scale) = 1/T (CLIP uses 100)
+                 max_logit_scale: float = 100.,  # bound on an owned exp(logit_scale) = 1/T, enforced by post_step
                  learnable_scale: bool = False,  # own the scale here (for models that return no 'logit_scale')
                  init_temperature: float = 0.07,  # initial T of an owned scale
                  label_smoothing: float = 0.,  # cross-entropy label smoothing
@@ -43,11 +46,16 @@ class InfoNCELoss(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature))) if learnable_scale else None
 
     def scale(self, outputs: Mapping) -> torch.Tensor:
-        "The clamped scale 1/T used for the logits."
-        if self.logit_scale is not None: return self.logit_scale.clamp(max=math.log(self.max_logit_scale)).exp()
+        "The scale 1/T used for the logits."
+        if self.logit_scale is not None: return self.logit_scale.exp()
         if 'logit_scale' not in outputs:
             raise KeyError("InfoNCELoss: outputs has no 'logit_scale'; return it from the model or use InfoNCELoss(learnable_scale=True)")
-        return outputs['logit_scale'].clamp(max=self.max_logit_scale)
+        return outputs['logit_scale']
+
+    @torch.no_grad()
+    def post_step(self):
+        "Clamp an owned logit_scale to [0, log(max_logit_scale)] in place."
+        if self.logit_scale is not None: self.logit_scale.clamp_(0, math.log(self.max_logit_scale))
 
     def forward(self, outputs: Mapping, batch: Mapping | None = None) -> dict:
         img, txt = outputs['image_embeds'], outputs['text_embeds']
@@ -98,8 +106,46 @@ def make_scheduler(optimizer: torch.optim.Optimizer,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total_steps, warmup_steps, min_lr_ratio))
 
 # %% ../nbs/02b_train.ipynb #f0050040
-DEFAULT_HEAD_PATTERNS = (r'(^|\.)(proj|projection|image_proj|text_proj|image_projection|text_projection|head|heads|logit_scale)(\.|$)',)
+@dataclass
+class TrainProgress:
+    "Where training is: what `set_progress` receives before every forward pass."
+    step: int = 0  # optimizer steps completed
+    epoch: int = 0  # epochs completed
+    total_steps: int = 1  # optimizer steps in the whole run
+    steps_per_epoch: int = 1
 
+    @property
+    def fraction(self) -> float:
+        "Share of the run completed, in [0, 1]."
+        return min(1., self.step / max(1, self.total_steps))
+
+
+class ProgressAware:
+    "Mixin for modules whose behaviour depends on training progress (the engine calls `set_progress`)."
+    progress: TrainProgress = TrainProgress()
+    def set_progress(self, progress: TrainProgress): self.progress = progress
+
+
+@dataclass
+class TermSchedule:
+    "Weight of a loss term at optimizer step s: 0 before `start`, linear ramp over `warmup` steps, then `weight`."
+    weight: float = 1.0
+    start: int = 0  # first step at which the term counts
+    warmup: int = 0  # steps of linear ramp after `start` (0 = full weight at once)
+
+    def __call__(self, step: int) -> float:
+        if step < self.start: return 0.
+        if self.warmup <= 0: return float(self.weight)
+        return float(self.weight) * min(1., (step - self.start + 1) / self.warmup)
+
+
+def set_progress(module: nn.Module, progress: TrainProgress):
+    "Hand `progress` to every submodule of `module` that has a `set_progress` method."
+    for m in module.modules():
+        fn = getattr(m, 'set_progress', None)
+        if callable(fn): fn(progress)
+
+# %% ../nbs/02b_train.ipynb #7879be2e
 @dataclass
 class TrainConfig:
     "Hyper-parameters of `train` (one config for every method)."
@@ -116,10 +162,9 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     precision: str = 'auto'  # auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on GPU, fp32 on CPU)
     device: str = 'auto'  # auto | cpu | cuda
-    head_lr_mult: float = 1.  # LR multiplier for parameters matching head_patterns
-    head_patterns: tuple = DEFAULT_HEAD_PATTERNS  # regexes over parameter names marking heads
+    head_lr_mult: float = 1.  # LR multiplier for projection heads, declared heads (param_role='head') and loss parameters
     layer_decay: float | None = None  # layer-wise LR decay factor (e.g. 0.75); None = off
-    freeze: tuple = ()  # what to freeze: 'image'/'text'/name prefixes (cxrlab backbones) or name regexes (other models)
+    freeze: tuple = ()  # parameters that do not train: 'image', 'text', 'image_trunk', 'text_trunk' or name prefixes
     early_stop_metric: str = 'rsum'  # key returned by the evaluation, e.g. 'rsum', 't2i/R@10', 'loss'
     early_stop_mode: str = 'max'  # max | min
     early_stop_patience: int | None = None  # epochs without improvement before stopping; None = never stop early
@@ -138,7 +183,7 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bars
 
     def __post_init__(self):
-        self.betas, self.head_patterns, self.freeze = tuple(self.betas), tuple(self.head_patterns), tuple(self.freeze)
+        self.betas, self.freeze = tuple(self.betas), tuple(self.freeze)
         checks = [(self.epochs >= 1, 'epochs must be >= 1'), (self.batch_size >= 1, 'batch_size must be >= 1'),
                   (self.grad_accum >= 1, 'grad_accum must be >= 1'), (self.lr > 0, 'lr must be > 0'),
                   (0 <= self.warmup_ratio < 1, 'warmup_ratio must be in [0, 1)'),
@@ -162,7 +207,7 @@ TRAIN_PRESETS = {
 }
 
 def make_train_config(preset: str | None = None,  # a key of TRAIN_PRESETS, or None
-                      **overrides,  # TrainConfig fields; None values are ignored (→ preset or default)
+                      **overrides,  # TrainConfig fields; None → preset or default, except where None is a value
                      ) -> TrainConfig:
     "A `TrainConfig` from a preset plus explicit overrides."
     if preset is not None and preset not in TRAIN_PRESETS:
@@ -170,91 +215,85 @@ def make_train_config(preset: str | None = None,  # a key of TRAIN_PRESETS, or N
     names = {f.name for f in fields(TrainConfig)}
     unknown = set(overrides) - names
     if unknown: raise TypeError(f"make_train_config: unknown TrainConfig fields {sorted(unknown)}")
+    nullable = {f.name for f in fields(TrainConfig) if 'None' in str(f.type)}
     kw = {k: v for k, v in TRAIN_PRESETS.get(preset, {}).items() if k in names}
-    kw.update({k: v for k, v in overrides.items() if v is not None})
+    kw.update({k: v for k, v in overrides.items() if v is not None or k in nullable})
     return TrainConfig(**kw)
 
 # %% ../nbs/02b_train.ipynb #620404e4
-_BLOCK_RE = re.compile(r'(?:^|\.)(?:layers|blocks|resblocks|layer|h)\.(\d+)\.|(?:^|\.)layer(\d+)\.')
-_EMBED_RE = re.compile(r'(^|\.|_)(embed\w*|embeddings|patch_embed|pos_embed|cls_token|class_embedding|positional_embedding|token_embedding|conv1|bn1|stem)(\.|$)')
-_NO_DECAY_NAME_RE = re.compile(r'(pos_embed|positional_embedding|cls_token|class_embedding)')
+from .models import Tower, param_groups as model_param_groups
 
-def layer_ids(names: Sequence[str]) -> dict:
-    "Map parameter name → (tower, layer id, blocks in tower); id 0 = embeddings, n+1 = after the blocks."
-    hits = {n: _BLOCK_RE.search(n) for n in names}
-    depth = {}
-    for n, m in hits.items():
-        if m: depth[n[:m.start()]] = max(depth.get(n[:m.start()], 0), int(m.group(1) or m.group(2)) + (1 if m.group(1) else 0))
-    out = {}
-    for n, m in hits.items():
-        if m:
-            tower = n[:m.start()]
-            out[n] = (tower, int(m.group(1)) + 1 if m.group(1) else int(m.group(2)), depth[tower])
-            continue
-        towers = [t for t in depth if t and n.startswith(t + '.')]
-        if not towers: continue
-        tower = max(towers, key=len)
-        out[n] = (tower, 0 if _EMBED_RE.search(n[len(tower):]) else depth[tower] + 1, depth[tower])
-    return out
+class ToyTower(Tower):
+    "A small MLP tower (embed, residual blocks, norm, projection) over vectors."
+    embed_keys, head_keys, block_regex = ('embed.',), ('proj.',), r'blocks\.(\d+)\.'
 
-def name_based_param_groups(model: nn.Module,
-                            lr: float,  # base learning rate
-                            weight_decay: float = 0.,
-                            head_lr_mult: float = 1.,  # LR multiplier for head parameters
-                            head_patterns: Sequence[str] = DEFAULT_HEAD_PATTERNS,  # regexes marking head parameters
-                            layer_decay: float | None = None,  # layer-wise LR decay inside towers; None = off
-                            freeze: Sequence[str] = (),  # regexes of parameters to freeze (requires_grad=False)
-                           ) -> list[dict]:
-    "Generic AdamW groups from parameter names: frozen, no-decay, heads at a higher LR, optional layer-wise decay."
-    named = list(model.named_parameters())
-    frozen = [re.compile(p) for p in freeze]
-    for n, p in named:
-        if any(r.search(n) for r in frozen): p.requires_grad_(False)
-    unused = [r.pattern for r in frozen if not any(r.search(n) for n, _ in named)]
-    if unused: raise ValueError(f"freeze={unused} matches no parameter of {type(model).__name__}")
-    heads = [re.compile(p) for p in head_patterns]
-    ids = layer_ids([n for n, _ in named]) if layer_decay else {}
-    groups = {}
-    for n, p in named:
-        if not p.requires_grad: continue
-        is_head = any(r.search(n) for r in heads)
-        scale = head_lr_mult if is_head else 1.
-        if layer_decay and not is_head and n in ids:
-            _, i, depth = ids[n]
-            scale *= layer_decay ** (depth + 1 - i)
-        wd = 0. if (p.ndim < 2 or _NO_DECAY_NAME_RE.search(n)) else weight_decay
-        key = (round(scale, 12), wd)
-        if key not in groups:
-            groups[key] = {'params': [], 'names': [], 'lr': lr * scale, 'lr_scale': scale, 'weight_decay': wd,
-                           'name': f"{'head' if is_head else 'body'}_x{scale:.4g}_{'decay' if wd else 'no_decay'}"}
-        groups[key]['params'].append(p); groups[key]['names'].append(n)
-    return list(groups.values())
+    def __init__(self, d_in: int, hidden: int = 32, depth: int = 2, dim: int = 8, dropout: float = 0.1):
+        super().__init__()
+        self.embed = nn.Linear(d_in, hidden)
+        self.blocks = nn.ModuleList([nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout))
+                                     for _ in range(depth)])
+        self.norm, self.proj, self.num_layers = nn.LayerNorm(hidden), nn.Linear(hidden, dim), depth
 
-def _has_cxrlab_towers(model: nn.Module) -> bool:
-    try: from cxrlab.models import towers_of
-    except ImportError: return False
-    return bool(towers_of(model))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        for b in self.blocks: x = x + b(x)
+        return self.proj(self.norm(x))
 
+
+class ToyDualEncoder(nn.Module):
+    "Toy image/text encoder pair over vectors (`batch['image']`, `batch['text_vec']`) with a learnable temperature."
+    def __init__(self, d_img: int = 16, d_txt: int = 12, dim: int = 8, hidden: int = 32, depth: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.image_tower = ToyTower(d_img, hidden, depth, dim, dropout)
+        self.text_tower = ToyTower(d_txt, hidden, depth, dim, dropout)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def encode_image(self, x: torch.Tensor) -> dict:
+        g = self.image_tower(x); return {'embeds': F.normalize(g, dim=-1), 'global': g}
+
+    def encode_text(self, x: torch.Tensor) -> dict:
+        g = self.text_tower(x); return {'embeds': F.normalize(g, dim=-1), 'global': g}
+
+    def embed(self, batch: Mapping) -> dict:
+        "Both sides' outputs for one batch."
+        return {'image': self.encode_image(batch['image']), 'text': self.encode_text(batch['text_vec'])}
+
+    @torch.no_grad()
+    def post_step(self): self.logit_scale.clamp_(0, math.log(100))
+
+    def forward(self, batch: Mapping) -> dict:
+        e = self.embed(batch)
+        return {'image_embeds': e['image']['embeds'], 'text_embeds': e['text']['embeds'], 'logit_scale': self.logit_scale.exp(), **e}
+
+
+class ToyPairs(torch.utils.data.Dataset):
+    "Random paired vectors: two noisy linear views (image, text) of a shared latent; the same maps for every split; two per 'study'."
+    def __init__(self, n: int, seed: int = 0, d_img: int = 16, d_txt: int = 12, d_latent: int = 6, noise: float = 0.1):
+        maps = torch.Generator().manual_seed(1234)
+        A, B = torch.randn(d_latent, d_img, generator=maps), torch.randn(d_latent, d_txt, generator=maps)
+        g = torch.Generator().manual_seed(seed)
+        z = torch.randn(n, d_latent, generator=g)
+        self.image = z @ A + noise * torch.randn(n, d_img, generator=g)
+        self.text = z @ B + noise * torch.randn(n, d_txt, generator=g)
+        self.study = [f's{i // 2}' for i in range(n)]
+    def __len__(self): return len(self.image)
+    def __getitem__(self, i): return {'image': self.image[i], 'text_vec': self.text[i], 'index': i, 'study_id': self.study[i]}
+
+# %% ../nbs/02b_train.ipynb #288c0e2a
 def make_param_groups(model: nn.Module,  # a model, or a TrainStep (model + loss)
                       lr: float,
                       weight_decay: float = 0.,
                       head_lr_mult: float = 1.,
-                      head_patterns: Sequence[str] = DEFAULT_HEAD_PATTERNS,  # generic grouping only
                       layer_decay: float | None = None,
-                      freeze: Sequence[str] = (),  # see above: cxrlab backbones vs generic regexes
+                      freeze: Sequence[str] = (),  # 'image', 'text', 'image_trunk', 'text_trunk' or parameter-name prefixes
                      ) -> list[dict]:
-    "AdamW parameter groups (cxrlab.models.param_groups for cxrlab backbones, name-based otherwise) + loss heads."
+    "AdamW parameter groups of the model (cxrlab.models.param_groups) plus the loss's parameters as heads."
     inner, extra = getattr(model, 'model', None), getattr(model, 'loss_fn', None)
     if not (isinstance(inner, nn.Module) and isinstance(extra, nn.Module)): inner, extra = model, None
-    if _has_cxrlab_towers(inner):
-        from cxrlab.models import param_groups
-        groups = [{**{k: v for k, v in g.items() if k != 'param_names'}, 'names': g['param_names']}
-                  for g in param_groups(inner, lr, weight_decay, head_lr_mult, layer_decay, list(freeze))]
-    else:
-        groups = name_based_param_groups(inner, lr, weight_decay, head_lr_mult, head_patterns, layer_decay, freeze)
+    groups = model_param_groups(inner, lr, weight_decay, head_lr_mult, layer_decay, list(freeze))
     if extra is not None and any(p.requires_grad for p in extra.parameters()):
-        groups += [{**g, 'name': f"loss_fn.{g['name']}", 'names': [f'loss_fn.{n}' for n in g['names']]}
-                   for g in name_based_param_groups(extra, lr, weight_decay, head_lr_mult, ('.*',))]
+        groups += [{**g, 'name': f"loss_fn.{g['name']}", 'param_names': [f'loss_fn.{n}' for n in g['param_names']]}
+                   for g in model_param_groups(extra, lr, weight_decay, head_lr_mult, default_role='head')]
     if not groups: raise ValueError(f"{type(inner).__name__} has no trainable parameters (all frozen?)")
     return groups
 
@@ -314,37 +353,61 @@ def to_device(batch, device):
 def _unwrap(model, accelerator=None):
     return accelerator.unwrap_model(model) if accelerator is not None else model
 
+def _pad_cat(chunks: Sequence[torch.Tensor]) -> torch.Tensor:
+    "Concatenate along dim 0, zero-padding dim 1 (token length) to the longest chunk."
+    if chunks[0].ndim < 2 or len({c.shape[1] for c in chunks}) == 1: return torch.cat(chunks)
+    T = max(c.shape[1] for c in chunks)
+    return torch.cat([F.pad(c, (0, 0) * (c.ndim - 2) + (0, T - c.shape[1])) for c in chunks])
+
+def _side_outputs(model: nn.Module, batch: Mapping) -> dict:
+    "{'image': {...}, 'text': {...}} from model.embed(batch), else from the model's forward outputs."
+    out = model.embed(batch) if hasattr(model, 'embed') else model(batch)
+    if not ('image' in out and 'text' in out):
+        raise KeyError(f"{type(model).__name__}: embed/forward must return 'image' and 'text' dicts (got {sorted(out)})")
+    return out
+
 @torch.no_grad()
-def compute_embeddings(model: nn.Module,  # returns a dict with 'image_embeds' and 'text_embeds'
+def compute_embeddings(model: nn.Module,  # has embed(batch) -> {'image': {...}, 'text': {...}} (the cxrlab model interface)
                        loader,  # evaluation loader (prepared by accelerate when `accelerator` is given)
                        accelerator=None,  # gather over processes when given
                        keys: Sequence[str] = ('index',),  # batch fields to collect alongside (tensors or lists)
-                       loss_fn: nn.Module | None = None,  # also average this loss over batches
+                       loss_fn: nn.Module | None = None,  # also average this loss over batches (uses model(batch))
                        progress: bool = False,
+                       image_keys: Sequence[str] = ('embeds',),  # image-side outputs to keep (a Scorer's image_keys)
+                       text_keys: Sequence[str] = ('embeds',),  # text-side outputs to keep
                       ) -> dict:
-    "Image/text embeddings (float32, CPU) of every sample in loader order, with `keys` and the mean batch loss."
+    "{'image': {k: [N, ...]}, 'text': {k: [N, ...]}} (float32 / bool, CPU) for every sample in loader order, plus `keys` and the mean loss."
     was_training = model.training
     model.eval()
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     ctx = accelerator.autocast if accelerator is not None else nullcontext
-    cols = {'image_embeds': [], 'text_embeds': [], **{k: [] for k in keys}}
+    want = {'image': tuple(image_keys), 'text': tuple(text_keys)}
+    cols = {f'{side}/{k}': [] for side, ks in want.items() for k in ks} | {k: [] for k in keys}
     loss_sum, n_batches = 0., 0
     main = accelerator is None or accelerator.is_main_process
     for batch in tqdm(loader, desc='embed', leave=False, disable=not (progress and main)):
         if accelerator is None: batch = to_device(batch, device)
         with ctx():
-            out = model(batch)
+            out = _side_outputs(model, batch)
             if loss_fn is not None:
-                loss_sum += float(loss_fn(out, batch)['loss']); n_batches += 1
-        tens = {'image_embeds': out['image_embeds'].float(), 'text_embeds': out['text_embeds'].float()}
+                loss_sum += float(loss_fn(model(batch), batch)['loss']); n_batches += 1
+        tens = {}
+        for side, ks in want.items():
+            for k in ks:
+                if k not in out[side]: raise KeyError(f"{type(model).__name__}: the {side} side has no {k!r} (has {sorted(out[side])})")
+                v = out[side][k]
+                tens[f'{side}/{k}'] = v if v.dtype == torch.bool else v.float()
         tens.update({k: batch[k] for k in keys if isinstance(batch.get(k), torch.Tensor)})
         objs = {k: list(batch[k]) for k in keys if k in batch and not isinstance(batch[k], torch.Tensor)}
         if accelerator is not None:
+            tens = {k: accelerator.pad_across_processes(v, dim=1) if v.ndim >= 2 else v for k, v in tens.items()}
             tens = accelerator.gather_for_metrics(tens)
             objs = {k: accelerator.gather_for_metrics(v, use_gather_object=True) for k, v in objs.items()}
         for k, v in {**tens, **objs}.items(): cols[k].append(v.cpu() if isinstance(v, torch.Tensor) else v)
     model.train(was_training)
-    res = {k: (torch.cat(v) if v and isinstance(v[0], torch.Tensor) else [x for b in v for x in b]) for k, v in cols.items() if v}
+    flat = {k: (_pad_cat(v) if v and isinstance(v[0], torch.Tensor) else [x for b in v for x in b]) for k, v in cols.items() if v}
+    res = {side: {k: flat[f'{side}/{k}'] for k in ks if f'{side}/{k}' in flat} for side, ks in want.items()}
+    res.update({k: v for k, v in flat.items() if '/' not in k})
     if loss_fn is not None and n_batches:
         loss = torch.tensor(loss_sum / n_batches, device=device)
         res['loss'] = float(accelerator.reduce(loss, 'mean')) if accelerator is not None else float(loss)
@@ -357,14 +420,18 @@ def relevance_from_keys(query_keys: Sequence, gallery_keys: Sequence) -> torch.T
     return q[:, None] == g[None, :]
 
 # %% ../nbs/02b_train.ipynb #a30ca608
-def retrieval_scores(image_embeds: torch.Tensor,  # [N_image, D] L2-normalised
-                     text_embeds: torch.Tensor,  # [N_text, D] L2-normalised
+def retrieval_scores(image: Mapping[str, torch.Tensor] | torch.Tensor,  # image-side outputs (or [N, D] embeddings)
+                     text: Mapping[str, torch.Tensor] | torch.Tensor,  # text-side outputs (or [N, D] embeddings)
                      rel: torch.Tensor | None = None,  # [N_image, N_text] bool; None = one-to-one pairs
                      ks: Sequence[int] = (1, 5, 10),
+                     scorer=None,  # a cxrlab.models.Scorer; None = dot product of 'embeds'
                     ) -> dict:
     "Retrieval metrics in both directions ('i2t/…', 't2i/…') plus `rsum` = Σ R@k over both directions."
     from cxrlab.metrics import bidirectional_retrieval_metrics
-    sim = image_embeds.float() @ text_embeds.float().T  # [images, texts]
+    from cxrlab.models import DotScorer
+    image = image if isinstance(image, Mapping) else {'embeds': image}
+    text = text if isinstance(text, Mapping) else {'embeds': text}
+    sim = (scorer or DotScorer()).score(image, text)  # [images, texts]
     out = bidirectional_retrieval_metrics(sim, rel, ks=tuple(ks))
     out['rsum'] = float(sum(out[f'{d}/R@{k}'] for d in ('i2t', 't2i') for k in ks))
     return {k: float(v) for k, v in out.items()}
@@ -375,15 +442,18 @@ def evaluate_retrieval(model: nn.Module,
                        loss_fn: nn.Module | None = None,  # report the mean batch loss as 'loss' when given
                        relevance_key: str | None = None,  # None = one-to-one; else items sharing this batch field are relevant
                        ks: Sequence[int] = (1, 5, 10),
+                       scorer=None,  # Scorer or a callable model -> Scorer; None = the dot product (cxrlab.models.dot_scorer)
                       ) -> dict:
-    "Embed the split and score retrieval both ways; the default validation of `train`."
+    "Embed the split and score retrieval both ways with the method's scorer; the default validation of `train`."
+    from cxrlab.models import Scorer, dot_scorer
+    sc = scorer if isinstance(scorer, Scorer) else (scorer or dot_scorer)(model)
     keys = ('index',) + ((relevance_key,) if relevance_key else ())
-    emb = compute_embeddings(model, loader, accelerator, keys=keys, loss_fn=loss_fn)
+    emb = compute_embeddings(model, loader, accelerator, keys=keys, loss_fn=loss_fn, image_keys=sc.image_keys, text_keys=sc.text_keys)
     if relevance_key and relevance_key not in emb:
         raise KeyError(f"relevance_key={relevance_key!r} is not a field of the evaluation batches")
     rel = relevance_from_keys(emb[relevance_key], emb[relevance_key]) if relevance_key else None
-    out = retrieval_scores(emb['image_embeds'], emb['text_embeds'], rel, ks)
-    out['n_samples'] = len(emb['image_embeds'])
+    out = retrieval_scores(emb['image'], emb['text'], rel, ks, sc)
+    out['n_samples'] = len(next(iter(emb['image'].values())))
     if 'loss' in emb: out['loss'] = emb['loss']
     return out
 
@@ -499,12 +569,16 @@ def _train_one_epoch(step_module, optimizer, scheduler, loader, accelerator, cfg
     check_grad = accelerator.mixed_precision != 'fp16'  # fp16: the gradient scaler handles overflowing gradients
     max_norm = cfg.grad_clip if cfg.grad_clip else float('inf')
     params = [p for p in step_module.parameters() if p.requires_grad]
+    inner = accelerator.unwrap_model(step_module)
+    post_step = [m.post_step for m in inner.modules() if callable(getattr(m, 'post_step', None))]  # e.g. temperature clamps
+    total = cfg.epochs * steps_per_epoch(n, k)
     window, totals, n_steps = {}, {}, 0
     bar = tqdm(total=n, desc=desc, leave=False, disable=not (cfg.progress and accelerator.is_main_process))
     for i, batch in enumerate(loader):
         start = (i // k) * k
         size = min(k, n - start)
         sync = i == start + size - 1
+        set_progress(inner, TrainProgress(state.step, state.epoch, total, steps_per_epoch(n, k)))
         with (nullcontext() if sync else accelerator.no_sync(step_module)):
             with accelerator.autocast():
                 _, terms = step_module(batch)
@@ -533,6 +607,7 @@ def _train_one_epoch(step_module, optimizer, scheduler, loader, accelerator, cfg
         else:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            for fn in post_step: fn()
             for name, v in row.items(): totals[name] = totals.get(name, 0.) + v
             n_steps += 1
         with warnings.catch_warnings():  # a skipped first update makes torch warn about the call order
@@ -653,8 +728,8 @@ def train(model: nn.Module,  # forward(batch) -> dict of outputs
                                                            cfg.seed, collate_fn, cfg.num_workers)
     step_module = TrainStep(model, loss_fn)
     groups = param_groups or make_param_groups(step_module, cfg.lr, cfg.weight_decay, cfg.head_lr_mult,
-                                               cfg.head_patterns, cfg.layer_decay, cfg.freeze)
-    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k not in ('names', 'param_names')} for g in groups],
+                                               cfg.layer_decay, cfg.freeze)
+    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != 'param_names'} for g in groups],
                                   lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     generators = _loader_generators(train_loader)
     if val_loader is None: step_module, optimizer, train_loader = acc.prepare(step_module, optimizer, train_loader)
@@ -753,3 +828,223 @@ def _write_epoch_log(path: Path, history: Sequence[Mapping]):
     import pandas as pd
     from cxrlab.core import atomic_write
     with atomic_write(path) as f: pd.DataFrame(list(history)).to_csv(f, index=False)
+
+# %% ../nbs/02b_train.ipynb #b8b11b69
+from .models import Method, register_method, get_method, build_model
+
+def build_clip(config: Mapping,  # method config: {'backbone': ..., 'model': {}, 'loss': {...}}
+               backbone: nn.Module | None = None,  # an already built (e.g. pretrained) DualEncoder
+              ) -> nn.Module:
+    "The global CLIP model: the backbone's dual encoder itself."
+    return backbone if backbone is not None else build_model(dict(config['backbone']))
+
+CLIP = register_method(Method(
+    'clip', build=build_clip, loss=lambda opts: InfoNCELoss(**opts), module='cxrlab.train',
+    defaults={'model': {}, 'loss': {'label_smoothing': 0.0, 'gather_distributed': False}},
+    description='global CLIP baseline (Model A, radiology-clip-mini): symmetric InfoNCE on global embeddings'))
+
+# %% ../nbs/02b_train.ipynb #4452f117
+class RunLoadError(ValueError):
+    "A run cannot be rebuilt from its params.json and checkpoint."
+
+
+def save_tokenizer(tokenizer, run_dir: str | Path) -> dict:
+    "Record (and for WordPiece, copy into `run_dir/tokenizer`) what rebuilds `tokenizer`."
+    from cxrlab.models import ClipBPETokenizer, WordPieceTokenizer
+    if isinstance(tokenizer, ClipBPETokenizer): return {'kind': 'clip_bpe', 'context_length': tokenizer.context_length}
+    if isinstance(tokenizer, WordPieceTokenizer):
+        tokenizer.tok.save_pretrained(str(Path(run_dir) / 'tokenizer'))
+        return {'kind': 'wordpiece', 'dir': 'tokenizer', 'context_length': tokenizer.context_length}
+    raise TypeError(f"cannot record a tokenizer of type {type(tokenizer).__name__} (expected ClipBPETokenizer or WordPieceTokenizer)")
+
+
+def load_tokenizer(record: Mapping, run_dir: str | Path):
+    "The tokenizer `save_tokenizer` recorded."
+    from cxrlab.models import ClipBPETokenizer, WordPieceTokenizer
+    if record.get('kind') == 'clip_bpe': return ClipBPETokenizer(int(record['context_length']))
+    if record.get('kind') == 'wordpiece':
+        return WordPieceTokenizer.from_dir(Path(run_dir) / record['dir'], int(record['context_length']))
+    raise RunLoadError(f"{run_dir}: unknown tokenizer record {dict(record)}")
+
+
+@dataclass
+class LoadedRun:
+    "A trained run rebuilt from its folder."
+    model: nn.Module
+    tokenizer: Callable
+    train_transform: Callable
+    eval_transform: Callable
+    method: Method
+    params: dict
+    config: dict  # the method config the model was built from
+    dir: Path
+    checkpoint: str
+
+    @property
+    def name(self) -> str: return self.dir.name
+
+    def scorer(self):
+        "The method's scorer for this model."
+        return self.method.scorer(self.model)
+
+
+def _check_state(run_dir: Path, ck: Path, model: nn.Module, sd: Mapping) -> None:
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    shapes = [(k, tuple(own[k].shape), tuple(sd[k].shape)) for k in own if k in sd and own[k].shape != sd[k].shape]
+    if missing or unexpected or shapes:
+        raise RunLoadError(f"run {run_dir.name}: checkpoint {ck} does not match the model its params.json describes "
+                           f"({type(model).__name__}): {len(missing)} missing key(s) {missing[:5]}, {len(unexpected)} "
+                           f"unexpected key(s) {unexpected[:5]}, shape mismatches (key, model, checkpoint) {shapes[:3]}")
+
+
+def load_run(run: str | Path,  # a run folder, a run name inside out_dir, or 'latest'
+             checkpoint: str = 'best',  # best | last | epoch_NNN
+             out_dir: str | Path = 'runs',
+             device: str | torch.device = 'cpu',
+            ) -> LoadedRun:
+    "Rebuild any run's model (through the method registry), tokenizer and transforms, and load its weights strictly."
+    from cxrlab.core import resolve_run, load_json
+    from cxrlab.data import make_transforms
+    d = resolve_run(run, out_dir)
+    params = load_json(d / 'params.json')['params']
+    rec = params.get('method')
+    if not isinstance(rec, Mapping) or 'name' not in rec or 'config' not in rec:
+        raise RunLoadError(f"run {d.name}: params.json records no method ('method': {{'name', 'module', 'config'}}); "
+                           f"it is not a model training run, or was written before runs recorded their method")
+    try: method = get_method(rec['name'], rec.get('module'))
+    except KeyError as e: raise RunLoadError(f"run {d.name}: {e.args[0]}") from None
+    ck = d / 'checkpoints' / checkpoint
+    if not (ck / 'model.safetensors').exists():
+        have = sorted(p.name for p in (d / 'checkpoints').iterdir()) if (d / 'checkpoints').exists() else []
+        raise FileNotFoundError(f"{ck}: no checkpoint '{checkpoint}' in run {d.name} (have: {', '.join(have) or 'none'})")
+    config = dict(rec['config'])
+    model = method.build(config, None)
+    sd = load_checkpoint(ck)['model']
+    _check_state(d, ck, model, sd)
+    model.load_state_dict(sd, strict=True)
+    tokenizer = load_tokenizer(params.get('tokenizer') or {}, d)
+    bcfg = config['backbone']
+    tf = [make_transforms(bcfg['transform'], train=t, image_size=bcfg['image_size']) for t in (True, False)]
+    return LoadedRun(model.to(device).eval(), tokenizer, tf[0], tf[1], method, params, config, d, checkpoint)
+
+# %% ../nbs/02b_train.ipynb #3902897c
+EXPERIMENT_PARAMS = dict(  # name -> default
+    dataset='synth', data_root=None, backbone=None, preset=None, pretrained=False, epochs=None, batch_size=None,
+    lr=None, image_size=None, embed_dim=None, max_samples=None, n_patients=160, section='report', device='auto',
+    precision='auto', seed=0, num_workers=0, out_dir='runs', run_name=None, resume=False)
+_INT_PARAMS = ('epochs', 'batch_size', 'image_size', 'embed_dim', 'max_samples', 'n_patients', 'seed', 'num_workers')
+MODE_TEXT_KEYS = {'pair': ('text',), 'labels': ('text',), 'mask': ('text',), 'sentences': ('text', 'sentences'),
+                  'study': ('text', 'texts')}  # CXRDataset mode -> sample fields the collate function tokenizes
+
+def _none(v):
+    return None if v is None or (isinstance(v, str) and v.strip().lower() in ('', 'none', 'null')) else v
+
+def _convert_train_field(name: str, value):
+    "A TrainConfig field value from a notebook parameter (papermill gives strings)."
+    f = {f.name: f for f in fields(TrainConfig)}[name]
+    value, t = _none(value), str(f.type)
+    if value is None: return None
+    from cxrlab.core import as_bool, as_list
+    if t.startswith('bool'): return as_bool(value)
+    if t.startswith('int'): return int(value)
+    if t.startswith('float'): return float(value)
+    if t.startswith('tuple'): return tuple(as_list(value))
+    return value
+
+def resolve_experiment_params(params: Mapping) -> dict:
+    "Experiment parameters converted, defaulted and merged with the training preset; TrainConfig fields under 'train'."
+    from cxrlab.core import as_bool
+    train_fields = {f.name for f in fields(TrainConfig)}
+    unknown = set(params) - set(EXPERIMENT_PARAMS) - train_fields
+    if unknown: raise TypeError(f"unknown experiment parameter(s) {sorted(unknown)}; known: {sorted(EXPERIMENT_PARAMS)} "
+                                f"and the TrainConfig fields")
+    P = {**EXPERIMENT_PARAMS, **{k: _none(v) for k, v in params.items() if k in EXPERIMENT_PARAMS}}
+    for k in _INT_PARAMS:
+        if P[k] is not None: P[k] = int(P[k])
+    P['lr'] = None if P['lr'] is None else float(P['lr'])
+    P['resume'] = as_bool(P['resume'] or False)
+    pre = P['pretrained']
+    P['pretrained'] = as_bool(pre) if pre is None or isinstance(pre, bool) or str(pre).lower() in ('true', 'false', '0', '1', 'yes', 'no') else str(pre)
+    P['preset'] = P['preset'] or (P['backbone'] if P['backbone'] in TRAIN_PRESETS else 'tiny')
+    if P['preset'] not in TRAIN_PRESETS: raise KeyError(f"unknown preset {P['preset']!r}; choose from {sorted(TRAIN_PRESETS)}")
+    pre = TRAIN_PRESETS[P['preset']]
+    for k in ('backbone', 'epochs', 'batch_size', 'lr', 'image_size', 'embed_dim'):
+        if P[k] is None: P[k] = pre.get(k)
+    overrides = {k: _convert_train_field(k, v) for k, v in params.items() if k in train_fields and k not in P}
+    P['train'] = {**overrides, **{k: P[k] for k in ('epochs', 'batch_size', 'lr', 'device', 'precision', 'seed', 'num_workers')}}
+    return P
+
+def experiment_params(namespace: Mapping,  # e.g. globals() right after the parameters cell
+                     ) -> dict:
+    "The experiment parameters (EXPERIMENT_PARAMS and TrainConfig fields) defined in a notebook namespace."
+    names = set(EXPERIMENT_PARAMS) | {f.name for f in fields(TrainConfig)}
+    return {k: namespace[k] for k in sorted(names) if k in namespace}
+
+# %% ../nbs/02b_train.ipynb #fe03bc98
+@dataclass
+class Experiment:
+    "A stage's run, ready to train: parameters, run directory, method, model, loss, data."
+    params: dict  # resolved parameters (as recorded in params.json)
+    run: 'Run'
+    method: Method
+    model: nn.Module
+    loss: nn.Module
+    tokenizer: Callable
+    train_transform: Callable
+    eval_transform: Callable
+    cfg: TrainConfig
+    manifest: 'pd.DataFrame'
+    qc: object
+    datasets: dict  # split -> CXRDataset
+    collate: Callable
+
+    def loader(self, split: str, batch_size: int | None = None, shuffle: bool = False) -> DataLoader:
+        "A DataLoader over one split with the experiment's collate function."
+        return DataLoader(self.datasets[split], batch_size=batch_size or self.cfg.eval_batch_size or self.cfg.batch_size,
+                          shuffle=shuffle, collate_fn=self.collate, num_workers=self.cfg.num_workers)
+
+    def scorer(self):
+        "The method's scorer for the current model."
+        return self.method.scorer(self.model)
+
+    def fit(self, **kw) -> dict:
+        "Train with the engine on train/validate; validation uses the method's scorer. `kw` goes to `train`."
+        ev = lambda m, dl, a: evaluate_retrieval(m, dl, a, loss_fn=self.loss, relevance_key=self.cfg.relevance_key,
+                                                 scorer=self.method.scorer)
+        return train(self.model, self.loss, self.datasets['train'], self.datasets['validate'], self.cfg, run=self.run,
+                     evaluate_fn=ev, collate_fn=self.collate, resume=self.params['resume'], **kw)
+
+
+def setup_experiment(method: str | Method = 'clip',  # a registered method (or a Method)
+                     prefix: str | None = None,  # run-name prefix (the notebook's stem)
+                     model_options: Mapping | None = None,  # method model options (see the method's defaults)
+                     loss_options: Mapping | None = None,  # method loss options
+                     extra_params: Mapping | None = None,  # method-specific parameters to record in params.json
+                     synth_options: Mapping | None = None,  # extra SynthCXR generation options (difficulty, report_noise, ...)
+                     **params,  # EXPERIMENT_PARAMS and TrainConfig fields
+                    ) -> Experiment:
+    "Parameters -> manifest, splits, model, loss, run directory, datasets: everything before `fit()`."
+    from cxrlab.core import start_run
+    from cxrlab.data import CXRDataset, build_manifest, make_collate
+    from cxrlab.models import create_model
+    m = get_method(method) if isinstance(method, str) else method
+    P = resolve_experiment_params(params)
+    cfg = make_train_config(P['preset'], **P['train'])
+    synth = dict(n_patients=P['n_patients'], image_size=max(64, P['image_size']), **(synth_options or {})) if P['dataset'] == 'synth' else {}
+    data = dict(dataset=P['dataset'], data_root=P['data_root'], max_samples=P['max_samples'], seed=P['seed'], **synth)
+    manifest, qc = build_manifest(**data)
+    overrides = {k: P[k] for k in ('image_size', 'embed_dim') if P.get(k) is not None}
+    bundle = create_model(P['backbone'], pretrained=P['pretrained'], **overrides)
+    mcfg = m.config(bundle.config, model_options, loss_options)
+    model, loss = m.build(mcfg, bundle.model), m.loss(mcfg['loss'])
+    record = {k: v for k, v in P.items() if k != 'train'}
+    record.update(train=asdict(cfg), data=data, method={'name': m.name, 'module': m.module, 'config': mcfg}, **(extra_params or {}))
+    run = start_run(record, out_dir=P['out_dir'], run_name=P['run_name'], prefix=prefix or m.name, device=P['device'])
+    run.update_params(tokenizer=save_tokenizer(bundle.tokenizer, run.dir))
+    tf = {'train': bundle.train_transform, 'validate': bundle.eval_transform, 'test': bundle.eval_transform}
+    datasets = {s: CXRDataset(manifest[manifest['split'] == s], mode=m.dataset_mode, transform=tf[s], section=P['section'])
+                for s in ('train', 'validate', 'test')}
+    collate = make_collate(bundle.tokenizer, text_keys=MODE_TEXT_KEYS.get(m.dataset_mode, ('text',)))
+    return Experiment(run.params, run, m, model, loss, bundle.tokenizer, bundle.train_transform, bundle.eval_transform,
+                      cfg, manifest, qc, datasets, collate)

@@ -20,7 +20,7 @@ N_TRAIN, N_VAL, BATCH = 64, 13, 4
 def worker(out_dir: str, mode: str = 'local'):
     "Runs on every rank: train the toy model for 2 epochs, dump weights, seen indices and history."
     sys.path.insert(0, str(HERE))
-    from test_train import ToyDualEncoder, ToyPairs
+    from cxrlab.train import ToyDualEncoder, ToyPairs
     from cxrlab.core import start_run
     from cxrlab.train import InfoNCELoss, TrainConfig, train
 
@@ -74,7 +74,7 @@ def test_two_cpu_processes(kind, tmp_path):
     # the same epoch order on a second epoch would mean the sampler generator is not advancing
     assert r0['seen'][:steps] != r0['seen'][steps:2 * steps]
     # validation metrics gathered over the whole split exactly once == single-process evaluation of the final model
-    from test_train import ToyDualEncoder, ToyPairs
+    from cxrlab.train import ToyDualEncoder, ToyPairs
     from torch.utils.data import DataLoader
     from cxrlab.train import evaluate_retrieval
     m = ToyDualEncoder(); m.load_state_dict(r0['state'])
@@ -96,7 +96,7 @@ def test_global_batch_negatives_match_one_process_with_double_batch(tmp_path):
     "InfoNCELoss(gather_distributed=True) on 2 ranks × B == 1 process × 2B (same samples per step, same loss, same updates)."
     _launch('torchrun', tmp_path, 'gather')
     r0 = torch.load(tmp_path / 'rank0.pt', weights_only=False)
-    from test_train import ToyDualEncoder, ToyPairs
+    from cxrlab.train import ToyDualEncoder, ToyPairs
     from cxrlab.train import InfoNCELoss, TrainConfig, train
     torch.manual_seed(100); ref = ToyDualEncoder(dropout=0.)
     train(ref, InfoNCELoss(), ToyPairs(N_TRAIN), None, TrainConfig(epochs=2, batch_size=2 * BATCH, lr=3e-3, device='cpu',
