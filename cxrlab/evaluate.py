@@ -21,11 +21,12 @@ from .models import DotScorer, Scorer, make_scorer
 # %% auto #0
 __all__ = ['INDEX_KINDS', 'PATHOLOGY_LABELS', 'DEFAULT_QUERY_TEMPLATES', 'NEGATIVE_TEMPLATES', 'EVALUATIONS', 'FAMILIES',
            'EmbeddingSet', 'embed_split', 'build_index', 'search', 'search_recall', 'scored_relevant_ranks',
-           'per_query_metrics', 'summarise_queries', 'chance_recall', 'study_index', 'StudyRanks', 'study_ranks',
-           'study_retrieval_eval', 'recall_curve', 'study_labels', 'positive_label_sets', 'abnormal_studies',
-           'protocol_subset_eval', 'same_label_eval', 'contrast_accuracy', 'label_query_texts', 'encode_texts',
-           'prompt_scores', 'aggregate_by_study', 'label_query_retrieval', 'zero_shot_probs', 'manifest_fingerprint',
-           'embedding_path', 'run_embeddings', 'register_evaluation', 'EvalContext', 'RunEvaluation', 'contrast_rows',
+           'per_query_metrics', 'summarise_queries', 'mean_ci', 'chance_recall', 'study_index', 'StudyRanks',
+           'study_ranks', 'study_retrieval_eval', 'recall_curve', 'study_labels', 'positive_label_sets',
+           'abnormal_studies', 'protocol_subset_eval', 'same_label_eval', 'contrast_accuracy', 'label_query_texts',
+           'encode_texts', 'prompt_scores', 'aggregate_by_study', 'label_query_retrieval', 'zero_shot_probs',
+           'manifest_fingerprint', 'embedding_path', 'run_embeddings', 'register_evaluation', 'EvalContext',
+           'RunEvaluation', 'contrast_rows', 'image_forward_cost', 'linear_probe_eval', 'pd_sample_patients',
            'plot_recall_curves', 'retrieval_grid', 'plot_per_label', 'evaluate_run', 'leaderboard', 'run_data']
 
 # %% ../nbs/07_retrieval_eval.ipynb #a36777a9
@@ -226,6 +227,24 @@ def summarise_queries(pq: Mapping[str, Tensor],  # per-query values from `per_qu
     return out
 
 
+def mean_ci(values: Mapping[str, Tensor],  # name -> [N] per-item values (NaN = undefined for that item)
+            groups=None,  # [N] patient per item (the bootstrap resamples patients)
+            n_resamples: int = 0, alpha: float = 0.05, seed: int = 0,
+            prefix: str = '',
+           ) -> dict[str, float]:
+    "Mean of each value over the items where it is defined, with patient-bootstrap CIs and the number of items."
+    from cxrlab.metrics import bootstrap_ci, with_ci_keys
+    names = list(values)
+    table = torch.stack([torch.as_tensor(values[n], dtype=torch.float64) for n in names], 1)
+    def summary(t):
+        return {n: (t[:, j][~t[:, j].isnan()].mean().item() if (~t[:, j].isnan()).any() else math.nan) for j, n in enumerate(names)}
+    g = None if groups is None else np.asarray(groups)
+    out = with_ci_keys(bootstrap_ci(summary, table, groups=g, n_resamples=n_resamples, alpha=alpha, seed=seed), prefix) \
+          if n_resamples and len(table) else {prefix + k: v for k, v in summary(table).items()}
+    out.update({f'{prefix}n/{n}': float((~table[:, j].isnan()).sum()) for j, n in enumerate(names)})
+    return out
+
+
 def chance_recall(rr, k: int) -> float:
     "Expected R@k of a random ranking for these queries: mean of 1 - C(G - r, k) / C(G, k) over queries with r >= 1."
     G, r = rr.n_gallery, torch.as_tensor(rr.n_rel).double()
@@ -369,7 +388,6 @@ def contrast_accuracy(es: EmbeddingSet,  # embeddings of the originals
                       n_resamples: int = 0, alpha: float = 0.05, seed: int = 0,
                      ) -> dict[str, float]:
     "Share of pairs where the true report beats the twin's report (i2t) and the true image beats the twin image (t2i)."
-    from cxrlab.metrics import bootstrap_ci, with_ci_keys
     sc = scorer or es.scorer()
     pos = {i: r for r, i in enumerate(es.image_ids)}
     missing = [t for t in twin_of if t not in pos]
@@ -379,12 +397,8 @@ def contrast_accuracy(es: EmbeddingSet,  # embeddings of the originals
     wrong_report = sc.score_pairs(orig.image, twins.text)
     wrong_image = sc.score_pairs(twins.image, orig.text)
     win = lambda a, b: (a > b).double() + 0.5 * (a == b).double()
-    table = torch.stack([win(true, wrong_report), win(true, wrong_image)], 1)
-    summary = lambda t: {'i2t': t[:, 0].mean().item(), 't2i': t[:, 1].mean().item()}
-    res = with_ci_keys(bootstrap_ci(summary, table, groups=np.asarray(orig.subject_ids), n_resamples=n_resamples,
-                                    alpha=alpha, seed=seed), 'contrast/') if n_resamples else \
-          {f'contrast/{k}': v for k, v in summary(table).items()}
-    return {**res, 'contrast/n_pairs': float(len(table))}
+    res = mean_ci({'i2t': win(true, wrong_report), 't2i': win(true, wrong_image)}, orig.subject_ids, n_resamples, alpha, seed, 'contrast/')
+    return {**{k: v for k, v in res.items() if '/n/' not in k}, 'contrast/n_pairs': float(len(true))}
 
 # %% ../nbs/07_retrieval_eval.ipynb #6423331d
 DEFAULT_QUERY_TEMPLATES = ("Findings consistent with {label}.", "Findings suggesting {label}.", "{label} seen.")
@@ -642,14 +656,58 @@ def _label_families(ctx: EvalContext, fams: set) -> dict:
     return out
 
 
+@torch.no_grad()
+def image_forward_cost(model: torch.nn.Module, images: Tensor, repeats: int = 3) -> dict:
+    "Forward FLOPs per image (torch's FlopCounterMode, multiply-add = 2), images/s of `encode_image`, kept-patch share."
+    from torch.utils.flop_counter import FlopCounterMode
+    model.eval()
+    with FlopCounterMode(display=False) as fc: out = model.encode_image(images[:1])
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter(); model.encode_image(images); best = min(best, time.perf_counter() - t0)
+    res = {'image_GFLOPs': fc.get_total_flops() / 1e9, 'forward_images_per_s': len(images) / best}
+    if 'keep' in out: res['kept_ratio'] = float(model.encode_image(images)['keep'].float().mean())
+    return res
+
+
 def _cost(ctx: EvalContext) -> dict:
     from cxrlab.models import count_params
+    from cxrlab.data import CXRDataset
     tm = load_json(ctx.run.dir / 'metrics.json') if (ctx.run.dir / 'metrics.json').exists() else {}
     out = {'cost/params_M': count_params(ctx.run.model) / 1e6}
+    ds = CXRDataset(ctx.rows.head(8), transform=ctx.run.eval_transform)
+    imgs = torch.stack([ds[i]['image'] for i in range(len(ds))]).to(ctx.device)
+    out.update({f'cost/{k}': v for k, v in image_forward_cost(ctx.run.model, imgs).items()})
     for k, name in (('train/train_time_s', 'cost/train_time_s'), ('train/samples_per_s', 'cost/train_samples_per_s')):
         if k in tm: out[name] = tm[k]
     if 'embed_images_per_s' in ctx.embeddings.meta: out['cost/embed_images_per_s'] = ctx.embeddings.meta['embed_images_per_s']
     return out
+
+# %% ../nbs/07_retrieval_eval.ipynb #a8503b73
+@register_evaluation('linear_probe')
+def linear_probe_eval(ctx: EvalContext,
+                      max_train: int = 5000,  # training images embedded for the probe (a patient-level sample beyond)
+                     ) -> dict:
+    "AUROC of per-label logistic regressions fitted on frozen train-split image embeddings."
+    from cxrlab.metrics import classification_metrics, linear_probe_scores
+    train_rows = ctx.manifest[ctx.manifest['split'] == 'train']
+    if len(train_rows) > max_train:
+        keep = pd_sample_patients(train_rows, max_train, ctx.seed); train_rows = train_rows[keep]
+    train_rows = train_rows.reset_index(drop=True); train_rows.attrs['meta'] = dict(ctx.manifest.attrs.get('meta') or {})
+    tr = run_embeddings(ctx.run, train_rows, 'train', ctx.batch_size, ctx.device, ctx.precision, progress=False)
+    present = [l for l in CHEXPERT_LABELS if l != 'No Finding' and (ctx.rows[l] == 1).any()]
+    y_tr = train_rows.set_index('image_id').loc[tr.image_ids, present].to_numpy(dtype=float)
+    probs, _ = linear_probe_scores(tr.image['embeds'].numpy(), y_tr, ctx.embeddings.image['embeds'].numpy())
+    y = ctx.rows.set_index('image_id').loc[ctx.embeddings.image_ids, present].to_numpy(dtype=float)
+    return {f'linear_probe/{k}': v for k, v in classification_metrics(probs, y, present, uncertain='ignore').items()}
+
+
+def pd_sample_patients(rows, n: int, seed: int = 0) -> np.ndarray:
+    "Boolean row mask keeping whole patients, about `n` rows, chosen with `seed`."
+    subj = rows['subject_id'].drop_duplicates().sample(frac=1.0, random_state=seed)
+    sizes = rows.groupby('subject_id').size().loc[subj]
+    chosen = set(sizes.index[sizes.cumsum() <= n])
+    return rows['subject_id'].isin(chosen).to_numpy()
 
 # %% ../nbs/07_retrieval_eval.ipynb #921cec02
 def plot_recall_curves(ranks: Mapping[str, Mapping[str, StudyRanks]],  # name -> direction -> StudyRanks

@@ -38,7 +38,14 @@ _BERT_BASE = dict(width=768, layers=12, heads=12, mlp_ratio=4.0, max_positions=5
 MODEL_CONFIGS: dict[str, dict] = {
     'tiny': dict(  # from scratch in minutes on 2 CPU cores; 160 tokens hold 99% of SynthCXR reports whole
         embed_dim=128, image_size=64, context_length=160, transform='tiny',
-        image=dict(kind='small_cnn', widths=(32, 64, 128, 256), stem_width=32, blocks=1, norm='batch', coords=True),
+        image=dict(kind='small_cnn', widths=(32, 64, 128, 256), strides=(2, 2, 2, 1), stem_width=32, blocks=1,
+                   norm='batch', coords=True),  # stride 16: a 4x4 patch grid at 64 px, 8x8 at 128 px
+        text=dict(kind='clip_text', vocab_size=49408, width=64, heads=2, layers=2, pool='eot'),
+        tokenizer=dict(kind='clip_bpe'),
+        weights=None),
+    'tiny_vit': dict(  # the ViT twin of `tiny` (8x8 patches at 64 px): for methods that act inside a transformer
+        embed_dim=128, image_size=64, context_length=160, transform='tiny',
+        image=dict(kind='clip_vit', patch_size=8, width=128, layers=4, head_width=32),
         text=dict(kind='clip_text', vocab_size=49408, width=64, heads=2, layers=2, pool='eot'),
         tokenizer=dict(kind='clip_bpe'),
         weights=None),
@@ -366,7 +373,8 @@ class SmallCNNImageTower(CNNImageTower):
     block_regex = r'stages\.(\d+)\.'
 
     def __init__(self, embed_dim: int,
-                 widths: tuple = (32, 64, 128, 256),  # channels per stage; each stage halves the resolution
+                 widths: tuple = (32, 64, 128, 256),  # channels per stage
+                 strides: tuple | None = None,  # stride of each stage's first convolution (None: 2 everywhere)
                  stem_width: int = 32,  # channels of the stride-2 stem convolution
                  blocks: int = 1,  # residual blocks per stage after its strided convolution
                  norm: str = 'batch',  # batch | group
@@ -376,8 +384,10 @@ class SmallCNNImageTower(CNNImageTower):
         self.coords = bool(coords)
         self.stem = _conv_norm_act(3 + 2 * self.coords, stem_width, 2, norm)
         stages, cin = [], stem_width
-        for w in widths:
-            stages.append(nn.Sequential(_conv_norm_act(cin, w, 2, norm), *[_ResBlock(w, norm) for _ in range(blocks)]))
+        strides = tuple(strides) if strides is not None else (2,) * len(widths)
+        if len(strides) != len(widths): raise ValueError(f"strides {strides} and widths {tuple(widths)} differ in length")
+        for w, st in zip(widths, strides):
+            stages.append(nn.Sequential(_conv_norm_act(cin, w, int(st), norm), *[_ResBlock(w, norm) for _ in range(blocks)]))
             cin = w
         self.stages = nn.Sequential(*stages)
         self.proj = make_projection(cin, embed_dim, proj)
@@ -903,6 +913,7 @@ def create_model(name: str,  # backbone: tiny | rclip_mini | biomedclip | clip_v
 _SMALL_TEXT = dict(text_width=64, text_layers=2, text_heads=2)
 SMALL_OVERRIDES: dict[str, dict] = {
     'tiny': dict(),
+    'tiny_vit': dict(),
     'rclip_mini': dict(image_size=64, embed_dim=32, **_SMALL_TEXT),
     'biomedclip': dict(image_size=64, embed_dim=32, image_width=64, image_layers=2, image_heads=2, **_SMALL_TEXT),
     'clip_vit_b32': dict(image_size=64, embed_dim=32, image_width=64, image_layers=2, image_head_width=32,

@@ -130,13 +130,19 @@ class ProgressAware:
 class TermSchedule:
     "Weight of a loss term at optimizer step s: 0 before `start`, linear ramp over `warmup` steps, then `weight`."
     weight: float = 1.0
-    start: int = 0  # first step at which the term counts
-    warmup: int = 0  # steps of linear ramp after `start` (0 = full weight at once)
+    start: float = 0  # first step at which the term counts; a value in (0, 1) is a fraction of the run's steps
+    warmup: float = 0  # steps of linear ramp after `start` (0 = full weight at once); (0, 1): a fraction of the run
 
-    def __call__(self, step: int) -> float:
-        if step < self.start: return 0.
-        if self.warmup <= 0: return float(self.weight)
-        return float(self.weight) * min(1., (step - self.start + 1) / self.warmup)
+    def __call__(self, step: int, total_steps: int | None = None) -> float:
+        steps = lambda v: v * total_steps if (0 < v < 1 and total_steps) else v
+        start, warmup = steps(self.start), steps(self.warmup)
+        if step < start: return 0.
+        if warmup <= 0: return float(self.weight)
+        return float(self.weight) * min(1., (step - start + 1) / warmup)
+
+    def at(self, progress: TrainProgress) -> float:
+        "The weight at the current training progress."
+        return self(progress.step, progress.total_steps)
 
 
 def set_progress(module: nn.Module, progress: TrainProgress):
@@ -199,6 +205,9 @@ TRAIN_PRESETS = {
     # from-scratch small CNN + 2-layer text transformer; on SynthCXR lr 1e-3 beat 2e-3 and 3e-4 (demo-size runs)
     'tiny': dict(backbone='tiny', image_size=64, epochs=6, batch_size=32, lr=1e-3, weight_decay=0.01, grad_clip=1.0,
                  warmup_ratio=0.1),
+    # its ViT twin learns slower from scratch: lower peak LR, longer warmup
+    'tiny_vit': dict(backbone='tiny_vit', image_size=64, epochs=6, batch_size=32, lr=5e-4, weight_decay=0.05, grad_clip=1.0,
+                     warmup_ratio=0.2),
     'rclip_mini': dict(backbone='rclip_mini', image_size=320, embed_dim=256, epochs=4, batch_size=16, lr=3e-4,
                        weight_decay=1e-4, grad_clip=1.0),
     # cxrlab's fine-tuning defaults for pretrained BiomedCLIP (Patch-IB Model A); not values from a paper

@@ -1,6 +1,7 @@
 """Training engine (cxrlab.train) on a toy dual encoder over random tensors: loss, schedule, accumulation,
 resume, non-finite steps, early stopping, checkpoints and bad input. Fast (CPU, a few seconds)."""
 import math
+import os
 
 import pandas as pd
 import pytest
@@ -273,3 +274,45 @@ def test_precision_can_change_between_calls_in_one_process():
     assert all(math.isfinite(r['loss']) and r['bad_steps'] == 0 for r in (r1, r2, r3))
     from accelerate.state import AcceleratorState
     assert AcceleratorState().mixed_precision == 'no'
+
+
+# ---- a hard kill mid-epoch, then resume --------------------------------------------------------------------------
+_KILL_CHILD = r'''
+import sys, time, torch
+from cxrlab.core import start_run
+from cxrlab.train import InfoNCELoss, ToyDualEncoder, ToyPairs, TrainConfig, train
+class Slow(InfoNCELoss):  # a slow step, so the parent can kill the process in the middle of an epoch
+    def forward(self, o, b):
+        if self.training: time.sleep(0.03)
+        return super().forward(o, b)
+torch.manual_seed(0)
+run = start_run({'test': 'kill'}, out_dir=sys.argv[1], run_name='killed')
+train(ToyDualEncoder(), Slow(), ToyPairs(128), ToyPairs(24, seed=1),
+      TrainConfig(epochs=3, batch_size=16, lr=3e-3, device='cpu', progress=False, restore_best=False), run=run)
+'''
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    "SIGKILL in epoch 2 leaves a complete checkpoint of epoch 1; resuming from it ends with the uninterrupted run's weights."
+    import signal, subprocess, sys, time
+    child = subprocess.Popen([sys.executable, '-c', _KILL_CHILD, str(tmp_path)], env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    log, deadline = tmp_path / 'killed' / 'train_log.csv', time.time() + 120
+    while time.time() < deadline and child.poll() is None:  # 8 steps per epoch: kill 3 steps into epoch 2
+        if log.exists() and len(log.read_text().splitlines()) >= 1 + 8 + 3: break
+        time.sleep(0.01)
+    assert child.poll() is None, 'the child finished before it could be killed'
+    child.send_signal(signal.SIGKILL); child.wait()
+    last = tmp_path / 'killed' / 'checkpoints' / 'last'
+    ck = load_checkpoint(last)  # complete and readable: weights and resume state of epoch 1
+    assert ck['state']['epoch'] == 1 and ck['state']['step'] == 8
+    cfgk = dict(epochs=3, batch_size=16, lr=3e-3, restore_best=False)
+    torch.manual_seed(5); resumed = ToyDualEncoder()  # other weights: everything must come from the checkpoint
+    run = start_run({'test': 'kill'}, out_dir=tmp_path, run_name='killed')
+    res = train(resumed, InfoNCELoss(), ToyPairs(128), ToyPairs(24, seed=1), cfg(**cfgk), run=run, resume=True)
+    torch.manual_seed(0); straight = ToyDualEncoder()
+    train(straight, InfoNCELoss(), ToyPairs(128), ToyPairs(24, seed=1), cfg(**cfgk))
+    assert res['epochs_run'] == 3 and res['steps'] == 24
+    for k, v in straight.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, atol=1e-6, rtol=1e-6)
+    steps = pd.read_csv(log)['step'].tolist()
+    assert steps == list(range(1, 25))  # the killed epoch's partial rows were replaced, not duplicated
