@@ -15,11 +15,11 @@ import pandas as pd
 from .core import CHEXPERT_LABELS, get_logger
 
 # %% auto #0
-__all__ = ['LABEL_RULES', 'OTHER_FINDINGS', 'OTHER', 'LATERALITY', 'ZONES', 'SEVERITY', 'STATUS_VALUE', 'log', 'LABEL_ABBREV',
-           'DEV_SET', 'LABEL_PHRASES', 'QUERY_TEMPLATES', 'LABELER_SOURCE', 'sentence_spans', 'words_back', 'words_fwd',
+__all__ = ['LABEL_RULES', 'OTHER_FINDINGS', 'OTHER', 'LATERALITY', 'ZONES', 'SEVERITY', 'STATUS_VALUE', 'log', 'LABELER_SOURCE',
+           'LABEL_ABBREV', 'DEV_SET', 'LABEL_PHRASES', 'QUERY_TEMPLATES', 'sentence_spans', 'words_back', 'words_fwd',
            'classify_span', 'parse_location', 'location_words', 'Mention', 'parse_mentions', 'mentions_frame',
            'aggregate', 'split_sections', 'section_text', 'label_report', 'label_reports', 'parse_expected',
-           'dev_frames', 'binarize', 'agreement', 'label_queries', 'load_reference_corpus', 'plot_label_f1',
+           'dev_frames', 'binarize', 'agreement', 'label_queries', 'reference_studies', 'plot_label_f1',
            'location_agreement']
 
 # %% ../nbs/01a_labels.ipynb #e8c0bc1c
@@ -621,6 +621,7 @@ def section_text(report,  # str, or a mapping of section name -> text (e.g. a ma
 
 # %% ../nbs/01a_labels.ipynb #920908e5
 log = get_logger('cxrlab.labels')
+LABELER_SOURCE = 'cxrlab.labels'  # what `cxrlab.data.apply_labeler` writes to `label_source` for labels read by this module
 
 def label_report(report,  # str, or mapping of section name -> text
                  sections: Sequence[str] = ('impression', 'findings'),  # section priority
@@ -863,30 +864,23 @@ def label_queries(label: str,  # a CHEXPERT_LABELS name
     return out + list(QUERY_TEMPLATES[label])
 
 # %% ../nbs/01a_labels.ipynb #100143ac
-LABELER_SOURCE = 'cxrlab.labels'
-
-def load_reference_corpus(dataset: str = 'synth',  # synth | mimic | iu | iu_xml | chexpert_plus | csv
-                          data_root: str | None = None,  # dataset folder (None with synth: cached SynthCXR)
-                          max_samples: int | None = None,  # subsample to this many studies (None: all)
-                          split: str = 'all',  # keep one split, or 'all'
-                          seed: int = 0,  # SynthCXR seed and subsampling seed
-                         ) -> pd.DataFrame:
-    "One row per study with its report sections and reference labels."
-    if dataset == 'synth' and data_root is None:
-        from cxrlab.synth import ensure_synthcxr
-        n_patients = max(20, math.ceil((max_samples or 300) / 1.5))
-        df = pd.read_json(ensure_synthcxr(n_patients=n_patients, image_size=32, seed=seed), lines=True, dtype=False)
-    else:
-        from cxrlab.data import build_manifest
-        df, _ = build_manifest(dataset, data_root, seed=seed)
-    df = df.drop_duplicates('study_id').reset_index(drop=True)
+def reference_studies(manifest: pd.DataFrame,  # manifest rows (one per image) with sections, labels and `label_source`
+                      name: str = 'corpus',  # dataset name for messages
+                      max_samples: int | None = None,  # subsample to this many studies (None: all)
+                      split: str = 'all',  # keep one split, or 'all'
+                      seed: int = 0,  # subsampling seed
+                     ) -> pd.DataFrame:
+    "One row per study whose reference labels do not come from this labeler."
+    if not isinstance(manifest, pd.DataFrame): raise TypeError(f"manifest must be a DataFrame, got {type(manifest).__name__}")
+    if 'study_id' not in manifest.columns: raise KeyError(f"{name}: manifest has no study_id column")
+    df = manifest.drop_duplicates('study_id').reset_index(drop=True)
     if split != 'all':
-        if split not in set(df['split']): raise ValueError(f"split={split!r} not in this corpus (has {sorted(set(df['split']))})")
+        if split not in set(df.get('split', ())): raise ValueError(f"split={split!r} not in {name} (has {sorted(set(df.get('split', ())))})")
         df = df[df['split'] == split]
     if 'label_source' in df.columns:
         own = (df['label_source'] == LABELER_SOURCE).to_numpy()
-        if own.all(): raise ValueError(f"{dataset}: every study's labels come from this labeler; there is no reference to compare with")
-        if own.any(): log.warning(f"{dataset}: left out {int(own.sum())} studies labelled by {LABELER_SOURCE} (no independent reference)")
+        if own.all(): raise ValueError(f"{name}: every study's labels come from this labeler; there is no reference to compare with")
+        if own.any(): log.warning(f"{name}: left out {int(own.sum())} studies labelled by {LABELER_SOURCE} (no independent reference)")
         df = df[~own]
     if max_samples is not None and len(df) > int(max_samples): df = df.sample(int(max_samples), random_state=seed)
     return df.reset_index(drop=True)
