@@ -15,12 +15,12 @@ import pandas as pd
 from .core import CHEXPERT_LABELS, get_logger
 
 # %% auto #0
-__all__ = ['LABEL_RULES', 'OTHER_FINDINGS', 'OTHER', 'LATERALITY', 'ZONES', 'SEVERITY', 'STATUS_VALUE', 'log', 'LABELER_SOURCE',
-           'LABEL_ABBREV', 'DEV_SET', 'LABEL_PHRASES', 'QUERY_TEMPLATES', 'sentence_spans', 'words_back', 'words_fwd',
-           'classify_span', 'parse_location', 'location_words', 'Mention', 'parse_mentions', 'mentions_frame',
-           'aggregate', 'split_sections', 'section_text', 'label_report', 'label_reports', 'parse_expected',
-           'dev_frames', 'binarize', 'agreement', 'label_queries', 'reference_studies', 'plot_label_f1',
-           'location_agreement']
+__all__ = ['LABEL_RULES', 'OTHER_FINDINGS', 'MISSPELLINGS', 'OTHER', 'LATERALITY', 'ZONES', 'SEVERITY', 'STATUS_VALUE', 'log',
+           'LABELER_SOURCE', 'LABEL_ABBREV', 'DEV_SET', 'LABEL_PHRASES', 'QUERY_TEMPLATES', 'sentence_spans',
+           'words_back', 'words_fwd', 'classify_span', 'parse_location', 'location_words', 'Mention', 'parse_mentions',
+           'mentions_frame', 'aggregate', 'split_sections', 'section_text', 'label_report', 'label_reports',
+           'parse_expected', 'dev_frames', 'binarize', 'agreement', 'label_queries', 'reference_studies',
+           'plot_label_f1', 'location_agreement']
 
 # %% ../nbs/01a_labels.ipynb #e8c0bc1c
 _SIZE_QUAL = dict(  # qualifiers for a size attribute (heart, cardiac silhouette, mediastinum)
@@ -47,7 +47,7 @@ _CP_QUAL = dict(  # costophrenic angles: blunting is (hedged) effusion, sharp an
 LABEL_RULES = {
     'Atelectasis': dict(
         terms=[r'atelecta\w*', r'(?:lung|lobar|lobe|segmental|subsegmental|basilar) collapse', r'collapsed?',
-               r'volume loss', r'plate[- ]?like (?:opacit\w+|densit\w+)', r'discoid (?:opacit\w+|densit\w+)'],
+               r'plate[- ]?like (?:opacit\w+|densit\w+)', r'discoid (?:opacit\w+|densit\w+)'],
         exclude=[r'(?:vertebral|vertebra|compression|disc|disk)(?: body)? collapse',
                  r'collapse of (?:the )?(?:\w+ )?vertebra\w*', r'collapsed? (?:vertebra\w*|disc|disk)']),
     'Cardiomegaly': dict(
@@ -77,24 +77,31 @@ LABEL_RULES = {
     'Fracture': dict(
         terms=[r'fractures?', r'fractured', r'fx', r'compression deformit(?:y|ies)', r'callus formation']),
     'Lung Lesion': dict(
-        terms=[r'nodules?', r'nodular (?:opacit\w+|densit\w+|focus|foci|lesions?)', r'masse?s?', r'lesions?',
-               r'neoplasms?', r'neoplastic', r'tumou?rs?', r'carcinoma', r'malignan\w*', r'metasta\w*', r'lumps?',
-               r'cavitary (?:lesion|mass|nodule)s?', r'cavitation', r'pulmonary metastas\w*'],
+        terms=[r'nodules?', r'nodular (?:opacit\w+|densit\w+|focus|foci|lesions?)', r'masse?s?',
+               r'(?:lung|pulmonary|parenchymal|cavitary|cavitating|spiculated|nodular|mass|suspicious|focal|round|rounded) lesions?',
+               r'lesions? (?:in|within|of|at|involving) (?:the )?(?:\w+ ){0,3}(?:lobes?|lungs?|lingula|apex|apices|base|bases|hilum|perihilar region)',
+               r'neoplasms?', r'tumou?rs?', r'carcinoma', r'lumps?', r'cavitation',
+               r'(?:pulmonary|lung|parenchymal) metasta\w*', r'metastatic (?:nodules?|masses|lesions? (?:in|within|of) the (?:\w+ )?lungs?)'],
         exclude=[r'calcified (?:(?!and |or |with )\w+ ){0,3}?(?:nodules?|nodular (?:densit\w+|opacit\w+|foc\w+))',
                  r'(?:granuloma\w*|granulomatous) (?:nodules?|lesions?)', r'nodules? (?:is |are )?calcified',
                  r'nipple (?:shadow|marker)s?', r'(?:bone|bony|osseous|lytic|sclerotic|blastic|expansile|rib|skin|cutaneous|breast|liver|hepatic|renal|thyroid|spine|spinal|vertebral) (?:lesions?|masse?s?|nodules?)',
                  r'(?:lesions?|masse?s?) (?:of|in|within|involving) (?:the )?(?:\w+ ){0,3}(?:ribs?|spine|vertebra\w*|clavicle|scapula|humer\w*|sternum|bones?|breasts?|liver|thyroid|neck)',
-                 r'(?:soft[- ]tissue|neck|abdominal|mediastinal|hilar|adrenal) (?:lesions?|masse?s?)',
+                 r'(?:soft[- ]tissue|neck|abdominal|mediastinal|adrenal|pericardial|pleural|chest wall|cardiac|axillary|lucent) (?:lesions?|masse?s?)',
                  r'mass effect', r'masses? (?:in|of) the (?:neck|abdomen|breast|mediastinum|soft tissue)']),
     'Lung Opacity': dict(
         terms=[r'opaci\w*', r'infiltrat\w*', r'air[- ]?space (?:disease|process|opacit\w+|filling|density|densities|changes)',
-               r'densit(?:y|ies)', r'haziness', r'hazy(?! (?:opaci|densit|infiltrat|air))', r'ground[- ]glass', r'scar\w*',
-               r'interstitial (?:markings?|opacit\w+|pattern|prominence|changes?|thickening|(?:lung )?disease|process|abnormalit\w+|infiltrat\w+|fibrosis)',
-               r'reticul\w*', r'(?:increased|prominent|coarse(?:ned)?|accentuated) (?:interstitial |lung |pulmonary |bronchovascular )?markings',
-               r'peribronchial (?:thickening|cuffing)', r'(?:bronchial )?wall thickening', r'decreased translucency',
-               r'fibrotic changes?', r'(?:pulmonary|lung|parenchymal) fibrosis', r'shadowing'],
+               r'(?:increased|patchy|streaky|linear|hazy|confluent|alveolar|parenchymal|pulmonary|lung|basilar|bibasilar|lingular|apical'
+               r'|perihilar|midlung|nodular|ill[- ]defined|airspace|air space|interstitial|reticular|reticulonodular|base|lobe) (?:\w+ )?densit(?:y|ies)',
+               r'densit(?:y|ies) (?:[\w.]+ ){0,6}?(?:in|within|at|of|involving) (?:the )?(?:\w+ ){0,3}?(?:lobes?|lungs?|lingula|bases?|apex|apices|midlung|perihilar region|hemithorax)',
+               r'haziness', r'hazy(?! (?:opaci|densit|infiltrat|air))', r'ground[- ]glass',
+               r'interstitial (?:opacit\w+|pattern|prominence|changes?|thickening|(?:lung )?disease|process|abnormalit\w+|infiltrat\w+)',
+               r'reticul\w*', r'(?:increased|prominent|coarse(?:ned)?|accentuated|abnormal|irregular) (?:interstitial |lung |pulmonary |bronchovascular )?markings',
+               r'interstitial markings (?:are |is |appear |remain )?(?:\w+ )?(?:increased|prominent|coarse(?:ned)?|accentuated)',
+               r'peribronchial (?:thickening|cuffing)', r'(?:bronchial )?wall thickening', r'decreased translucency', r'shadowing'],
         exclude=[r'pleural\W*(?:parenchymal\W*)?scar\w*', r'pleuroparenchymal scar\w*', r'pleuro\W*pericardial scar\w*',
-                 r'(?:bone|bony|osseous|mineral|breast|soft[- ]tissue|metallic|calcific|calcified) (?:densit\w+|opacit\w+)',
+                 r'(?:mediastinal|paratracheal|substernal|soft[- ]tissue|sclerotic|osseous|bone|bony|skin|chest wall|extrapleural|pleural|pleural[- ]parenchymal|pleuroparenchymal|foreign[- ]body|metallic|calcific|calcified|mineral|breast) (?:\w+ )?(?:densit\w+|opacit\w+)',
+                 r'(?:opacit\w+|densit\w+) (?:(?!may |might |could |can |possibly |or )\w+ ){0,8}?(?:related|due|secondary|attributable|correspond\w*|compatible|consistent) (?:to|with) '
+                 r'(?:\w+ ){0,3}?(?:overlying )?(?:soft tissues?|breasts?|nipples?|skin folds?|artifacts?|hiatal hernia|hiatus hernia|piercings?|stents?|foreign bod\w+|fat pads?|epicardial fat|pectus|osteophytes?|vessels?|vascular structures?)',
                  r'calcified (?:granuloma\w*|nodul\w+) (?:densit\w+|opacit\w+)', r'(?:sternotomy|surgical|skin|incision\w*) scar\w*',
                  r'scarred (?:pleura|diaphragm)', r'(?:perihilar|hilar|vascular) haziness', r'opacit\w+ (?:of|over|overlying|projecting over) the (?:breasts?|soft tissues?|nipples?)']),
     'No Finding': dict(),
@@ -102,9 +109,8 @@ LABEL_RULES = {
         terms=[r'(?:pleural )?effusions?', r'pleural fluid', r'hydrothorax', r'hydropneumothora\w*',
                r'(?:layering|loculated|subpulmonic|fissural) fluid', r'fluid (?:in|within|tracking into) the (?:\w+ )?(?:fissure|pleural space)',
                r'pleural collection', r'empyema'],
-        hedged=[r'blunt\w* (?:of )?(?:the )?(?:\w+ )?(?:costophrenic|cp|costodiaphragmatic)(?: angles?| sulc\w+| recess\w*)?',
-                r'(?:costophrenic|cp) (?:angle|sulcus) blunting', r'meniscus sign'],
-        attributes=[(r'(?:costophrenic|cp|costodiaphragmatic) (?:angles?|sulc\w+|recess\w*)', _CP_QUAL, 'uncertain')],
+        hedged=[r'meniscus sign'],
+        attributes=[(r'(?:costophrenic|cp|costodiaphragmatic) (?:angles?|sulc\w+|recess\w*)', _CP_QUAL, 'negative-only')],
         exclude=[r'pericardial effusions?', r'(?:joint|knee|shoulder|glenohumeral|pericardial|peritoneal|abdominal) effusions?']),
     'Pleural Other': dict(
         terms=[r'pleural (?:thickening|plaques?|scar\w*|calcifications?|fibrosis|reaction|irregularit\w*)',
@@ -113,7 +119,9 @@ LABEL_RULES = {
                r'fibrothorax', r'pleuro\W*pericardial (?:scar\w*|thickening)', r'asbestos[- ]related pleural disease']),
     'Pneumonia': dict(
         terms=[r'pneumonia\w*', r'bronchopneumonia', r'pneumonitis', r'infect\w*', r'(?:lobar|aspiration) pneumonia'],
-        exclude=[r'(?:urinary tract|soft[- ]tissue|wound|skin|line|catheter|viral) infection']),
+        exclude=[r'(?:urinary tract|soft[- ]tissue|wound|skin|line|catheter|viral) infection',
+                 r'granulomatous (?:\w+ )?(?:infection|infectious|disease|process)'],
+        historical=True),
     'Pneumothorax': dict(
         terms=[r'pneumothora\w*', r'ptx', r'hydropneumothora\w*', r'(?:apical|basilar) (?:air|lucency) (?:collection)?',
                r'visceral pleural line'],
@@ -138,7 +146,9 @@ LABEL_RULES = {
 }
 
 OTHER_FINDINGS = dict(  # abnormalities outside the 14: they block No Finding but are not columns
-    terms=[r'emphysema\w*', r'copd', r'chronic obstructive', r'hyperinflat\w*', r'hyperexpan\w*', r'hyperaerat\w*',
+    terms=[r'scar\w*', r'cicatri\w*', r'fibros\w*', r'fibrotic', r'volume loss', r'metasta\w*', r'malignan\w*', r'neoplastic',
+           r'blunt\w* (?:of )?(?:the )?(?:\w+ )?(?:costophrenic|cp|costodiaphragmatic)(?: angles?| sulc\w+| recess\w*)?',
+           r'(?:costophrenic|cp|costodiaphragmatic) (?:angles?|sulc\w+|recess\w*) (?:is |are )?(?:\w+ )?blunt\w*', r'emphysema\w*', r'copd', r'chronic obstructive', r'hyperinflat\w*', r'hyperexpan\w*', r'hyperaerat\w*',
            r'hyperlucen\w*', r'(?:flattening|flattened) (?:of )?(?:the )?(?:hemi)?diaphragms?', r'granulom\w*',
            r'calcified (?:(?!and |or |with )\w+ ){0,3}?(?:nodules?|(?:lymph )?nodes?|densit\w+|foc(?:us|i)|opacit\w+|granulom\w*)',
            r'calcified (?:left |right |bilateral )?(?:hilar|hila|mediastinal|subcarinal|paratracheal|infracarinal)', r'calcificat\w+', r'atheroscl\w*',
@@ -160,6 +170,16 @@ OTHER_FINDINGS = dict(  # abnormalities outside the 14: they block No Finding bu
     exclude=[r'(?:no|without) (?:significant )?(?:shift|deformity)', r'degenerat\w* (?:appearance )?of (?:the )?(?:image|film)'],
 )
 
+MISSPELLINGS = {  # misspellings seen in dictated and typed reports, read as the word they stand for
+    'Atelectasis': [r'atelect[ie]sis', r'atelactasis', r'atlectasis', r'atelecatsis', r'atelecasis', r'ateletasis'],
+    'Cardiomegaly': [r'cardiomegally', r'cardiomeagly', r'cardiomgaly', r'cardiomegay'],
+    'Consolidation': [r'consolidaton', r'consoldation', r'consolidaiton', r'consolodation'],
+    'Pleural Effusion': [r'effusoins?', r'efusions?', r'effussions?', r'effsuions?', r'pleural fusion'],
+    'Pneumonia': [r'pnuemonia', r'pneumona', r'pneunomia', r'penumonia', r'pnemonia'],
+    'Pneumothorax': [r'pneumothroax', r'pnuemothorax', r'pneumothorx', r'pneumothoarx', r'pnemothorax'],
+    'Fracture': [r'fracure', r'fractue', r'fratcure', r'fracures'],
+}
+
 # %% ../nbs/01a_labels.ipynb #7dee3743
 _PSEUDO = [r'no (?:significant |appreciable |substantial |definite |real |major |other |further |interval |marked |\w+ )?(?:interval )?'
            r'(?:change|increase|decrease|progression|worsening|improvement|enlargement of (?:the )?(?:known|previous))\w*',
@@ -176,7 +196,9 @@ _POST_NEG_UNC = [r'(?:cannot|can ?not|can\'t|could not|couldn\'t|may not|might n
                  r'not (?:entirely |completely )?(?:excluded|ruled out)']
 _NEG_SCOPED = [r'no', r'not', r'without', r'negative for', r'free of', r'clear of', r'absence of', r'absent', r'lack of', r'never',
                r'nor', r'neither', r'none', r'resolution of', r'interval resolution of', r'removal of', r'interval removal of',
-               r'clearing of', r'disappearance of', r'rather than', r'instead of', r'unlikely', r'no longer']
+               r'clearing of', r'disappearance of', r'rather than', r'instead of', r'unlikely', r'no longer',
+               r'if (?:there is |there are )?(?:\w+ )?(?:clinical )?(?:concern|suspicion|question) (?:for|of)',  # a condition, not a finding
+               r'to (?:exclude|rule out)']  # a recommendation's object (CheXpert: "exclude X" is negative)
 _NEG_ADJACENT = [r'resolved', r'cleared', r'removed', r'excluded', r'ruled out', r'history of', r'h/o',
                  r'status post removal of']  # only within two words of the mention
 _POST_NEG = [r'(?:is |are |was |were |has been |have been )?(?:not|no longer) (?:\w+ )?(?:seen|identified|visuali[sz]ed|appreciated|demonstrated|present|'
@@ -201,9 +223,13 @@ _POST_UNC = [r'(?:is|are|was|were|be|being|remains?) (?:\w+ )?(?:possible|suspec
              r'(?:is |are )?obscured', r'(?:is |are )?possible', r'(?:cannot|can not|can\'t) be (?:entirely )?(?:excluded|ruled out)']
 _COORD_UNC = r'\b(?:or|and/or|versus|vs\.?|or less likely)\b|\s?/\s?(?=[a-z]|$)'  # X or Y / X versus Y: both uncertain (tight window)
 _CLAUSE_BREAK = (r';|\b(?:but|however|although|though|except|aside from|apart from|whereas|while|which'
-                 r'|there (?:is|are|was|were|has been|have been)|otherwise|other than|in addition|additionally'
+                 r'|(?<!if )there (?:is|are|was|were|has been|have been)|otherwise|other than|in addition|additionally'
                  r'|also (?:noted|seen))\b')
 _STRICT_NO_NEW = r'\bno (?:definite |convincing |focal |significant |\w+ )?new\b'  # CheXpert: "no new X" is uncertain
+_HISTORICAL = re.compile(r'\b(?:old|prior(?! to)|previous|remote|past|healed|treated|sequelae? of|residua? of|residuals? of)'
+                         r'(?: [a-z/-]+){0,3} $')  # up to three words before the mention, no punctuation
+_CURRENT = re.compile(r'\b(?:persist\w*|improv\w*|unchanged|again|remains?|decreas\w*|increas\w*|wors\w*|stable|residual'
+                      r'|resolving|evolving|has not|is still|are still)\b')  # the old finding is still there
 
 # %% ../nbs/01a_labels.ipynb #27a61ef9
 def _split_top(p: str) -> list[str]:
@@ -317,21 +343,26 @@ def _compile_qualifiers(q: Mapping) -> dict:
     parts = [f'(?P<{k}>{_alt(v)})' for k, v in q.items() if v]
     return re.compile('|'.join(sorted(parts, key=lambda p: -len(p))))
 
-def _compile_rules(rules: Mapping) -> dict:
+def _compile_rules(rules: Mapping,  # one observation's rule dict
+                   misspelled: Sequence[str] = (),  # extra terms: misspellings of its words
+                  ) -> dict:
     "Compile one observation's rule dict into regexes (terms, hedged, attributes, exclude)."
-    frags = [*rules.get('terms', []), *rules.get('hedged', []), *(a[0] for a in rules.get('attributes', []))]
-    return dict(terms=_rx(rules.get('terms', [])), hedged=_rx(rules.get('hedged', [])), exclude=_rx(rules.get('exclude', [])),
-                gate=_gate(frags), attributes=[(re.compile(_alt([p])), _compile_qualifiers(q), cap) for p, q, cap in rules.get('attributes', [])])
+    terms = [*rules.get('terms', []), *misspelled]
+    frags = [*terms, *rules.get('hedged', []), *(a[0] for a in rules.get('attributes', []))]
+    return dict(terms=_rx(terms), hedged=_rx(rules.get('hedged', [])), exclude=_rx(rules.get('exclude', [])),
+                gate=_gate(frags), historical=bool(rules.get('historical')),
+                attributes=[(re.compile(_alt([p])), _compile_qualifiers(q), cap) for p, q, cap in rules.get('attributes', [])])
 
 OTHER = 'Other Finding'  # name of the non-column category in mentions
-_RULES = {**{k: _compile_rules(v) for k, v in LABEL_RULES.items() if v}, OTHER: _compile_rules(OTHER_FINDINGS)}
+_RULES = {**{k: _compile_rules(v, MISSPELLINGS.get(k, ())) for k, v in LABEL_RULES.items() if v}, OTHER: _compile_rules(OTHER_FINDINGS)}
 _RX = dict(pseudo=_rx(_PSEUDO), pre_neg_unc=_rx(_PRE_NEG_UNC), post_neg_unc=_rx(_POST_NEG_UNC), neg=_rx(_NEG_SCOPED),
            neg_adj=_rx(_NEG_ADJACENT), post_neg=_rx(_POST_NEG), unc=_rx(_UNC_BREAKING), unc_weak=_rx(_UNC_WEAK),
            post_unc=_rx(_POST_UNC), coord=re.compile(_COORD_UNC), clause=re.compile(_CLAUSE_BREAK),
            no_new=re.compile(_STRICT_NO_NEW))
 
 # %% ../nbs/01a_labels.ipynb #e1699846
-_SENT_END = re.compile(r'(?<!\bvs)(?<!\bdr)(?<!\be\.g)(?<!\bi\.e)(?:(?<!\d)\.|\.(?!\d)|[?!\n\u2022])')
+_SENT_END = re.compile(r'(?<![\w.])\d{1,2}[.)](?=\s)'  # a numbered list item ("1. ...  2. ...") starts a sentence
+                       r'|(?<!\bvs)(?<!\bdr)(?<!\be\.g)(?<!\bi\.e)(?:(?<!\d)\.|\.(?!\d)|[?!\n\u2022])')
 
 def sentence_spans(text: str,  # lower-cased report text
                   ) -> list[tuple[int, int]]:  # (start, end) of each non-empty sentence
@@ -343,7 +374,7 @@ def sentence_spans(text: str,  # lower-cased report text
     if text[start:].strip(): spans.append((start, len(text)))
     return spans
 
-def _n_words(s: str) -> int: return len(s.split())
+def _n_words(s: str) -> int: return len(s.split()) - s.count('xxxx')  # de-identification tokens (IU's XXXX) are not words
 
 def words_back(t: str, lo: int, s: int, n: int) -> int:
     "Start of the `n` words before position `s` in `t` (not before `lo`)."
@@ -394,8 +425,8 @@ def _raw_mentions(t: str,  # lower-cased text
     return out
 
 # %% ../nbs/01a_labels.ipynb #8be70dc1
-_SCOPE_END = re.compile(r'\b(?:is|are|was|were|has|have|had|seen|noted|identified|demonstrated|shows?|showing|reveals?|appears?'
-                        r'|remains?|persists?|persisting|present|and the|with a)\b')
+_SCOPE_END = re.compile(r'\b(?:is|are|was|were|has|have|had|shows?|showing|reveals?|appears?|remains?|persists?|persisting|and the|with a)\b'
+                        r'|(?<!or )(?<!and )(?<!, )\b(?:seen|noted|identified|demonstrated|present)\b')
 
 _OWN_VERB = re.compile(r'(?:\b(?:is|are|was|were|has|have|had|been|be|remains?|appears?|now|again|also|still)\W*)+$')  # the trigger's own copula
 
@@ -515,6 +546,10 @@ class Mention:
     @property
     def value(self) -> float: return STATUS_VALUE[self.status]
 
+def _historical(tm: str, s: int, e: int, cs: int, ce: int) -> bool:
+    "An old episode (*prior granulomatous infection*, *old pneumonia*) that the clause does not say is still there."
+    return bool(_HISTORICAL.search(tm, words_back(tm, cs, s, 4), s)) and not _CURRENT.search(tm, cs, ce)
+
 def _clause(clauses: list, s: int, e: int, S: int, E: int) -> tuple[int, int]:
     "The clause span around [s, e) inside sentence [S, E), given the sentence's clause-break spans."
     cs, ce = S, E
@@ -547,6 +582,7 @@ def parse_mentions(text: str,  # report text (already the section(s) to label)
             if q is None: continue
             status, span = q
         else: status = classify_span(tm, s, e, cs, ce, strict)
+        if status != 'negative' and _RULES[label]['historical'] and _historical(tm, s, e, cs, ce): status = 'negative'
         if cap == 'uncertain' and status == 'positive': status = 'uncertain'
         if cap == 'negative-only' and status != 'negative': continue
         loc = parse_location(t, *span, cs, ce) if locate else {}
@@ -690,7 +726,7 @@ DEV_SET = [  # (report text, expected labels "ABBR=value ..."; unlisted labels a
     ("Left lower lobe airspace disease, likely pneumonia.", "OPAC=1 PNA=1"),
     ("Bibasilar atelectasis. No pneumothorax.", "ATEL=1 PTX=0"),
     ("Streaky bibasilar opacities likely represent subsegmental atelectasis.", "OPAC=1 ATEL=1"),
-    ("Minimal left basilar atelectasis or scarring.", "ATEL=-1 OPAC=-1"),
+    ("Minimal left basilar atelectasis or scarring.", "ATEL=-1"),  # a scar is not a Lung Opacity mention (CheXpert: it is)
     ("Low lung volumes with bronchovascular crowding. No focal consolidation.", "CONS=0"),
     ("Small left pleural effusion, unchanged.", "EFF=1"),
     ("Unchanged small left effusion with adjacent atelectasis.", "EFF=1 ATEL=1"),
@@ -699,7 +735,7 @@ DEV_SET = [  # (report text, expected labels "ABBR=value ..."; unlisted labels a
     ("Right upper lobe opacity is no longer seen.", "OPAC=0 NF=1"),
     ("Blunting of the left costophrenic angle may reflect a small effusion or pleural thickening.", "EFF=-1 PO=-1"),
     ("Costophrenic angles are sharp.", "EFF=0 NF=1"),
-    ("Blunting of the right costophrenic angle.", "EFF=-1"),
+    ("Blunting of the right costophrenic angle.", ""),  # blunting alone is not an effusion mention (CheXpert's list agrees)
     ("Small right pneumothorax.", "PTX=1"),
     ("Large left tension pneumothorax with mediastinal shift to the right.", "PTX=1"),
     ("No evidence of pneumothorax following removal of the right chest tube.", "PTX=0 SD=0 NF=1"),
@@ -711,7 +747,7 @@ DEV_SET = [  # (report text, expected labels "ABBR=value ..."; unlisted labels a
     ("Calcified granuloma in the right upper lobe. No acute cardiopulmonary disease.", ""),
     ("Stable calcified left hilar lymph nodes. Lungs are otherwise clear.", ""),
     ("8 mm nodule in the left upper lobe. CT recommended for further evaluation.", "LESION=1"),
-    ("Right hilar mass, suspicious for malignancy.", "LESION=-1"),
+    ("Right hilar mass, suspicious for malignancy.", "LESION=1"),  # the hedge heads the next phrase
     ("No suspicious pulmonary nodules or masses.", "LESION=0 NF=1"),
     ("A nodular opacity in the right mid lung could represent a nipple shadow.", "LESION=1 OPAC=1"),
     ("Acute displaced fracture of the left 6th rib.", "FX=1"),

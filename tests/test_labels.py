@@ -60,7 +60,7 @@ def test_dev_set_macro_f1():
     ('Widened mediastinum.', 'Enlarged Cardiomediastinum', 1.0),
     ('Pulmonary vascular congestion.', 'Edema', -1.0),  # CheXpert hedged term
     ('Congestive heart failure.', 'Cardiomegaly', -1.0),
-    ('Blunting of the left costophrenic angle.', 'Pleural Effusion', -1.0),
+    ('Blunting of the left costophrenic angle.', 'Pleural Effusion', math.nan),  # not a CheXpert effusion mention
     ('The costophrenic angles are sharp.', 'Pleural Effusion', 0.0),
     ('Lines and tubes in standard position.', 'Support Devices', 1.0),
     ('Interval removal of the right chest tube.', 'Support Devices', 0.0),
