@@ -16,11 +16,12 @@ from .core import CHEXPERT_LABELS, get_logger
 
 # %% auto #0
 __all__ = ['LABEL_RULES', 'OTHER_FINDINGS', 'MISSPELLINGS', 'OTHER', 'LATERALITY', 'ZONES', 'SEVERITY', 'STATUS_VALUE', 'log',
-           'LABELER_SOURCE', 'LABEL_ABBREV', 'DEV_SET', 'LABEL_PHRASES', 'QUERY_TEMPLATES', 'sentence_spans',
-           'words_back', 'words_fwd', 'classify_span', 'parse_location', 'location_words', 'Mention', 'parse_mentions',
-           'mentions_frame', 'aggregate', 'split_sections', 'section_text', 'label_report', 'label_reports',
-           'parse_expected', 'dev_frames', 'binarize', 'agreement', 'label_queries', 'reference_studies',
-           'plot_label_f1', 'location_agreement']
+           'LABELER_SOURCE', 'LABEL_ABBREV', 'DEV_SET', 'LABEL_PHRASES', 'QUERY_TEMPLATES', 'IU_LABELS', 'IU_DEV_UIDS',
+           'MESH_LABEL_RULES', 'IU_HOW_TO_GET', 'ERROR_CAUSES', 'sentence_spans', 'words_back', 'words_fwd',
+           'classify_span', 'parse_location', 'location_words', 'Mention', 'parse_mentions', 'mentions_frame',
+           'aggregate', 'split_sections', 'section_text', 'label_report', 'label_reports', 'parse_expected',
+           'dev_frames', 'binarize', 'agreement', 'label_queries', 'mesh_labels', 'find_nlm_reports',
+           'read_nlm_reports', 'binary_f1', 'error_causes', 'reference_studies', 'plot_label_f1', 'location_agreement']
 
 # %% ../nbs/01a_labels.ipynb #e8c0bc1c
 _SIZE_QUAL = dict(  # qualifiers for a size attribute (heart, cardiac silhouette, mediastinum)
@@ -208,7 +209,7 @@ _POST_NEG = [r'(?:is |are |was |were |has been |have been )?(?:not|no longer) (?
              r'(?:is |are )?(?:ruled out|excluded)', r'none', r'no longer (?:present|seen)', r'not (?:present|seen|identified)',
              r'(?:appears?|is|are|remains?) (?:\w+ )?(?:within (?:the )?(?:limits of normal|normal limits)|normal|unremarkable)',
              r'within (?:the )?(?:limits of normal|normal limits)']
-_UNC_BREAKING = [r'possibl[ey]', r'probabl[ey]', r'questionabl[ey]', r'question of', r'questioned', r'suspicious (?:for|of)',
+_UNC_BREAKING = [r'possibl[ey]', r'probabl[ey]', r'questionabl[ey]', r'question(?: of)?', r'questioned', r'suspicious (?:for|of)',
                  r'suspicion (?:for|of)', r'suspect\w*', r'concern(?:ing)? (?:for|of)', r'worr(?:isome|ying|y) (?:for|of)',
                  r'may', r'might', r'could', r'would', r'perhaps', r'presum\w*', r'equivocal', r'indeterminate', r'uncertain',
                  r'borderline', r'differential(?: diagnosis)?(?: includes?| considerations?| would include)?', r'less likely',
@@ -221,6 +222,7 @@ _POST_UNC = [r'(?:is|are|was|were|be|being|remains?) (?:\w+ )?(?:possible|suspec
              r'(?:could|may|might) (?:also )?(?:contribute|account|coexist|exist)', r'suspected', r'questioned', r'not (?:entirely )?excluded',
              r'(?:is |are )?(?:poorly|incompletely|not well|not optimally|difficult to be) (?:evaluated|visuali[sz]ed|seen|assessed|excluded)',
              r'(?:is |are )?obscured', r'(?:is |are )?possible', r'(?:cannot|can not|can\'t) be (?:entirely )?(?:excluded|ruled out)']
+_DIFFERENTIAL = r'\b(?:differential(?: diagnosis| diagnoses| considerations?)?|ddx)(?: is| are| includes?| including| would include| of)?\b'  # scopes over its whole list
 _COORD_UNC = r'\b(?:or|and/or|versus|vs\.?|or less likely)\b|\s?/\s?(?=[a-z]|$)'  # X or Y / X versus Y: both uncertain (tight window)
 _CLAUSE_BREAK = (r';|\b(?:but|however|although|though|except|aside from|apart from|whereas|while|which'
                  r'|(?<!if )there (?:is|are|was|were|has been|have been)|otherwise|other than|in addition|additionally'
@@ -358,7 +360,7 @@ _RULES = {**{k: _compile_rules(v, MISSPELLINGS.get(k, ())) for k, v in LABEL_RUL
 _RX = dict(pseudo=_rx(_PSEUDO), pre_neg_unc=_rx(_PRE_NEG_UNC), post_neg_unc=_rx(_POST_NEG_UNC), neg=_rx(_NEG_SCOPED),
            neg_adj=_rx(_NEG_ADJACENT), post_neg=_rx(_POST_NEG), unc=_rx(_UNC_BREAKING), unc_weak=_rx(_UNC_WEAK),
            post_unc=_rx(_POST_UNC), coord=re.compile(_COORD_UNC), clause=re.compile(_CLAUSE_BREAK),
-           no_new=re.compile(_STRICT_NO_NEW))
+           no_new=re.compile(_STRICT_NO_NEW), ddx=re.compile(_DIFFERENTIAL))
 
 # %% ../nbs/01a_labels.ipynb #e1699846
 _SENT_END = re.compile(r'(?<![\w.])\d{1,2}[.)](?=\s)'  # a numbered list item ("1. ...  2. ...") starts a sentence
@@ -397,8 +399,10 @@ def words_fwd(t: str, e: int, hi: int, n: int) -> int:
     return i
 
 # %% ../nbs/01a_labels.ipynb #48e559cc
-def _covered(s: int, e: int, spans: list) -> bool:
-    return any(a <= s and e <= b for a, b in spans)
+def _covered(s: int, e: int, starts: list, ends: list) -> bool:
+    "Whether [s, e) lies inside one of the sorted, non-overlapping spans (starts[i], ends[i])."
+    i = bisect.bisect_right(starts, s) - 1
+    return i >= 0 and e <= ends[i]
 
 def _raw_mentions(t: str,  # lower-cased text
                  ) -> list[tuple]:  # (label, start, end, kind, qualifier regex, cap)
@@ -416,7 +420,9 @@ def _raw_mentions(t: str,  # lower-cased text
         if not found: continue
         if r['exclude'] is not None:
             excl = [m.span() for m in r['exclude'].finditer(t)]
-            if excl: found = [f for f in found if not _covered(f[1], f[2], excl)]
+            if excl:
+                starts, ends = [a for a, _ in excl], [b for _, b in excl]
+                found = [f for f in found if not _covered(f[1], f[2], starts, ends)]
         found.sort(key=lambda f: (f[1], f[1] - f[2]))
         last_end = -1
         for f in found:
@@ -452,10 +458,10 @@ def classify_span(tm: str,  # lower-cased, pseudo-trigger-masked text
                   strict: bool = False,  # CheXpert's "no new X" -> uncertain
                  ) -> str:  # 'positive' | 'negative' | 'uncertain'
     "Status of the mention at `tm[s:e]` from the triggers around it in its clause."
-    pre, post = tm[cs:s], tm[e:ce]
+    pre, post = tm[words_back(tm, cs, s, 45):s], tm[e:words_fwd(tm, e, ce, 12)]  # beyond every trigger's reach: linear in long text
     if _last(_RX['pre_neg_unc'], pre, 10) or _first(_RX['post_neg_unc'], post, 6): return 'uncertain'
     if strict and _last(_RX['no_new'], pre, 4): return 'uncertain'
-    neg, adj, hedge = _last(_RX['neg'], pre, 12), _last(_RX['neg_adj'], pre, 2), _last(_RX['unc'], pre, 8)
+    neg, adj, hedge = _last(_RX['neg'], pre, 12), _last(_RX['neg_adj'], pre, 2), _last(_RX['unc'], pre, 8) or _last(_RX['ddx'], pre, 40)
     neg_end = max((m.end() for m in (neg, adj) if m is not None), default=None)
     if neg_end is not None and (hedge is None or hedge.end() < neg_end or not pre[neg_end:hedge.start()].strip()):
         return 'negative'  # a later hedge wins, unless it is itself negated ("no suspicious nodules")
@@ -548,15 +554,14 @@ class Mention:
 
 def _historical(tm: str, s: int, e: int, cs: int, ce: int) -> bool:
     "An old episode (*prior granulomatous infection*, *old pneumonia*) that the clause does not say is still there."
-    return bool(_HISTORICAL.search(tm, words_back(tm, cs, s, 4), s)) and not _CURRENT.search(tm, cs, ce)
+    return bool(_HISTORICAL.search(tm, words_back(tm, cs, s, 4), s)) and \
+        not _CURRENT.search(tm, words_back(tm, cs, s, 12), words_fwd(tm, e, ce, 12))
 
-def _clause(clauses: list, s: int, e: int, S: int, E: int) -> tuple[int, int]:
-    "The clause span around [s, e) inside sentence [S, E), given the sentence's clause-break spans."
-    cs, ce = S, E
-    for a, b in clauses:
-        if b <= s: cs = b
-        elif a >= e: ce = a; break
-    return cs, ce
+def _clause(clauses: tuple, s: int, e: int, S: int, E: int) -> tuple[int, int]:
+    "The clause span around [s, e) inside sentence [S, E), given the sentence's clause breaks as (starts, ends)."
+    starts, ends = clauses
+    i, j = bisect.bisect_right(ends, s), bisect.bisect_left(starts, e)
+    return (ends[i - 1] if i else S), (starts[j] if j < len(starts) else E)
 
 def parse_mentions(text: str,  # report text (already the section(s) to label)
                    strict: bool = False,  # CheXpert-strict: stable heart/mediastinum and "no new X" are uncertain
@@ -574,7 +579,9 @@ def parse_mentions(text: str,  # report text (already the section(s) to label)
         i = max(0, bisect.bisect_right(starts, s) - 1)
         S, E = sents[i]
         if e > E: continue  # a phrase across a sentence break (e.g. "effusion\nright") is not a mention
-        if i not in clause_cache: clause_cache[i] = [m.span() for m in _RX['clause'].finditer(tm, S, E)]
+        if i not in clause_cache:
+            breaks = [m.span() for m in _RX['clause'].finditer(tm, S, E)]
+            clause_cache[i] = ([a for a, _ in breaks], [b for _, b in breaks])
         cs, ce = _clause(clause_cache[i], s, e, S, E)
         span = (s, e)
         if kind == 'attribute':
@@ -898,6 +905,153 @@ def label_queries(label: str,  # a CHEXPERT_LABELS name
     out = [t.format(label=phrase, Label=phrase[0].upper() + phrase[1:]) for t in QUERY_TEMPLATES['generic']] \
         if generic and label != 'No Finding' else []
     return out + list(QUERY_TEMPLATES[label])
+
+# %% ../nbs/01a_labels.ipynb #940a54dd
+IU_LABELS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Fracture', 'Lung Lesion', 'Lung Opacity',
+             'Pleural Effusion', 'Pneumonia', 'Pneumothorax']  # the observations the MeSH index covers
+IU_DEV_UIDS = (1, 1500)  # development uids (inclusive); uids above are held out
+MESH_LABEL_RULES = [  # (label, first component of a MeSH major term, substring a later component must contain or None)
+    ('Cardiomegaly', 'cardiomegaly', None), ('Cardiomegaly', 'cardiac shadow', 'enlarged'), ('Cardiomegaly', 'heart', 'enlarged'),
+    ('Atelectasis', 'pulmonary atelectasis', None), ('Pleural Effusion', 'pleural effusion', None),
+    ('Pneumothorax', 'pneumothorax', None), ('Edema', 'pulmonary edema', None), ('Edema', 'edema', None),
+    ('Edema', 'pulmonary congestion', None), ('Consolidation', 'consolidation', None), ('Pneumonia', 'pneumonia', None),
+    ('Lung Opacity', 'opacity', 'lung'), ('Lung Opacity', 'infiltrate', None), ('Lung Opacity', 'airspace disease', None),
+    ('Lung Opacity', 'density', 'lung'), ('Lung Lesion', 'nodule', None), ('Lung Lesion', 'mass', None),
+    ('Lung Lesion', 'lung', 'nodul'), ('Fracture', 'fractures, bone', None)]
+
+def mesh_labels(major_terms: Sequence[str],  # a report's MeSH major terms, e.g. ['Opacity/lung/base/left', 'normal']
+               ) -> dict[str, float] | None:  # 1.0 / 0.0 for each of IU_LABELS; None for 'No Indexing'
+    "Reference labels of one IU report from its MeSH major index terms."
+    if isinstance(major_terms, str) or not isinstance(major_terms, Sequence):
+        raise TypeError(f"major_terms must be a list of strings, got {type(major_terms).__name__}")
+    bad = [t for t in major_terms if not isinstance(t, str)]
+    if bad: raise TypeError(f"MeSH terms must be strings, got {bad[:3]!r}")
+    parts = [[c.strip().lower() for c in t.split('/')] for t in major_terms if t.strip()]
+    if any(p[0] == 'no indexing' for p in parts): return None
+    out = dict.fromkeys(IU_LABELS, 0.0)
+    for label, first, later in MESH_LABEL_RULES:
+        if any(p[0] == first and (later is None or any(later in c for c in p[1:])) for p in parts): out[label] = 1.0
+    return out
+
+# %% ../nbs/01a_labels.ipynb #76015efc
+IU_HOW_TO_GET = ("the IU X-Ray NLM XML reports ship in torchxrayvision's wheel (data/NLMCXR_reports.tgz): "
+                 "`pip install torchxrayvision`, or `pip download torchxrayvision --no-deps -d DIR` and pass "
+                 "the .whl (or the extracted .tgz / ecgen-radiology folder) as `iu_reports`")
+
+def find_nlm_reports(path: str | None = None,  # a .whl / .tgz / folder of <uid>.xml; None: the installed torchxrayvision's copy
+                    ):
+    "Path of the IU X-Ray NLM XML reports, or None when none is installed."
+    from pathlib import Path
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.exists(): raise FileNotFoundError(f"{p}: no such file or folder ({IU_HOW_TO_GET})")
+        return p
+    import importlib.util
+    try: spec = importlib.util.find_spec('torchxrayvision')
+    except (ImportError, ValueError): spec = None
+    if spec is None or not spec.submodule_search_locations: return None
+    for loc in spec.submodule_search_locations:
+        p = Path(loc)/'data'/'NLMCXR_reports.tgz'
+        if p.is_file(): return p
+    return None
+
+_UID_FILE = re.compile(r'(?:^|/)(\d+)\.xml$')
+
+def _nlm_files(path):
+    "(uid, display name, read-bytes callable) for every <uid>.xml in a folder, .tgz/.tar or wheel/zip."
+    import io, tarfile, zipfile
+    from pathlib import Path
+    path = Path(path)
+    if path.is_dir():
+        for f in sorted(path.rglob('*.xml')):
+            m = _UID_FILE.search(f.name)
+            if m: yield int(m.group(1)), str(f), f.read_bytes
+        return
+    if zipfile.is_zipfile(path):
+        z = zipfile.ZipFile(path)
+        inner = [n for n in z.namelist() if n.endswith(('NLMCXR_reports.tgz', '.tgz', '.tar.gz'))]
+        if not inner: raise FileNotFoundError(f"{path}: no NLM report archive (*.tgz) inside ({IU_HOW_TO_GET})")
+        tar = tarfile.open(fileobj=io.BytesIO(z.read(inner[0])))
+    else:
+        try: tar = tarfile.open(path)
+        except tarfile.TarError as e: raise ValueError(f"{path}: not a folder, wheel or tar archive of NLM XML reports ({e})") from None
+    for member in tar.getmembers():
+        m = _UID_FILE.search(member.name)
+        if m and member.isfile(): yield int(m.group(1)), f"{path.name}:{member.name}", (lambda mb=member: tar.extractfile(mb).read())
+
+def read_nlm_reports(path,  # folder / .tgz / .whl, e.g. find_nlm_reports()
+                     uids: tuple[int, int] = IU_DEV_UIDS,  # inclusive uid range to read
+                     allow_held_out: bool = False,  # uids above 1500 are the held-out evaluation set
+                    ) -> pd.DataFrame:  # uid, findings, impression, indication, comparison, mesh (list of major terms)
+    "IU X-Ray reports in a uid range, one row per report, sorted by uid."
+    import xml.etree.ElementTree as ET
+    if not (isinstance(uids, (tuple, list)) and len(uids) == 2 and all(isinstance(u, (int, np.integer)) for u in uids)):
+        raise TypeError(f"uids must be a (first, last) pair of ints, got {uids!r}")
+    lo, hi = int(uids[0]), int(uids[1])
+    if lo > hi: raise ValueError(f"uids={uids!r}: first is after last")
+    if hi > IU_DEV_UIDS[1] and not allow_held_out:
+        raise ValueError(f"uids above {IU_DEV_UIDS[1]} are the held-out evaluation set; pass allow_held_out=True only to evaluate")
+    rows, skipped = [], []
+    for uid, name, read in _nlm_files(path):
+        if not lo <= uid <= hi: continue  # filtered by file name: the text of other reports is never read
+        try: root = ET.fromstring(read())
+        except ET.ParseError as e: skipped.append(f"{name} ({e})"); continue
+        sec = {(a.get('Label') or '').strip().lower(): ' '.join(''.join(a.itertext()).split()) for a in root.iter('AbstractText')}
+        rows.append(dict(uid=uid, findings=sec.get('findings', ''), impression=sec.get('impression', ''),
+                         indication=sec.get('indication', ''), comparison=sec.get('comparison', ''),
+                         mesh=[(t.text or '').strip() for t in root.iter('major') if (t.text or '').strip()]))
+    if skipped: log.warning(f"read_nlm_reports: skipped {len(skipped)} malformed XML file(s): {skipped[:3]}")
+    out = pd.DataFrame(rows, columns=['uid', 'findings', 'impression', 'indication', 'comparison', 'mesh'])
+    out = out.sort_values('uid').reset_index(drop=True)
+    out.attrs['n_malformed'] = len(skipped)
+    return out
+
+# %% ../nbs/01a_labels.ipynb #f9c79b65
+def binary_f1(pred: np.ndarray,  # [N, L] 0/1 predictions
+              gold: np.ndarray,  # [N, L] 0/1 reference
+             ) -> np.ndarray:  # [L] F1, NaN where neither side has a positive
+    "Per-column F1 of binary matrices."
+    pred, gold = np.asarray(pred, bool), np.asarray(gold, bool)
+    if pred.shape != gold.shape: raise ValueError(f"pred {pred.shape} and gold {gold.shape} differ in shape")
+    tp = (pred & gold).sum(0); wrong = (pred ^ gold).sum(0)
+    with np.errstate(invalid='ignore', divide='ignore'): return np.where(tp + wrong > 0, 2 * tp / (2 * tp + wrong), np.nan)
+
+ERROR_CAUSES = ['section', 'index says normal', 'hedge', 'negation scope', 'de-identification token', 'mention vocabulary']
+
+def _decisive(ms: list, error: str):
+    "The mention behind a false positive (highest status) or a false negative (a negated one)."
+    if error == 'FN': return next((m for m in ms if m.status == 'negative'), None)
+    return max(ms, key=lambda m: _RANK[m.status], default=None)
+
+def error_causes(texts: Sequence[str],  # labelled text per report (what the labeler read)
+                 pred: pd.DataFrame,  # labeler output (1 / 0 / -1 / NaN), rows aligned with texts
+                 gold: pd.DataFrame,  # reference 0/1 for the labels to score, same index as pred
+                 other_text: Sequence[str] | None = None,  # text the labeler did not read (indication, comparison)
+                 normal: Sequence[bool] | None = None,  # True where the reference says the study is normal
+                 uncertain_as: str = 'positive',  # how -1 counts
+                ) -> pd.DataFrame:  # one row per error: row, label, error, cause, status, phrase, sentence
+    "Every disagreement between `pred` and `gold`, with the mention that decided it and a likely cause."
+    if len(texts) != len(pred) or not pred.index.equals(gold.index):
+        raise ValueError(f"texts ({len(texts)}), pred ({len(pred)}) and gold ({len(gold)}) must align row for row")
+    labels = list(gold.columns)
+    p = binarize(pred[labels], uncertain_as).fillna(0).to_numpy(bool); g = gold.to_numpy(float) == 1
+    rows = []
+    for i, j in zip(*np.nonzero(p != g)):
+        label, error = labels[j], 'FP' if p[i, j] else 'FN'
+        ms = [m for m in parse_mentions(texts[i], locate=False) if m.label == label]
+        m = _decisive(ms, error)
+        if error == 'FN' and other_text is not None and m is None and \
+                any(o.label == label and o.status != 'negative' for o in parse_mentions(other_text[i] or '', locate=False)):
+            cause = 'section'
+        elif error == 'FP' and normal is not None and normal[i]: cause = 'index says normal'
+        elif error == 'FP' and m is not None and m.status == 'uncertain': cause = 'hedge'
+        elif m is not None and (error == 'FN' or _RX['neg'].search(texts[i].lower(), texts[i].lower().rfind(m.sentence.lower()), m.span[0])):
+            cause = 'negation scope'
+        elif m is not None and 'xxxx' in texts[i][words_back(texts[i], 0, m.span[0], 3):m.span[0]].lower(): cause = 'de-identification token'
+        else: cause = 'mention vocabulary'
+        rows.append(dict(row=pred.index[i], label=label, error=error, cause=cause, status=m.status if m else None,
+                         phrase=m.text.lower() if m else '', sentence=m.sentence if m else ''))
+    return pd.DataFrame(rows, columns=['row', 'label', 'error', 'cause', 'status', 'phrase', 'sentence'])
 
 # %% ../nbs/01a_labels.ipynb #100143ac
 def reference_studies(manifest: pd.DataFrame,  # manifest rows (one per image) with sections, labels and `label_source`
