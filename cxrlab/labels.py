@@ -366,9 +366,25 @@ _RX = dict(pseudo=_rx(_PSEUDO), pre_neg_unc=_rx(_PRE_NEG_UNC), post_neg_unc=_rx(
 _SENT_END = re.compile(r'(?<![\w.])\d{1,2}[.)](?=\s)'  # a numbered list item ("1. ...  2. ...") starts a sentence
                        r'|(?<!\bvs)(?<!\bdr)(?<!\be\.g)(?<!\bi\.e)(?:(?<!\d)\.|\.(?!\d)|[?!\n\u2022])')
 
+def _check_text(fn: str, x, what: str = 'text'):
+    "TypeError unless `x` is a str."
+    if not isinstance(x, str): raise TypeError(f"{fn}: {what} must be a str, got {type(x).__name__}")
+
+def _check_flag(fn: str, name: str, x):
+    "TypeError unless `x` is a bool (a string such as 'False' would read as True)."
+    if not isinstance(x, (bool, np.bool_)): raise TypeError(f"{fn}: {name} must be True or False, got {x!r}")
+
+def _check_span(fn: str, t: str, *cuts):
+    "ValueError unless `cuts` are ints in order inside `t` (0 <= cuts[0] <= ... <= len(t))."
+    if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in cuts):
+        raise TypeError(f"{fn}: positions must be ints, got {cuts!r}")
+    if not all(a <= b for a, b in zip((0, *cuts), (*cuts, len(t)))):
+        raise ValueError(f"{fn}: positions {cuts!r} are not in order inside a text of {len(t)} characters")
+
 def sentence_spans(text: str,  # lower-cased report text
                   ) -> list[tuple[int, int]]:  # (start, end) of each non-empty sentence
     "Split `text` into sentence spans."
+    _check_text('sentence_spans', text)
     spans, start = [], 0
     for m in _SENT_END.finditer(text):
         if text[start:m.start()].strip(): spans.append((start, m.start()))
@@ -380,6 +396,7 @@ def _n_words(s: str) -> int: return len(s.split()) - s.count('xxxx')  # de-ident
 
 def words_back(t: str, lo: int, s: int, n: int) -> int:
     "Start of the `n` words before position `s` in `t` (not before `lo`)."
+    if not isinstance(t, str) or not isinstance(n, (int, np.integer)) or n < 0: raise TypeError(f"words_back: needs a str and a word count >= 0, got {type(t).__name__}, {n!r}")
     i = s
     for _ in range(n):
         while i > lo and t[i - 1] == ' ': i -= 1
@@ -390,6 +407,7 @@ def words_back(t: str, lo: int, s: int, n: int) -> int:
 
 def words_fwd(t: str, e: int, hi: int, n: int) -> int:
     "End of the `n` words after position `e` in `t` (not after `hi`)."
+    if not isinstance(t, str) or not isinstance(n, (int, np.integer)) or n < 0: raise TypeError(f"words_fwd: needs a str and a word count >= 0, got {type(t).__name__}, {n!r}")
     i = e
     for _ in range(n):
         while i < hi and t[i] == ' ': i += 1
@@ -458,6 +476,7 @@ def classify_span(tm: str,  # lower-cased, pseudo-trigger-masked text
                   strict: bool = False,  # CheXpert's "no new X" -> uncertain
                  ) -> str:  # 'positive' | 'negative' | 'uncertain'
     "Status of the mention at `tm[s:e]` from the triggers around it in its clause."
+    _check_text('classify_span', tm); _check_span('classify_span', tm, cs, s, e, ce)
     pre, post = tm[words_back(tm, cs, s, 45):s], tm[e:words_fwd(tm, e, ce, 12)]  # beyond every trigger's reach: linear in long text
     if _last(_RX['pre_neg_unc'], pre, 10) or _first(_RX['post_neg_unc'], post, 6): return 'uncertain'
     if strict and _last(_RX['no_new'], pre, 4): return 'uncertain'
@@ -517,6 +536,7 @@ def parse_location(t: str,  # lower-cased text
                    cs: int, ce: int,  # clause span
                   ) -> dict:  # laterality, zone, severity (None where not stated)
     "Laterality, zone and severity of the mention at `t[s:e]`."
+    _check_text('parse_location', t); _check_span('parse_location', t, cs, s, e, ce)
     pre, post = t[words_back(t, cs, s, 5):s], t[e:words_fwd(t, e, ce, 8)]
     cuts = list(_NP_CUT.finditer(pre))
     if cuts and not _BOTH_SIDES.search(pre): pre = pre[cuts[-1].end():]
@@ -527,6 +547,7 @@ def parse_location(t: str,  # lower-cased text
 def location_words(window: str,  # lower-cased text
                   ) -> dict:  # laterality, zone, severity (None where not stated)
     "Laterality (left+right = bilateral), first zone and largest severity stated in `window`."
+    _check_text('location_words', window, 'window')
     window = _NOT_ZONE.sub(' ', window)
     lats = {LATERALITY[w] for w in _LAT_RX.findall(window)}
     lat = 'bilateral' if 'bilateral' in lats or {'left', 'right'} <= lats else (lats.pop() if lats else None)
@@ -569,6 +590,7 @@ def parse_mentions(text: str,  # report text (already the section(s) to label)
                   ) -> list[Mention]:
     "All observation mentions in `text`, with status and location, in text order."
     if not isinstance(text, str): raise TypeError(f"parse_mentions expects a str, got {type(text).__name__}")
+    _check_flag('parse_mentions', 'strict', strict); _check_flag('parse_mentions', 'locate', locate)
     t = text.lower()
     tm = _RX['pseudo'].sub(lambda m: ' ' * len(m.group()), t)
     sents = sentence_spans(t)
@@ -603,6 +625,8 @@ def parse_mentions(text: str,  # report text (already the section(s) to label)
 # %% ../nbs/01a_labels.ipynb #6a6111f4
 def mentions_frame(mentions: Sequence[Mention]) -> pd.DataFrame:
     "One row per mention (columns: the Mention fields)."
+    bad = [type(m).__name__ for m in mentions if not isinstance(m, Mention)]
+    if bad: raise TypeError(f"mentions_frame: expected Mention records, got {bad[:3]}")
     return pd.DataFrame([asdict(m) for m in mentions], columns=[f for f in Mention.__dataclass_fields__])
 
 # %% ../nbs/01a_labels.ipynb #d50e580c
@@ -614,6 +638,7 @@ def aggregate(mentions: Sequence[Mention],  # output of `parse_mentions`
     "Reduce mentions to one value per CheXpert label."
     best = {}
     for m in mentions:
+        if not isinstance(m, Mention) or m.status not in _RANK: raise TypeError(f"aggregate: expected Mention records with a known status, got {m!r}")
         if m.label not in best or _RANK[m.status] > _RANK[best[m.label]]: best[m.label] = m.status
     out = {l: STATUS_VALUE[best[l]] if l in best else math.nan for l in CHEXPERT_LABELS}
     finding = any(st != 'negative' for l, st in best.items() if l != 'Support Devices')
@@ -629,10 +654,16 @@ _SECTION_ALIAS = {'impressions': 'impression', 'conclusion': 'impression', 'conc
 _NON_FINDINGS = re.compile(r'indication|history|comparison|technique|exam|procedure|reason|notification|clinical')
 
 def _is_blank(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x)) or (isinstance(x, str) and not x.strip())
+    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)) or (isinstance(x, str) and not x.strip())
+
+def _check_sections(fn: str, sections):
+    "TypeError unless `sections` is a sequence of section names (a bare str is one name, not a list)."
+    if isinstance(sections, str) or not isinstance(sections, Sequence) or not all(isinstance(x, str) for x in sections):
+        raise TypeError(f"{fn}: sections must be a list of section names such as ('impression', 'findings'), got {sections!r}")
 
 def split_sections(text: str) -> dict[str, str]:
     "Sections of a report string keyed by normalised header name ({} if it has no headers)."
+    _check_text('split_sections', text)
     hdrs = list(_SECTION_HDR.finditer(text))
     out = {}
     for h, nxt in zip(hdrs, hdrs[1:] + [None]):
@@ -647,6 +678,7 @@ def section_text(report,  # str, or a mapping of section name -> text (e.g. a ma
                 ) -> str:
     "The text to label from `report`."
     if mode not in ('first', 'both'): raise ValueError(f"mode={mode!r}: use 'first' or 'both'")
+    _check_sections('section_text', sections)
     if _is_blank(report): return ''
     if isinstance(report, str):
         secs = split_sections(report)
@@ -672,6 +704,7 @@ def label_report(report,  # str, or mapping of section name -> text
                  strict: bool = False,  # CheXpert-strict uncertainty (stable silhouette, "no new X")
                 ) -> dict[str, float]:
     "The 14 CheXpert labels (1, 0, -1, NaN) of one report."
+    _check_flag('label_report', 'strict', strict)
     text = section_text(report, sections, mode)
     return aggregate(parse_mentions(text, strict, locate=False), has_text=bool(text.strip()))
 
@@ -683,6 +716,7 @@ def _as_reports(reports, sections) -> tuple[list, pd.Index]:
         return reports[cols].to_dict('records'), reports.index
     if isinstance(reports, pd.Series): return reports.tolist(), reports.index
     if isinstance(reports, (str, Mapping)): raise TypeError("label_reports expects many reports; use label_report for one")
+    if not isinstance(reports, Iterable): raise TypeError(f"label_reports expects a list, Series or DataFrame of reports, got {type(reports).__name__}")
     reports = list(reports)
     return reports, pd.RangeIndex(len(reports))
 
@@ -694,6 +728,9 @@ def label_reports(reports,  # list / Series of str or section dicts, or a DataFr
                  ) -> pd.DataFrame:
     "Label many reports: a DataFrame with one row per report and the CHEXPERT_LABELS columns."
     from tqdm.auto import tqdm
+    _check_sections('label_reports', sections); _check_flag('label_reports', 'strict', strict)
+    if mode not in ('first', 'both'): raise ValueError(f"mode={mode!r}: use 'first' or 'both'")
+    if progress is not None: _check_flag('label_reports', 'progress', progress)
     items, index = _as_reports(reports, sections)
     rows, n_empty = [], 0
     it = tqdm(items, desc='labelling', disable=not (progress if progress is not None else len(items) > 5000))
@@ -809,9 +846,11 @@ DEV_SET = [  # (report text, expected labels "ABBR=value ..."; unlisted labels a
 
 def parse_expected(spec: str) -> dict[str, float]:
     "'CM=1 EFF=-1' -> all 14 labels (NaN where unlisted)."
+    _check_text('parse_expected', spec, 'spec')
     out = {l: math.nan for l in CHEXPERT_LABELS}
     for tok in spec.split():
-        k, v = tok.split('=')
+        k, eq, v = tok.partition('=')
+        if not eq or v not in ('1', '0', '-1'): raise ValueError(f"token {tok!r} in {spec!r}: expected ABBR=1, ABBR=0 or ABBR=-1")
         if k not in LABEL_ABBREV: raise KeyError(f"unknown label abbreviation {k!r} in {spec!r}")
         out[LABEL_ABBREV[k]] = float(v)
     return out
@@ -828,7 +867,8 @@ def binarize(values: pd.DataFrame | np.ndarray,  # label values 1 / 0 / -1 / NaN
     "1.0 where positive, 0.0 where not, NaN where uncertain is ignored."
     if uncertain_as not in ('positive', 'negative', 'ignore'):
         raise ValueError(f"uncertain_as={uncertain_as!r}: use 'positive', 'negative' or 'ignore'")
-    v = values.to_numpy(float) if isinstance(values, pd.DataFrame) else np.asarray(values, float)
+    try: v = values.to_numpy(float) if isinstance(values, pd.DataFrame) else np.asarray(values, float)
+    except (TypeError, ValueError) as e: raise ValueError(f"label values must be numbers 1, 0, -1 or NaN ({e})") from None
     bad = ~(np.isnan(v) | np.isin(v, (1.0, 0.0, -1.0)))
     if bad.any(): raise ValueError(f"label values must be 1, 0, -1 or NaN; found {np.unique(v[bad])[:5].tolist()}")
     out = (v == 1.0).astype(float)
@@ -842,6 +882,9 @@ def agreement(pred: pd.DataFrame,  # labeler output (rows = reports, columns = l
               uncertain_as: str = 'positive',  # how -1 counts on both sides
              ) -> pd.DataFrame:
     "Per-label precision / recall / F1 / support of `pred` against `ref`, plus macro and micro rows."
+    for name, df in (('pred', pred), ('ref', ref)):
+        if not isinstance(df, pd.DataFrame): raise TypeError(f"agreement: {name} must be a DataFrame of labels, got {type(df).__name__}")
+    if isinstance(labels, str): raise TypeError(f"agreement: labels must be a list of label names, got the str {labels!r}")
     labels = list(labels) if labels is not None else [l for l in CHEXPERT_LABELS if l in pred.columns and l in ref.columns]
     missing = [l for l in labels if l not in pred.columns or l not in ref.columns]
     if missing: raise KeyError(f"labels missing from pred or ref: {missing}")
@@ -900,7 +943,8 @@ def label_queries(label: str,  # a CHEXPERT_LABELS name
                   generic: bool = True,  # include the label-name templates
                  ) -> list[str]:
     "Text queries for `label`: label-name templates filled in, then clinically phrased sentences."
-    if label not in LABEL_PHRASES: raise KeyError(f"unknown label {label!r}; expected one of {CHEXPERT_LABELS}")
+    if not isinstance(label, str) or label not in LABEL_PHRASES: raise KeyError(f"unknown label {label!r}; expected one of {CHEXPERT_LABELS}")
+    _check_flag('label_queries', 'generic', generic)
     phrase = LABEL_PHRASES[label]
     out = [t.format(label=phrase, Label=phrase[0].upper() + phrase[1:]) for t in QUERY_TEMPLATES['generic']] \
         if generic and label != 'No Finding' else []
@@ -1011,7 +1055,10 @@ def binary_f1(pred: np.ndarray,  # [N, L] 0/1 predictions
               gold: np.ndarray,  # [N, L] 0/1 reference
              ) -> np.ndarray:  # [L] F1, NaN where neither side has a positive
     "Per-column F1 of binary matrices."
-    pred, gold = np.asarray(pred, bool), np.asarray(gold, bool)
+    pred, gold = np.asarray(pred, float), np.asarray(gold, float)
+    for name, a in (('pred', pred), ('gold', gold)):
+        if not np.isin(a, (0.0, 1.0)).all(): raise ValueError(f"binary_f1: {name} must hold only 0 and 1 (binarize first), found {np.unique(a[~np.isin(a, (0.0, 1.0))])[:5].tolist()}")
+    pred, gold = pred.astype(bool), gold.astype(bool)
     if pred.shape != gold.shape: raise ValueError(f"pred {pred.shape} and gold {gold.shape} differ in shape")
     tp = (pred & gold).sum(0); wrong = (pred ^ gold).sum(0)
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(tp + wrong > 0, 2 * tp / (2 * tp + wrong), np.nan)
@@ -1080,6 +1127,8 @@ def plot_label_f1(ag: pd.DataFrame,  # output of `agreement`
                  ):
     "Horizontal bar chart of per-label F1 (labels with support), macro F1 as a line."
     import matplotlib.pyplot as plt
+    if not isinstance(ag, pd.DataFrame) or not {'macro', 'micro'} <= set(ag.index) or not {'f1', 'support'} <= set(ag.columns):
+        raise ValueError("plot_label_f1 needs the DataFrame `agreement` returns (f1 and support columns, macro and micro rows)")
     per = ag.drop(index=['macro', 'micro']).query('support > 0').sort_values('f1')
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(per) + 1.2))
     ax.barh(per.index, per['f1'], color='tab:blue')
@@ -1096,6 +1145,8 @@ _ZONE_3 = {'base': 'lower', 'apex': 'upper'}  # SynthCXR annotates three zones
 def location_agreement(corpus: pd.DataFrame,  # SynthCXR-style rows with `sentences` and `annotations`
                       ) -> pd.DataFrame:
     "Accuracy of laterality / zone / severity of positive mentions against sentence-linked finding annotations."
+    if not isinstance(corpus, pd.DataFrame) or not {'sentences', 'annotations'} <= set(corpus.columns):
+        raise KeyError("location_agreement needs a DataFrame with SynthCXR's `sentences` and `annotations` columns")
     hits = {k: [0, 0] for k in ('laterality', 'zone', 'severity')}
     for sents, anns in zip(corpus['sentences'], corpus['annotations']):
         gold = {(a['finding'], a['label']): a for a in anns}
