@@ -16,11 +16,11 @@ from .core import CHEXPERT_LABELS, get_logger
 
 # %% auto #0
 __all__ = ['LABEL_RULES', 'OTHER_FINDINGS', 'MISSPELLINGS', 'OTHER', 'LATERALITY', 'ZONES', 'SEVERITY', 'STATUS_VALUE', 'log',
-           'LABELER_SOURCE', 'LABEL_ABBREV', 'DEV_SET', 'LABEL_PHRASES', 'QUERY_TEMPLATES', 'IU_LABELS', 'IU_DEV_UIDS',
-           'MESH_LABEL_RULES', 'IU_HOW_TO_GET', 'ERROR_CAUSES', 'sentence_spans', 'words_back', 'words_fwd',
-           'classify_span', 'parse_location', 'location_words', 'Mention', 'parse_mentions', 'mentions_frame',
-           'aggregate', 'split_sections', 'section_text', 'label_report', 'label_reports', 'parse_expected',
-           'dev_frames', 'binarize', 'agreement', 'label_queries', 'mesh_labels', 'find_nlm_reports',
+           'LABELER_SOURCE', 'CHEXPERT_DIFFERENCES', 'LABEL_ABBREV', 'DEV_SET', 'LABEL_PHRASES', 'QUERY_TEMPLATES',
+           'IU_LABELS', 'IU_DEV_UIDS', 'MESH_LABEL_RULES', 'IU_HOW_TO_GET', 'ERROR_CAUSES', 'sentence_spans',
+           'words_back', 'words_fwd', 'classify_span', 'parse_location', 'location_words', 'Mention', 'parse_mentions',
+           'mentions_frame', 'aggregate', 'split_sections', 'section_text', 'label_report', 'label_reports',
+           'parse_expected', 'dev_frames', 'binarize', 'agreement', 'label_queries', 'mesh_labels', 'find_nlm_reports',
            'read_nlm_reports', 'binary_f1', 'error_causes', 'reference_studies', 'plot_label_f1', 'location_agreement']
 
 # %% ../nbs/01a_labels.ipynb #e8c0bc1c
@@ -742,6 +742,23 @@ def label_reports(reports,  # list / Series of str or section dicts, or a DataFr
         rows.append([row[l] for l in CHEXPERT_LABELS])
     if n_empty: log.warning(f"{n_empty} of {len(items)} reports have no text in sections {list(sections)}: labels left NaN")
     return pd.DataFrame(np.array(rows, dtype=float).reshape(len(rows), len(CHEXPERT_LABELS)), index=index, columns=CHEXPERT_LABELS)
+
+# %% ../nbs/01a_labels.ipynb #30720396
+CHEXPERT_DIFFERENCES = [  # (sentence, label, cxrlab's value, CheXpert labeler's reading, why)
+    ('Minimal left apical scarring.', 'Lung Opacity', math.nan, 1.0, 'a scar is a healed process (Other Finding)'),
+    ('Chronic interstitial markings.', 'Lung Opacity', math.nan, 1.0, 'unqualified interstitial markings are anatomy'),
+    ('Calcified granulomas from prior granulomatous infection.', 'Pneumonia', math.nan, 1.0, 'historical, healed infection'),
+    ('Scarring from remote infection.', 'Pneumonia', 0.0, 1.0, 'a historical mention is not a current one'),
+    ('Metastatic disease cannot be excluded.', 'Lung Lesion', math.nan, math.nan, 'not a lung finding unless the lung is named'),
+    ('Lucent lesion in the right humeral head.', 'Lung Lesion', math.nan, math.nan, 'a bone lesion'),
+    ('Pericardial mass versus fat pad.', 'Lung Lesion', math.nan, -1.0, 'not a lung mass'),
+    ('Sclerotic density in the humeral head.', 'Lung Opacity', math.nan, math.nan, 'only a lung density is an opacity'),
+    ('Left upper lobe volume loss.', 'Atelectasis', math.nan, math.nan, "not in CheXpert's atelectasis list either"),
+    ('Blunting of the right costophrenic angle.', 'Pleural Effusion', math.nan, math.nan, "not in CheXpert's effusion list either"),
+    ('If there is concern for rib fracture, obtain a rib series.', 'Fracture', 0.0, -1.0, 'a condition, not a finding'),
+    ('Stable cardiomediastinal silhouette.', 'Enlarged Cardiomediastinum', math.nan, -1.0, 'stable is not a finding (strict=True: -1)'),
+    ('No new consolidation.', 'Consolidation', 0.0, -1.0, 'no new X says there is none (strict=True: -1)'),
+]
 
 # %% ../nbs/01a_labels.ipynb #f59a04ae
 LABEL_ABBREV = {'ATEL': 'Atelectasis', 'CM': 'Cardiomegaly', 'CONS': 'Consolidation', 'EDEMA': 'Edema',
