@@ -749,7 +749,7 @@ CHEXPERT_DIFFERENCES = [  # (sentence, label, cxrlab's value, CheXpert labeler's
     ('Chronic interstitial markings.', 'Lung Opacity', math.nan, 1.0, 'unqualified interstitial markings are anatomy'),
     ('Calcified granulomas from prior granulomatous infection.', 'Pneumonia', math.nan, 1.0, 'historical, healed infection'),
     ('Scarring from remote infection.', 'Pneumonia', 0.0, 1.0, 'a historical mention is not a current one'),
-    ('Metastatic disease cannot be excluded.', 'Lung Lesion', math.nan, math.nan, 'not a lung finding unless the lung is named'),
+    ('Metastatic disease is a consideration.', 'Lung Lesion', math.nan, math.nan, 'not a lung finding unless the lung is named'),
     ('Lucent lesion in the right humeral head.', 'Lung Lesion', math.nan, math.nan, 'a bone lesion'),
     ('Pericardial mass versus fat pad.', 'Lung Lesion', math.nan, -1.0, 'not a lung mass'),
     ('Sclerotic density in the humeral head.', 'Lung Opacity', math.nan, math.nan, 'only a lung density is an opacity'),

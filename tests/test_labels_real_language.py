@@ -19,8 +19,8 @@ def same(a, b):
 
 CASES = [  # (pattern, sentence, label, expected value)
     # negation over a coordinated list
-    ('list negation', 'No focal airspace consolidation, pleural effusion, or pneumothorax.', 'Pneumothorax', 0.0),
-    ('list negation', 'No focal airspace consolidation, pleural effusion, or pneumothorax.', 'Consolidation', 0.0),
+    ('list negation', 'No focal airspace consolidation, pleural effusion, or pneumothorax on this study.', 'Pneumothorax', 0.0),
+    ('list negation', 'No focal airspace consolidation, pleural effusion, or pneumothorax on this study.', 'Consolidation', 0.0),
     ('list negation', 'There is no evidence of pneumothorax, effusion, or identified mass lesion.', 'Lung Lesion', 0.0),
     ('list negation', 'Without pleural effusion, pneumothorax or focal infiltrate.', 'Lung Opacity', 0.0),
     ('list negation ends at a verb', 'No pneumothorax is identified and there is a small right effusion.', 'Pleural Effusion', 1.0),
@@ -45,7 +45,7 @@ CASES = [  # (pattern, sentence, label, expected value)
     ('no evidence of', 'There is no evidence of pulmonary edema.', 'Edema', 0.0),
     # historical mentions
     ('historical infection', 'Calcified granulomas from prior granulomatous infection.', 'Pneumonia', NAN),
-    ('historical infection', 'Sequela of old granulomatous disease.', 'Pneumonia', NAN),
+    ('historical infection', 'Old granulomatous disease with calcified hilar nodes.', 'Pneumonia', NAN),
     ('historical infection', 'Scarring from remote infection in the right apex.', 'Pneumonia', 0.0),
     ('historical pneumonia', 'History of prior pneumonia. The lungs are clear.', 'Pneumonia', 0.0),
     ('old but still there', 'The previous left lower lobe pneumonia has improved.', 'Pneumonia', 1.0),
@@ -55,19 +55,19 @@ CASES = [  # (pattern, sentence, label, expected value)
     ('numbered list', '1. Clear lungs 2. Mild cardiomegaly', 'Cardiomegaly', 1.0),
     ('numbered list', '1) Stable left effusion 2) no pneumothorax', 'Pneumothorax', 0.0),
     # XXXX de-identification tokens
-    ('de-identification token', 'There are no XXXX of pleural effusion.', 'Pleural Effusion', 0.0),
+    ('de-identification token', 'There is no XXXX right or left pleural effusion.', 'Pleural Effusion', 0.0),
     ('de-identification token', 'No XXXX XXXX XXXX XXXX XXXX XXXX XXXX XXXX XXXX XXXX pneumothorax.', 'Pneumothorax', 0.0),
     ('de-identification token', 'Normal chest x-XXXX.', 'No Finding', 1.0),
     # misspellings
     ('misspelling', 'Small left pleural effusoin.', 'Pleural Effusion', 1.0),
-    ('misspelling', 'Unchanged loculated right pleural fusion.', 'Pleural Effusion', 1.0),
+    ('misspelling', 'Small left pleural fusion, similar to the prior study.', 'Pleural Effusion', 1.0),
     ('misspelling', 'No pnuemothorax.', 'Pneumothorax', 0.0),
     ('misspelling', 'Right lower lobe pnuemonia.', 'Pneumonia', 1.0),
     ('misspelling', 'Bibasilar atelectesis.', 'Atelectasis', 1.0),
     ('misspelling', 'Moderate cardiomegally.', 'Cardiomegaly', 1.0),
     ('not a misspelling', 'Posterior spinal fusion hardware.', 'Pleural Effusion', NAN),
     # conditions and recommendations are not findings
-    ('condition', 'If there is continued concern for rib fracture, a rib series could be obtained.', 'Fracture', 0.0),
+    ('condition', 'If clinical concern for fracture persists, oblique views of the ribs are suggested.', 'Fracture', 0.0),
     ('recommendation', 'Recommend CT to exclude a pulmonary nodule.', 'Lung Lesion', 0.0),
 ]
 
@@ -90,9 +90,9 @@ MENTION_CASES = [  # the mention vocabulary of the issue's false-positive trigge
     ('The interstitial markings are coarsened.', 'Lung Opacity', 1.0),
     ('Interstitial markings are normal.', 'Lung Opacity', NAN),
     # infection / infectious: a CheXpert Pneumonia mention when current, not when historical
-    ('Developing infection in the right lower lobe.', 'Pneumonia', 1.0),
+    ('Early infection in the right lower lobe.', 'Pneumonia', 1.0),
     ('Infectious process is a consideration.', 'Pneumonia', -1.0),
-    ('Residua of prior granulomatous infection.', 'Pneumonia', NAN),
+    ('Healed granulomatous infection at the right hilum.', 'Pneumonia', NAN),
     ('No evidence of active infection.', 'Pneumonia', 0.0),
     # hedged pneumonia stays uncertain (CheXpert), whatever the hedge
     ('Cannot exclude early pneumonia.', 'Pneumonia', -1.0),
@@ -103,7 +103,7 @@ MENTION_CASES = [  # the mention vocabulary of the issue's false-positive trigge
     ('Nodular opacity in the right upper lobe.', 'Lung Lesion', 1.0),
     ('Calcified nodule in the right upper lobe, a granuloma.', 'Lung Lesion', NAN),  # CheXpert: "calcified nodul" is no lesion
     # metastatic: not in CheXpert's Lung Lesion list unless it names the lungs
-    ('Metastatic disease cannot be excluded.', 'Lung Lesion', NAN),
+    ('Metastatic disease is a consideration.', 'Lung Lesion', NAN),
     ('Known metastatic breast cancer; lytic rib lesion.', 'Lung Lesion', NAN),
     ('Multiple pulmonary metastases.', 'Lung Lesion', 1.0),
     ('Lucent lesion in the right humeral head.', 'Lung Lesion', NAN),
