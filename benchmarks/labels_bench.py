@@ -11,7 +11,11 @@ same reports:
 Times are CPU seconds of this process (time.process_time; best of --repeat) so that other jobs on a shared machine
 do not distort them; wall-clock figures are printed next to them. The target is >= 2,000 reports/s on one core.
 
-Usage:  OMP_NUM_THREADS=1 python benchmarks/labels_bench.py [--n 4000] [--repeat 3] [--seed 0]
+With --iu PATH (torchxrayvision's wheel, its data/NLMCXR_reports.tgz, or a folder of NLM XML reports) it also labels
+the real IU X-Ray development reports (uids 1-1500 only; read at run time, never stored) and prints their rate next
+to the synthetic one (real reports are longer and more varied).
+
+Usage:  OMP_NUM_THREADS=1 python benchmarks/labels_bench.py [--n 4000] [--repeat 3] [--seed 0] [--iu PATH]
 """
 import argparse
 import random
@@ -19,7 +23,7 @@ import re
 import time
 
 from cxrlab.core import CHEXPERT_LABELS
-from cxrlab.labels import LABEL_RULES, label_reports, parse_mentions, sentence_spans
+from cxrlab.labels import IU_DEV_UIDS, LABEL_RULES, label_reports, parse_mentions, read_nlm_reports, sentence_spans
 
 SIDES = ['left', 'right', 'bilateral']
 SIZES = ['trace', 'small', 'moderate', 'large', 'mild', 'minimal']
@@ -88,20 +92,27 @@ def main(argv=None):
     ap.add_argument('--n', type=int, default=4000)
     ap.add_argument('--repeat', type=int, default=3)
     ap.add_argument('--seed', type=int, default=0)
+    ap.add_argument('--iu', default=None, help='IU X-Ray NLM XML reports (.whl / .tgz / folder): also time the real dev reports')
     a = ap.parse_args(argv)
     reports = make_reports(a.n, a.seed)
     texts = [r['findings'] + ' ' + r['impression'] for r in reports]
     chars = sum(map(len, texts)) / len(texts)
     print(f"{a.n} synthetic reports, {chars:.0f} characters on average (findings + impression), best of {a.repeat}")
+    iu = read_nlm_reports(a.iu, IU_DEV_UIDS)[['findings', 'impression']].to_dict('records') if a.iu else None
     rows = [('floor (lower + sentence split)', timed(lambda: [sentence_spans(t.lower()) for t in texts], a.repeat)),
             ('keywords (no negation)', timed(lambda: keyword_labeler(texts), a.repeat)),
             ("labeler mode='both'", timed(lambda: label_reports(reports, mode='both', progress=False), a.repeat)),
             ("labeler mode='first'", timed(lambda: label_reports(reports, mode='first', progress=False), a.repeat)),
             ('parse_mentions + locations', timed(lambda: [parse_mentions(t) for t in texts], a.repeat))]
     ref = rows[2][1][0]
-    print(f"{'':32s} {'reports/CPU-s':>14s} {'reports/wall-s':>15s} {'CPU time vs labeler':>20s}")
+    print(f"{'':32s} {'reports/CPU-s':>14s} {'reports/wall-s':>15s} {'CPU per report vs labeler':>26s}")
     for name, (c, w, _) in rows:
-        print(f"{name:32s} {a.n / c:14,.0f} {a.n / w:15,.0f} {c / ref:19.2f}x")
+        print(f"{name:32s} {a.n / c:14,.0f} {a.n / w:15,.0f} {c / ref:25.2f}x")
+    if iu:
+        c, w, _ = timed(lambda: label_reports(iu, mode='both', progress=False), a.repeat)
+        chars = sum(len(r['findings']) + len(r['impression']) for r in iu) / len(iu)
+        print(f"{'IU dev reports (real), both':32s} {len(iu) / c:14,.0f} {len(iu) / w:15,.0f} {(c / len(iu)) / (ref / a.n):25.2f}x"
+              f"   ({len(iu)} reports, {chars:.0f} characters on average)")
     df = rows[2][1][2]
     assert list(df.columns) == CHEXPERT_LABELS and len(df) == a.n
     rate = a.n / ref

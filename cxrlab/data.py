@@ -20,16 +20,16 @@ from .core import CHEXPERT_LABELS, MANIFEST_COLUMNS, SPLITS, as_bool, as_list, s
 
 # %% auto #0
 __all__ = ['LABEL_VALUES', 'ID_COLUMNS', 'TEXT_COLUMNS', 'FRONTAL_VIEWS', 'KNOWN_VIEWS', 'VIEW_ALIASES', 'VIEW_PREFERENCE',
-           'SECTION_ALIASES', 'LABELER_SOURCE', 'MIMIC_METADATA_COLUMNS', 'ADAPTERS', 'LABEL_MODES',
-           'HAS_OFFICIAL_SPLIT', 'OPENAI_CLIP_MEAN', 'OPENAI_CLIP_STD', 'IMAGENET_MEAN', 'IMAGENET_STD',
-           'TRANSFORM_PRESETS', 'AUGMENT', 'DATASET_MODES', 'SECTION_CHOICES', 'CACHE_ASPECT', 'DataError', 'QCReport',
-           'drop_rows', 'read_csv_checked', 'parse_label_values', 'normalise_view', 'empty_manifest', 'paths_inside',
-           'validate_manifest', 'meta_path', 'save_manifest', 'load_manifest', 'image_root', 'normalise_section_name',
-           'clean_text', 'split_sections', 'parse_report', 'patient_split', 'check_patient_disjoint', 'label_texts',
-           'apply_labeler', 'load_image', 'image_problem', 'finalize_manifest', 'ReportStore', 'read_mimic', 'read_iu',
-           'read_iu_xml', 'read_chexpert_plus', 'read_study_csv', 'read_synth', 'build_manifest', 'label_stats',
-           'group_studies', 'CXRTransform', 'make_transforms', 'split_sentences', 'select_text', 'CXRDataset',
-           'make_collate', 'build_image_cache', 'with_image_cache']
+           'SECTION_ALIASES', 'MIMIC_METADATA_COLUMNS', 'ADAPTERS', 'LABEL_MODES', 'HAS_OFFICIAL_SPLIT',
+           'OPENAI_CLIP_MEAN', 'OPENAI_CLIP_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'TRANSFORM_PRESETS', 'AUGMENT',
+           'DATASET_MODES', 'SECTION_CHOICES', 'CACHE_ASPECT', 'DataError', 'QCReport', 'drop_rows', 'read_csv_checked',
+           'parse_label_values', 'normalise_view', 'empty_manifest', 'paths_inside', 'validate_manifest', 'meta_path',
+           'save_manifest', 'load_manifest', 'image_root', 'normalise_section_name', 'clean_text', 'split_sections',
+           'parse_report', 'patient_split', 'check_patient_disjoint', 'label_texts', 'apply_labeler', 'load_image',
+           'image_problem', 'finalize_manifest', 'ReportStore', 'read_mimic', 'read_iu', 'read_iu_xml',
+           'read_chexpert_plus', 'read_study_csv', 'read_synth', 'build_manifest', 'label_stats', 'group_studies',
+           'CXRTransform', 'make_transforms', 'split_sentences', 'select_text', 'CXRDataset', 'make_collate',
+           'build_image_cache', 'with_image_cache']
 
 # %% ../nbs/01_data.ipynb #29c0aa79
 class DataError(ValueError):
@@ -435,12 +435,10 @@ def check_patient_disjoint(df: pd.DataFrame) -> None:
         raise DataError(f"split is not patient-disjoint: {len(leak)} subject(s) in several splits, e.g. {list(leak.index[:5])}")
 
 # %% ../nbs/01_data.ipynb #f768059d
-LABELER_SOURCE = 'cxrlab.labels'
+from .labels import LABELER_SOURCE, label_reports  # a leaf module: data imports labels, labels never imports data
 
 
 def _default_labeler():
-    try: from cxrlab.labels import label_reports
-    except ImportError as e: raise ImportError("labels from report text need cxrlab.labels (nbs/01a_labels.ipynb)") from e
     return label_reports
 
 

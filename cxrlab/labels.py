@@ -15,12 +15,13 @@ import pandas as pd
 from .core import CHEXPERT_LABELS, get_logger
 
 # %% auto #0
-__all__ = ['LABEL_RULES', 'OTHER_FINDINGS', 'OTHER', 'LATERALITY', 'ZONES', 'SEVERITY', 'STATUS_VALUE', 'log', 'LABEL_ABBREV',
-           'DEV_SET', 'LABEL_PHRASES', 'QUERY_TEMPLATES', 'LABELER_SOURCE', 'sentence_spans', 'words_back', 'words_fwd',
-           'classify_span', 'parse_location', 'location_words', 'Mention', 'parse_mentions', 'mentions_frame',
-           'aggregate', 'split_sections', 'section_text', 'label_report', 'label_reports', 'parse_expected',
-           'dev_frames', 'binarize', 'agreement', 'label_queries', 'load_reference_corpus', 'plot_label_f1',
-           'location_agreement']
+__all__ = ['LABEL_RULES', 'OTHER_FINDINGS', 'MISSPELLINGS', 'OTHER', 'LATERALITY', 'ZONES', 'SEVERITY', 'STATUS_VALUE', 'log',
+           'LABELER_SOURCE', 'CHEXPERT_DIFFERENCES', 'LABEL_ABBREV', 'DEV_SET', 'LABEL_PHRASES', 'QUERY_TEMPLATES',
+           'IU_LABELS', 'IU_DEV_UIDS', 'MESH_LABEL_RULES', 'IU_HOW_TO_GET', 'ERROR_CAUSES', 'sentence_spans',
+           'words_back', 'words_fwd', 'classify_span', 'parse_location', 'location_words', 'Mention', 'parse_mentions',
+           'mentions_frame', 'aggregate', 'split_sections', 'section_text', 'label_report', 'label_reports',
+           'parse_expected', 'dev_frames', 'binarize', 'agreement', 'label_queries', 'mesh_labels', 'find_nlm_reports',
+           'read_nlm_reports', 'binary_f1', 'error_causes', 'reference_studies', 'plot_label_f1', 'location_agreement']
 
 # %% ../nbs/01a_labels.ipynb #e8c0bc1c
 _SIZE_QUAL = dict(  # qualifiers for a size attribute (heart, cardiac silhouette, mediastinum)
@@ -47,7 +48,7 @@ _CP_QUAL = dict(  # costophrenic angles: blunting is (hedged) effusion, sharp an
 LABEL_RULES = {
     'Atelectasis': dict(
         terms=[r'atelecta\w*', r'(?:lung|lobar|lobe|segmental|subsegmental|basilar) collapse', r'collapsed?',
-               r'volume loss', r'plate[- ]?like (?:opacit\w+|densit\w+)', r'discoid (?:opacit\w+|densit\w+)'],
+               r'plate[- ]?like (?:opacit\w+|densit\w+)', r'discoid (?:opacit\w+|densit\w+)'],
         exclude=[r'(?:vertebral|vertebra|compression|disc|disk)(?: body)? collapse',
                  r'collapse of (?:the )?(?:\w+ )?vertebra\w*', r'collapsed? (?:vertebra\w*|disc|disk)']),
     'Cardiomegaly': dict(
@@ -77,24 +78,31 @@ LABEL_RULES = {
     'Fracture': dict(
         terms=[r'fractures?', r'fractured', r'fx', r'compression deformit(?:y|ies)', r'callus formation']),
     'Lung Lesion': dict(
-        terms=[r'nodules?', r'nodular (?:opacit\w+|densit\w+|focus|foci|lesions?)', r'masse?s?', r'lesions?',
-               r'neoplasms?', r'neoplastic', r'tumou?rs?', r'carcinoma', r'malignan\w*', r'metasta\w*', r'lumps?',
-               r'cavitary (?:lesion|mass|nodule)s?', r'cavitation', r'pulmonary metastas\w*'],
+        terms=[r'nodules?', r'nodular (?:opacit\w+|densit\w+|focus|foci|lesions?)', r'masse?s?',
+               r'(?:lung|pulmonary|parenchymal|cavitary|cavitating|spiculated|nodular|mass|suspicious|focal|round|rounded) lesions?',
+               r'lesions? (?:in|within|of|at|involving) (?:the )?(?:\w+ ){0,3}(?:lobes?|lungs?|lingula|apex|apices|base|bases|hilum|perihilar region)',
+               r'neoplasms?', r'tumou?rs?', r'carcinoma', r'lumps?', r'cavitation',
+               r'(?:pulmonary|lung|parenchymal) metasta\w*', r'metastatic (?:nodules?|masses|lesions? (?:in|within|of) the (?:\w+ )?lungs?)'],
         exclude=[r'calcified (?:(?!and |or |with )\w+ ){0,3}?(?:nodules?|nodular (?:densit\w+|opacit\w+|foc\w+))',
                  r'(?:granuloma\w*|granulomatous) (?:nodules?|lesions?)', r'nodules? (?:is |are )?calcified',
                  r'nipple (?:shadow|marker)s?', r'(?:bone|bony|osseous|lytic|sclerotic|blastic|expansile|rib|skin|cutaneous|breast|liver|hepatic|renal|thyroid|spine|spinal|vertebral) (?:lesions?|masse?s?|nodules?)',
                  r'(?:lesions?|masse?s?) (?:of|in|within|involving) (?:the )?(?:\w+ ){0,3}(?:ribs?|spine|vertebra\w*|clavicle|scapula|humer\w*|sternum|bones?|breasts?|liver|thyroid|neck)',
-                 r'(?:soft[- ]tissue|neck|abdominal|mediastinal|hilar|adrenal) (?:lesions?|masse?s?)',
+                 r'(?:soft[- ]tissue|neck|abdominal|mediastinal|adrenal|pericardial|pleural|chest wall|cardiac|axillary|lucent) (?:lesions?|masse?s?)',
                  r'mass effect', r'masses? (?:in|of) the (?:neck|abdomen|breast|mediastinum|soft tissue)']),
     'Lung Opacity': dict(
         terms=[r'opaci\w*', r'infiltrat\w*', r'air[- ]?space (?:disease|process|opacit\w+|filling|density|densities|changes)',
-               r'densit(?:y|ies)', r'haziness', r'hazy(?! (?:opaci|densit|infiltrat|air))', r'ground[- ]glass', r'scar\w*',
-               r'interstitial (?:markings?|opacit\w+|pattern|prominence|changes?|thickening|(?:lung )?disease|process|abnormalit\w+|infiltrat\w+|fibrosis)',
-               r'reticul\w*', r'(?:increased|prominent|coarse(?:ned)?|accentuated) (?:interstitial |lung |pulmonary |bronchovascular )?markings',
-               r'peribronchial (?:thickening|cuffing)', r'(?:bronchial )?wall thickening', r'decreased translucency',
-               r'fibrotic changes?', r'(?:pulmonary|lung|parenchymal) fibrosis', r'shadowing'],
+               r'(?:increased|patchy|streaky|linear|hazy|confluent|alveolar|parenchymal|pulmonary|lung|basilar|bibasilar|lingular|apical'
+               r'|perihilar|midlung|nodular|ill[- ]defined|airspace|air space|interstitial|reticular|reticulonodular|base|lobe) (?:\w+ )?densit(?:y|ies)',
+               r'densit(?:y|ies) (?:[\w.]+ ){0,6}?(?:in|within|at|of|involving) (?:the )?(?:\w+ ){0,3}?(?:lobes?|lungs?|lingula|bases?|apex|apices|midlung|perihilar region|hemithorax)',
+               r'haziness', r'hazy(?! (?:opaci|densit|infiltrat|air))', r'ground[- ]glass',
+               r'interstitial (?:opacit\w+|pattern|prominence|changes?|thickening|(?:lung )?disease|process|abnormalit\w+|infiltrat\w+)',
+               r'reticul\w*', r'(?:increased|prominent|coarse(?:ned)?|accentuated|abnormal|irregular) (?:interstitial |lung |pulmonary |bronchovascular )?markings',
+               r'interstitial markings (?:are |is |appear |remain )?(?:\w+ )?(?:increased|prominent|coarse(?:ned)?|accentuated)',
+               r'peribronchial (?:thickening|cuffing)', r'(?:bronchial )?wall thickening', r'decreased translucency', r'shadowing'],
         exclude=[r'pleural\W*(?:parenchymal\W*)?scar\w*', r'pleuroparenchymal scar\w*', r'pleuro\W*pericardial scar\w*',
-                 r'(?:bone|bony|osseous|mineral|breast|soft[- ]tissue|metallic|calcific|calcified) (?:densit\w+|opacit\w+)',
+                 r'(?:mediastinal|paratracheal|substernal|soft[- ]tissue|sclerotic|osseous|bone|bony|skin|chest wall|extrapleural|pleural|pleural[- ]parenchymal|pleuroparenchymal|foreign[- ]body|metallic|calcific|calcified|mineral|breast) (?:\w+ )?(?:densit\w+|opacit\w+)',
+                 r'(?:opacit\w+|densit\w+) (?:(?!may |might |could |can |possibly |or )\w+ ){0,8}?(?:related|due|secondary|attributable|correspond\w*|compatible|consistent) (?:to|with) '
+                 r'(?:\w+ ){0,3}?(?:overlying )?(?:soft tissues?|breasts?|nipples?|skin folds?|artifacts?|hiatal hernia|hiatus hernia|piercings?|stents?|foreign bod\w+|fat pads?|epicardial fat|pectus|osteophytes?|vessels?|vascular structures?)',
                  r'calcified (?:granuloma\w*|nodul\w+) (?:densit\w+|opacit\w+)', r'(?:sternotomy|surgical|skin|incision\w*) scar\w*',
                  r'scarred (?:pleura|diaphragm)', r'(?:perihilar|hilar|vascular) haziness', r'opacit\w+ (?:of|over|overlying|projecting over) the (?:breasts?|soft tissues?|nipples?)']),
     'No Finding': dict(),
@@ -102,9 +110,8 @@ LABEL_RULES = {
         terms=[r'(?:pleural )?effusions?', r'pleural fluid', r'hydrothorax', r'hydropneumothora\w*',
                r'(?:layering|loculated|subpulmonic|fissural) fluid', r'fluid (?:in|within|tracking into) the (?:\w+ )?(?:fissure|pleural space)',
                r'pleural collection', r'empyema'],
-        hedged=[r'blunt\w* (?:of )?(?:the )?(?:\w+ )?(?:costophrenic|cp|costodiaphragmatic)(?: angles?| sulc\w+| recess\w*)?',
-                r'(?:costophrenic|cp) (?:angle|sulcus) blunting', r'meniscus sign'],
-        attributes=[(r'(?:costophrenic|cp|costodiaphragmatic) (?:angles?|sulc\w+|recess\w*)', _CP_QUAL, 'uncertain')],
+        hedged=[r'meniscus sign'],
+        attributes=[(r'(?:costophrenic|cp|costodiaphragmatic) (?:angles?|sulc\w+|recess\w*)', _CP_QUAL, 'negative-only')],
         exclude=[r'pericardial effusions?', r'(?:joint|knee|shoulder|glenohumeral|pericardial|peritoneal|abdominal) effusions?']),
     'Pleural Other': dict(
         terms=[r'pleural (?:thickening|plaques?|scar\w*|calcifications?|fibrosis|reaction|irregularit\w*)',
@@ -113,7 +120,9 @@ LABEL_RULES = {
                r'fibrothorax', r'pleuro\W*pericardial (?:scar\w*|thickening)', r'asbestos[- ]related pleural disease']),
     'Pneumonia': dict(
         terms=[r'pneumonia\w*', r'bronchopneumonia', r'pneumonitis', r'infect\w*', r'(?:lobar|aspiration) pneumonia'],
-        exclude=[r'(?:urinary tract|soft[- ]tissue|wound|skin|line|catheter|viral) infection']),
+        exclude=[r'(?:urinary tract|soft[- ]tissue|wound|skin|line|catheter|viral) infection',
+                 r'granulomatous (?:\w+ )?(?:infection|infectious|disease|process)'],
+        historical=True),
     'Pneumothorax': dict(
         terms=[r'pneumothora\w*', r'ptx', r'hydropneumothora\w*', r'(?:apical|basilar) (?:air|lucency) (?:collection)?',
                r'visceral pleural line'],
@@ -138,7 +147,9 @@ LABEL_RULES = {
 }
 
 OTHER_FINDINGS = dict(  # abnormalities outside the 14: they block No Finding but are not columns
-    terms=[r'emphysema\w*', r'copd', r'chronic obstructive', r'hyperinflat\w*', r'hyperexpan\w*', r'hyperaerat\w*',
+    terms=[r'scar\w*', r'cicatri\w*', r'fibros\w*', r'fibrotic', r'volume loss', r'metasta\w*', r'malignan\w*', r'neoplastic',
+           r'blunt\w* (?:of )?(?:the )?(?:\w+ )?(?:costophrenic|cp|costodiaphragmatic)(?: angles?| sulc\w+| recess\w*)?',
+           r'(?:costophrenic|cp|costodiaphragmatic) (?:angles?|sulc\w+|recess\w*) (?:is |are )?(?:\w+ )?blunt\w*', r'emphysema\w*', r'copd', r'chronic obstructive', r'hyperinflat\w*', r'hyperexpan\w*', r'hyperaerat\w*',
            r'hyperlucen\w*', r'(?:flattening|flattened) (?:of )?(?:the )?(?:hemi)?diaphragms?', r'granulom\w*',
            r'calcified (?:(?!and |or |with )\w+ ){0,3}?(?:nodules?|(?:lymph )?nodes?|densit\w+|foc(?:us|i)|opacit\w+|granulom\w*)',
            r'calcified (?:left |right |bilateral )?(?:hilar|hila|mediastinal|subcarinal|paratracheal|infracarinal)', r'calcificat\w+', r'atheroscl\w*',
@@ -160,6 +171,16 @@ OTHER_FINDINGS = dict(  # abnormalities outside the 14: they block No Finding bu
     exclude=[r'(?:no|without) (?:significant )?(?:shift|deformity)', r'degenerat\w* (?:appearance )?of (?:the )?(?:image|film)'],
 )
 
+MISSPELLINGS = {  # misspellings seen in dictated and typed reports, read as the word they stand for
+    'Atelectasis': [r'atelect[ie]sis', r'atelactasis', r'atlectasis', r'atelecatsis', r'atelecasis', r'ateletasis'],
+    'Cardiomegaly': [r'cardiomegally', r'cardiomeagly', r'cardiomgaly', r'cardiomegay'],
+    'Consolidation': [r'consolidaton', r'consoldation', r'consolidaiton', r'consolodation'],
+    'Pleural Effusion': [r'effusoins?', r'efusions?', r'effussions?', r'effsuions?', r'pleural fusion'],
+    'Pneumonia': [r'pnuemonia', r'pneumona', r'pneunomia', r'penumonia', r'pnemonia'],
+    'Pneumothorax': [r'pneumothroax', r'pnuemothorax', r'pneumothorx', r'pneumothoarx', r'pnemothorax'],
+    'Fracture': [r'fracure', r'fractue', r'fratcure', r'fracures'],
+}
+
 # %% ../nbs/01a_labels.ipynb #7dee3743
 _PSEUDO = [r'no (?:significant |appreciable |substantial |definite |real |major |other |further |interval |marked |\w+ )?(?:interval )?'
            r'(?:change|increase|decrease|progression|worsening|improvement|enlargement of (?:the )?(?:known|previous))\w*',
@@ -176,7 +197,9 @@ _POST_NEG_UNC = [r'(?:cannot|can ?not|can\'t|could not|couldn\'t|may not|might n
                  r'not (?:entirely |completely )?(?:excluded|ruled out)']
 _NEG_SCOPED = [r'no', r'not', r'without', r'negative for', r'free of', r'clear of', r'absence of', r'absent', r'lack of', r'never',
                r'nor', r'neither', r'none', r'resolution of', r'interval resolution of', r'removal of', r'interval removal of',
-               r'clearing of', r'disappearance of', r'rather than', r'instead of', r'unlikely', r'no longer']
+               r'clearing of', r'disappearance of', r'rather than', r'instead of', r'unlikely', r'no longer',
+               r'if (?:there is |there are )?(?:\w+ )?(?:clinical )?(?:concern|suspicion|question) (?:for|of)',  # a condition, not a finding
+               r'to (?:exclude|rule out)']  # a recommendation's object (CheXpert: "exclude X" is negative)
 _NEG_ADJACENT = [r'resolved', r'cleared', r'removed', r'excluded', r'ruled out', r'history of', r'h/o',
                  r'status post removal of']  # only within two words of the mention
 _POST_NEG = [r'(?:is |are |was |were |has been |have been )?(?:not|no longer) (?:\w+ )?(?:seen|identified|visuali[sz]ed|appreciated|demonstrated|present|'
@@ -186,7 +209,7 @@ _POST_NEG = [r'(?:is |are |was |were |has been |have been )?(?:not|no longer) (?
              r'(?:is |are )?(?:ruled out|excluded)', r'none', r'no longer (?:present|seen)', r'not (?:present|seen|identified)',
              r'(?:appears?|is|are|remains?) (?:\w+ )?(?:within (?:the )?(?:limits of normal|normal limits)|normal|unremarkable)',
              r'within (?:the )?(?:limits of normal|normal limits)']
-_UNC_BREAKING = [r'possibl[ey]', r'probabl[ey]', r'questionabl[ey]', r'question of', r'questioned', r'suspicious (?:for|of)',
+_UNC_BREAKING = [r'possibl[ey]', r'probabl[ey]', r'questionabl[ey]', r'question(?: of)?', r'questioned', r'suspicious (?:for|of)',
                  r'suspicion (?:for|of)', r'suspect\w*', r'concern(?:ing)? (?:for|of)', r'worr(?:isome|ying|y) (?:for|of)',
                  r'may', r'might', r'could', r'would', r'perhaps', r'presum\w*', r'equivocal', r'indeterminate', r'uncertain',
                  r'borderline', r'differential(?: diagnosis)?(?: includes?| considerations?| would include)?', r'less likely',
@@ -199,11 +222,16 @@ _POST_UNC = [r'(?:is|are|was|were|be|being|remains?) (?:\w+ )?(?:possible|suspec
              r'(?:could|may|might) (?:also )?(?:contribute|account|coexist|exist)', r'suspected', r'questioned', r'not (?:entirely )?excluded',
              r'(?:is |are )?(?:poorly|incompletely|not well|not optimally|difficult to be) (?:evaluated|visuali[sz]ed|seen|assessed|excluded)',
              r'(?:is |are )?obscured', r'(?:is |are )?possible', r'(?:cannot|can not|can\'t) be (?:entirely )?(?:excluded|ruled out)']
+_DIFFERENTIAL = r'\b(?:differential(?: diagnosis| diagnoses| considerations?)?|ddx)(?: is| are| includes?| including| would include| of)?\b'  # scopes over its whole list
 _COORD_UNC = r'\b(?:or|and/or|versus|vs\.?|or less likely)\b|\s?/\s?(?=[a-z]|$)'  # X or Y / X versus Y: both uncertain (tight window)
 _CLAUSE_BREAK = (r';|\b(?:but|however|although|though|except|aside from|apart from|whereas|while|which'
-                 r'|there (?:is|are|was|were|has been|have been)|otherwise|other than|in addition|additionally'
+                 r'|(?<!if )there (?:is|are|was|were|has been|have been)|otherwise|other than|in addition|additionally'
                  r'|also (?:noted|seen))\b')
 _STRICT_NO_NEW = r'\bno (?:definite |convincing |focal |significant |\w+ )?new\b'  # CheXpert: "no new X" is uncertain
+_HISTORICAL = re.compile(r'\b(?:old|prior(?! to)|previous|remote|past|healed|treated|sequelae? of|residua? of|residuals? of)'
+                         r'(?: [a-z/-]+){0,3} $')  # up to three words before the mention, no punctuation
+_CURRENT = re.compile(r'\b(?:persist\w*|improv\w*|unchanged|again|remains?|decreas\w*|increas\w*|wors\w*|stable|residual'
+                      r'|resolving|evolving|has not|is still|are still)\b')  # the old finding is still there
 
 # %% ../nbs/01a_labels.ipynb #27a61ef9
 def _split_top(p: str) -> list[str]:
@@ -317,25 +345,46 @@ def _compile_qualifiers(q: Mapping) -> dict:
     parts = [f'(?P<{k}>{_alt(v)})' for k, v in q.items() if v]
     return re.compile('|'.join(sorted(parts, key=lambda p: -len(p))))
 
-def _compile_rules(rules: Mapping) -> dict:
+def _compile_rules(rules: Mapping,  # one observation's rule dict
+                   misspelled: Sequence[str] = (),  # extra terms: misspellings of its words
+                  ) -> dict:
     "Compile one observation's rule dict into regexes (terms, hedged, attributes, exclude)."
-    frags = [*rules.get('terms', []), *rules.get('hedged', []), *(a[0] for a in rules.get('attributes', []))]
-    return dict(terms=_rx(rules.get('terms', [])), hedged=_rx(rules.get('hedged', [])), exclude=_rx(rules.get('exclude', [])),
-                gate=_gate(frags), attributes=[(re.compile(_alt([p])), _compile_qualifiers(q), cap) for p, q, cap in rules.get('attributes', [])])
+    terms = [*rules.get('terms', []), *misspelled]
+    frags = [*terms, *rules.get('hedged', []), *(a[0] for a in rules.get('attributes', []))]
+    return dict(terms=_rx(terms), hedged=_rx(rules.get('hedged', [])), exclude=_rx(rules.get('exclude', [])),
+                gate=_gate(frags), historical=bool(rules.get('historical')),
+                attributes=[(re.compile(_alt([p])), _compile_qualifiers(q), cap) for p, q, cap in rules.get('attributes', [])])
 
 OTHER = 'Other Finding'  # name of the non-column category in mentions
-_RULES = {**{k: _compile_rules(v) for k, v in LABEL_RULES.items() if v}, OTHER: _compile_rules(OTHER_FINDINGS)}
+_RULES = {**{k: _compile_rules(v, MISSPELLINGS.get(k, ())) for k, v in LABEL_RULES.items() if v}, OTHER: _compile_rules(OTHER_FINDINGS)}
 _RX = dict(pseudo=_rx(_PSEUDO), pre_neg_unc=_rx(_PRE_NEG_UNC), post_neg_unc=_rx(_POST_NEG_UNC), neg=_rx(_NEG_SCOPED),
            neg_adj=_rx(_NEG_ADJACENT), post_neg=_rx(_POST_NEG), unc=_rx(_UNC_BREAKING), unc_weak=_rx(_UNC_WEAK),
            post_unc=_rx(_POST_UNC), coord=re.compile(_COORD_UNC), clause=re.compile(_CLAUSE_BREAK),
-           no_new=re.compile(_STRICT_NO_NEW))
+           no_new=re.compile(_STRICT_NO_NEW), ddx=re.compile(_DIFFERENTIAL))
 
 # %% ../nbs/01a_labels.ipynb #e1699846
-_SENT_END = re.compile(r'(?<!\bvs)(?<!\bdr)(?<!\be\.g)(?<!\bi\.e)(?:(?<!\d)\.|\.(?!\d)|[?!\n\u2022])')
+_SENT_END = re.compile(r'(?<![\w.])\d{1,2}[.)](?=\s)'  # a numbered list item ("1. ...  2. ...") starts a sentence
+                       r'|(?<!\bvs)(?<!\bdr)(?<!\be\.g)(?<!\bi\.e)(?:(?<!\d)\.|\.(?!\d)|[?!\n\u2022])')
+
+def _check_text(fn: str, x, what: str = 'text'):
+    "TypeError unless `x` is a str."
+    if not isinstance(x, str): raise TypeError(f"{fn}: {what} must be a str, got {type(x).__name__}")
+
+def _check_flag(fn: str, name: str, x):
+    "TypeError unless `x` is a bool (a string such as 'False' would read as True)."
+    if not isinstance(x, (bool, np.bool_)): raise TypeError(f"{fn}: {name} must be True or False, got {x!r}")
+
+def _check_span(fn: str, t: str, *cuts):
+    "ValueError unless `cuts` are ints in order inside `t` (0 <= cuts[0] <= ... <= len(t))."
+    if not all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in cuts):
+        raise TypeError(f"{fn}: positions must be ints, got {cuts!r}")
+    if not all(a <= b for a, b in zip((0, *cuts), (*cuts, len(t)))):
+        raise ValueError(f"{fn}: positions {cuts!r} are not in order inside a text of {len(t)} characters")
 
 def sentence_spans(text: str,  # lower-cased report text
                   ) -> list[tuple[int, int]]:  # (start, end) of each non-empty sentence
     "Split `text` into sentence spans."
+    _check_text('sentence_spans', text)
     spans, start = [], 0
     for m in _SENT_END.finditer(text):
         if text[start:m.start()].strip(): spans.append((start, m.start()))
@@ -343,10 +392,11 @@ def sentence_spans(text: str,  # lower-cased report text
     if text[start:].strip(): spans.append((start, len(text)))
     return spans
 
-def _n_words(s: str) -> int: return len(s.split())
+def _n_words(s: str) -> int: return len(s.split()) - s.count('xxxx')  # de-identification tokens (IU's XXXX) are not words
 
 def words_back(t: str, lo: int, s: int, n: int) -> int:
     "Start of the `n` words before position `s` in `t` (not before `lo`)."
+    if not isinstance(t, str) or not isinstance(n, (int, np.integer)) or n < 0: raise TypeError(f"words_back: needs a str and a word count >= 0, got {type(t).__name__}, {n!r}")
     i = s
     for _ in range(n):
         while i > lo and t[i - 1] == ' ': i -= 1
@@ -357,6 +407,7 @@ def words_back(t: str, lo: int, s: int, n: int) -> int:
 
 def words_fwd(t: str, e: int, hi: int, n: int) -> int:
     "End of the `n` words after position `e` in `t` (not after `hi`)."
+    if not isinstance(t, str) or not isinstance(n, (int, np.integer)) or n < 0: raise TypeError(f"words_fwd: needs a str and a word count >= 0, got {type(t).__name__}, {n!r}")
     i = e
     for _ in range(n):
         while i < hi and t[i] == ' ': i += 1
@@ -366,8 +417,10 @@ def words_fwd(t: str, e: int, hi: int, n: int) -> int:
     return i
 
 # %% ../nbs/01a_labels.ipynb #48e559cc
-def _covered(s: int, e: int, spans: list) -> bool:
-    return any(a <= s and e <= b for a, b in spans)
+def _covered(s: int, e: int, starts: list, ends: list) -> bool:
+    "Whether [s, e) lies inside one of the sorted, non-overlapping spans (starts[i], ends[i])."
+    i = bisect.bisect_right(starts, s) - 1
+    return i >= 0 and e <= ends[i]
 
 def _raw_mentions(t: str,  # lower-cased text
                  ) -> list[tuple]:  # (label, start, end, kind, qualifier regex, cap)
@@ -385,7 +438,9 @@ def _raw_mentions(t: str,  # lower-cased text
         if not found: continue
         if r['exclude'] is not None:
             excl = [m.span() for m in r['exclude'].finditer(t)]
-            if excl: found = [f for f in found if not _covered(f[1], f[2], excl)]
+            if excl:
+                starts, ends = [a for a, _ in excl], [b for _, b in excl]
+                found = [f for f in found if not _covered(f[1], f[2], starts, ends)]
         found.sort(key=lambda f: (f[1], f[1] - f[2]))
         last_end = -1
         for f in found:
@@ -394,8 +449,8 @@ def _raw_mentions(t: str,  # lower-cased text
     return out
 
 # %% ../nbs/01a_labels.ipynb #8be70dc1
-_SCOPE_END = re.compile(r'\b(?:is|are|was|were|has|have|had|seen|noted|identified|demonstrated|shows?|showing|reveals?|appears?'
-                        r'|remains?|persists?|persisting|present|and the|with a)\b')
+_SCOPE_END = re.compile(r'\b(?:is|are|was|were|has|have|had|shows?|showing|reveals?|appears?|remains?|persists?|persisting|and the|with a)\b'
+                        r'|(?<!or )(?<!and )(?<!, )\b(?:seen|noted|identified|demonstrated|present)\b')
 
 _OWN_VERB = re.compile(r'(?:\b(?:is|are|was|were|has|have|had|been|be|remains?|appears?|now|again|also|still)\W*)+$')  # the trigger's own copula
 
@@ -421,10 +476,11 @@ def classify_span(tm: str,  # lower-cased, pseudo-trigger-masked text
                   strict: bool = False,  # CheXpert's "no new X" -> uncertain
                  ) -> str:  # 'positive' | 'negative' | 'uncertain'
     "Status of the mention at `tm[s:e]` from the triggers around it in its clause."
-    pre, post = tm[cs:s], tm[e:ce]
+    _check_text('classify_span', tm); _check_span('classify_span', tm, cs, s, e, ce)
+    pre, post = tm[words_back(tm, cs, s, 45):s], tm[e:words_fwd(tm, e, ce, 12)]  # beyond every trigger's reach: linear in long text
     if _last(_RX['pre_neg_unc'], pre, 10) or _first(_RX['post_neg_unc'], post, 6): return 'uncertain'
     if strict and _last(_RX['no_new'], pre, 4): return 'uncertain'
-    neg, adj, hedge = _last(_RX['neg'], pre, 12), _last(_RX['neg_adj'], pre, 2), _last(_RX['unc'], pre, 8)
+    neg, adj, hedge = _last(_RX['neg'], pre, 12), _last(_RX['neg_adj'], pre, 2), _last(_RX['unc'], pre, 8) or _last(_RX['ddx'], pre, 40)
     neg_end = max((m.end() for m in (neg, adj) if m is not None), default=None)
     if neg_end is not None and (hedge is None or hedge.end() < neg_end or not pre[neg_end:hedge.start()].strip()):
         return 'negative'  # a later hedge wins, unless it is itself negated ("no suspicious nodules")
@@ -480,6 +536,7 @@ def parse_location(t: str,  # lower-cased text
                    cs: int, ce: int,  # clause span
                   ) -> dict:  # laterality, zone, severity (None where not stated)
     "Laterality, zone and severity of the mention at `t[s:e]`."
+    _check_text('parse_location', t); _check_span('parse_location', t, cs, s, e, ce)
     pre, post = t[words_back(t, cs, s, 5):s], t[e:words_fwd(t, e, ce, 8)]
     cuts = list(_NP_CUT.finditer(pre))
     if cuts and not _BOTH_SIDES.search(pre): pre = pre[cuts[-1].end():]
@@ -490,6 +547,7 @@ def parse_location(t: str,  # lower-cased text
 def location_words(window: str,  # lower-cased text
                   ) -> dict:  # laterality, zone, severity (None where not stated)
     "Laterality (left+right = bilateral), first zone and largest severity stated in `window`."
+    _check_text('location_words', window, 'window')
     window = _NOT_ZONE.sub(' ', window)
     lats = {LATERALITY[w] for w in _LAT_RX.findall(window)}
     lat = 'bilateral' if 'bilateral' in lats or {'left', 'right'} <= lats else (lats.pop() if lats else None)
@@ -515,13 +573,16 @@ class Mention:
     @property
     def value(self) -> float: return STATUS_VALUE[self.status]
 
-def _clause(clauses: list, s: int, e: int, S: int, E: int) -> tuple[int, int]:
-    "The clause span around [s, e) inside sentence [S, E), given the sentence's clause-break spans."
-    cs, ce = S, E
-    for a, b in clauses:
-        if b <= s: cs = b
-        elif a >= e: ce = a; break
-    return cs, ce
+def _historical(tm: str, s: int, e: int, cs: int, ce: int) -> bool:
+    "An old episode (*prior granulomatous infection*, *old pneumonia*) that the clause does not say is still there."
+    return bool(_HISTORICAL.search(tm, words_back(tm, cs, s, 4), s)) and \
+        not _CURRENT.search(tm, words_back(tm, cs, s, 12), words_fwd(tm, e, ce, 12))
+
+def _clause(clauses: tuple, s: int, e: int, S: int, E: int) -> tuple[int, int]:
+    "The clause span around [s, e) inside sentence [S, E), given the sentence's clause breaks as (starts, ends)."
+    starts, ends = clauses
+    i, j = bisect.bisect_right(ends, s), bisect.bisect_left(starts, e)
+    return (ends[i - 1] if i else S), (starts[j] if j < len(starts) else E)
 
 def parse_mentions(text: str,  # report text (already the section(s) to label)
                    strict: bool = False,  # CheXpert-strict: stable heart/mediastinum and "no new X" are uncertain
@@ -529,6 +590,7 @@ def parse_mentions(text: str,  # report text (already the section(s) to label)
                   ) -> list[Mention]:
     "All observation mentions in `text`, with status and location, in text order."
     if not isinstance(text, str): raise TypeError(f"parse_mentions expects a str, got {type(text).__name__}")
+    _check_flag('parse_mentions', 'strict', strict); _check_flag('parse_mentions', 'locate', locate)
     t = text.lower()
     tm = _RX['pseudo'].sub(lambda m: ' ' * len(m.group()), t)
     sents = sentence_spans(t)
@@ -539,7 +601,9 @@ def parse_mentions(text: str,  # report text (already the section(s) to label)
         i = max(0, bisect.bisect_right(starts, s) - 1)
         S, E = sents[i]
         if e > E: continue  # a phrase across a sentence break (e.g. "effusion\nright") is not a mention
-        if i not in clause_cache: clause_cache[i] = [m.span() for m in _RX['clause'].finditer(tm, S, E)]
+        if i not in clause_cache:
+            breaks = [m.span() for m in _RX['clause'].finditer(tm, S, E)]
+            clause_cache[i] = ([a for a, _ in breaks], [b for _, b in breaks])
         cs, ce = _clause(clause_cache[i], s, e, S, E)
         span = (s, e)
         if kind == 'attribute':
@@ -547,6 +611,7 @@ def parse_mentions(text: str,  # report text (already the section(s) to label)
             if q is None: continue
             status, span = q
         else: status = classify_span(tm, s, e, cs, ce, strict)
+        if status != 'negative' and _RULES[label]['historical'] and _historical(tm, s, e, cs, ce): status = 'negative'
         if cap == 'uncertain' and status == 'positive': status = 'uncertain'
         if cap == 'negative-only' and status != 'negative': continue
         loc = parse_location(t, *span, cs, ce) if locate else {}
@@ -560,6 +625,8 @@ def parse_mentions(text: str,  # report text (already the section(s) to label)
 # %% ../nbs/01a_labels.ipynb #6a6111f4
 def mentions_frame(mentions: Sequence[Mention]) -> pd.DataFrame:
     "One row per mention (columns: the Mention fields)."
+    bad = [type(m).__name__ for m in mentions if not isinstance(m, Mention)]
+    if bad: raise TypeError(f"mentions_frame: expected Mention records, got {bad[:3]}")
     return pd.DataFrame([asdict(m) for m in mentions], columns=[f for f in Mention.__dataclass_fields__])
 
 # %% ../nbs/01a_labels.ipynb #d50e580c
@@ -571,6 +638,7 @@ def aggregate(mentions: Sequence[Mention],  # output of `parse_mentions`
     "Reduce mentions to one value per CheXpert label."
     best = {}
     for m in mentions:
+        if not isinstance(m, Mention) or m.status not in _RANK: raise TypeError(f"aggregate: expected Mention records with a known status, got {m!r}")
         if m.label not in best or _RANK[m.status] > _RANK[best[m.label]]: best[m.label] = m.status
     out = {l: STATUS_VALUE[best[l]] if l in best else math.nan for l in CHEXPERT_LABELS}
     finding = any(st != 'negative' for l, st in best.items() if l != 'Support Devices')
@@ -586,10 +654,16 @@ _SECTION_ALIAS = {'impressions': 'impression', 'conclusion': 'impression', 'conc
 _NON_FINDINGS = re.compile(r'indication|history|comparison|technique|exam|procedure|reason|notification|clinical')
 
 def _is_blank(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x)) or (isinstance(x, str) and not x.strip())
+    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)) or (isinstance(x, str) and not x.strip())
+
+def _check_sections(fn: str, sections):
+    "TypeError unless `sections` is a sequence of section names (a bare str is one name, not a list)."
+    if isinstance(sections, str) or not isinstance(sections, Sequence) or not all(isinstance(x, str) for x in sections):
+        raise TypeError(f"{fn}: sections must be a list of section names such as ('impression', 'findings'), got {sections!r}")
 
 def split_sections(text: str) -> dict[str, str]:
     "Sections of a report string keyed by normalised header name ({} if it has no headers)."
+    _check_text('split_sections', text)
     hdrs = list(_SECTION_HDR.finditer(text))
     out = {}
     for h, nxt in zip(hdrs, hdrs[1:] + [None]):
@@ -604,6 +678,7 @@ def section_text(report,  # str, or a mapping of section name -> text (e.g. a ma
                 ) -> str:
     "The text to label from `report`."
     if mode not in ('first', 'both'): raise ValueError(f"mode={mode!r}: use 'first' or 'both'")
+    _check_sections('section_text', sections)
     if _is_blank(report): return ''
     if isinstance(report, str):
         secs = split_sections(report)
@@ -621,6 +696,7 @@ def section_text(report,  # str, or a mapping of section name -> text (e.g. a ma
 
 # %% ../nbs/01a_labels.ipynb #920908e5
 log = get_logger('cxrlab.labels')
+LABELER_SOURCE = 'cxrlab.labels'  # what `cxrlab.data.apply_labeler` writes to `label_source` for labels read by this module
 
 def label_report(report,  # str, or mapping of section name -> text
                  sections: Sequence[str] = ('impression', 'findings'),  # section priority
@@ -628,6 +704,7 @@ def label_report(report,  # str, or mapping of section name -> text
                  strict: bool = False,  # CheXpert-strict uncertainty (stable silhouette, "no new X")
                 ) -> dict[str, float]:
     "The 14 CheXpert labels (1, 0, -1, NaN) of one report."
+    _check_flag('label_report', 'strict', strict)
     text = section_text(report, sections, mode)
     return aggregate(parse_mentions(text, strict, locate=False), has_text=bool(text.strip()))
 
@@ -639,6 +716,7 @@ def _as_reports(reports, sections) -> tuple[list, pd.Index]:
         return reports[cols].to_dict('records'), reports.index
     if isinstance(reports, pd.Series): return reports.tolist(), reports.index
     if isinstance(reports, (str, Mapping)): raise TypeError("label_reports expects many reports; use label_report for one")
+    if not isinstance(reports, Iterable): raise TypeError(f"label_reports expects a list, Series or DataFrame of reports, got {type(reports).__name__}")
     reports = list(reports)
     return reports, pd.RangeIndex(len(reports))
 
@@ -650,6 +728,9 @@ def label_reports(reports,  # list / Series of str or section dicts, or a DataFr
                  ) -> pd.DataFrame:
     "Label many reports: a DataFrame with one row per report and the CHEXPERT_LABELS columns."
     from tqdm.auto import tqdm
+    _check_sections('label_reports', sections); _check_flag('label_reports', 'strict', strict)
+    if mode not in ('first', 'both'): raise ValueError(f"mode={mode!r}: use 'first' or 'both'")
+    if progress is not None: _check_flag('label_reports', 'progress', progress)
     items, index = _as_reports(reports, sections)
     rows, n_empty = [], 0
     it = tqdm(items, desc='labelling', disable=not (progress if progress is not None else len(items) > 5000))
@@ -661,6 +742,23 @@ def label_reports(reports,  # list / Series of str or section dicts, or a DataFr
         rows.append([row[l] for l in CHEXPERT_LABELS])
     if n_empty: log.warning(f"{n_empty} of {len(items)} reports have no text in sections {list(sections)}: labels left NaN")
     return pd.DataFrame(np.array(rows, dtype=float).reshape(len(rows), len(CHEXPERT_LABELS)), index=index, columns=CHEXPERT_LABELS)
+
+# %% ../nbs/01a_labels.ipynb #30720396
+CHEXPERT_DIFFERENCES = [  # (sentence, label, cxrlab's value, CheXpert labeler's reading, why)
+    ('Minimal left apical scarring.', 'Lung Opacity', math.nan, 1.0, 'a scar is a healed process (Other Finding)'),
+    ('Chronic interstitial markings.', 'Lung Opacity', math.nan, 1.0, 'unqualified interstitial markings are anatomy'),
+    ('Calcified granulomas from prior granulomatous infection.', 'Pneumonia', math.nan, 1.0, 'historical, healed infection'),
+    ('Scarring from remote infection.', 'Pneumonia', 0.0, 1.0, 'a historical mention is not a current one'),
+    ('Metastatic disease is a consideration.', 'Lung Lesion', math.nan, math.nan, 'not a lung finding unless the lung is named'),
+    ('Lucent lesion in the right humeral head.', 'Lung Lesion', math.nan, math.nan, 'a bone lesion'),
+    ('Pericardial mass versus fat pad.', 'Lung Lesion', math.nan, -1.0, 'not a lung mass'),
+    ('Sclerotic density in the humeral head.', 'Lung Opacity', math.nan, math.nan, 'only a lung density is an opacity'),
+    ('Left upper lobe volume loss.', 'Atelectasis', math.nan, math.nan, "not in CheXpert's atelectasis list either"),
+    ('Blunting of the right costophrenic angle.', 'Pleural Effusion', math.nan, math.nan, "not in CheXpert's effusion list either"),
+    ('If there is concern for rib fracture, obtain a rib series.', 'Fracture', 0.0, -1.0, 'a condition, not a finding'),
+    ('Stable cardiomediastinal silhouette.', 'Enlarged Cardiomediastinum', math.nan, -1.0, 'stable is not a finding (strict=True: -1)'),
+    ('No new consolidation.', 'Consolidation', 0.0, -1.0, 'no new X says there is none (strict=True: -1)'),
+]
 
 # %% ../nbs/01a_labels.ipynb #f59a04ae
 LABEL_ABBREV = {'ATEL': 'Atelectasis', 'CM': 'Cardiomegaly', 'CONS': 'Consolidation', 'EDEMA': 'Edema',
@@ -689,7 +787,7 @@ DEV_SET = [  # (report text, expected labels "ABBR=value ..."; unlisted labels a
     ("Left lower lobe airspace disease, likely pneumonia.", "OPAC=1 PNA=1"),
     ("Bibasilar atelectasis. No pneumothorax.", "ATEL=1 PTX=0"),
     ("Streaky bibasilar opacities likely represent subsegmental atelectasis.", "OPAC=1 ATEL=1"),
-    ("Minimal left basilar atelectasis or scarring.", "ATEL=-1 OPAC=-1"),
+    ("Minimal left basilar atelectasis or scarring.", "ATEL=-1"),  # a scar is not a Lung Opacity mention (CheXpert: it is)
     ("Low lung volumes with bronchovascular crowding. No focal consolidation.", "CONS=0"),
     ("Small left pleural effusion, unchanged.", "EFF=1"),
     ("Unchanged small left effusion with adjacent atelectasis.", "EFF=1 ATEL=1"),
@@ -698,7 +796,7 @@ DEV_SET = [  # (report text, expected labels "ABBR=value ..."; unlisted labels a
     ("Right upper lobe opacity is no longer seen.", "OPAC=0 NF=1"),
     ("Blunting of the left costophrenic angle may reflect a small effusion or pleural thickening.", "EFF=-1 PO=-1"),
     ("Costophrenic angles are sharp.", "EFF=0 NF=1"),
-    ("Blunting of the right costophrenic angle.", "EFF=-1"),
+    ("Blunting of the right costophrenic angle.", ""),  # blunting alone is not an effusion mention (CheXpert's list agrees)
     ("Small right pneumothorax.", "PTX=1"),
     ("Large left tension pneumothorax with mediastinal shift to the right.", "PTX=1"),
     ("No evidence of pneumothorax following removal of the right chest tube.", "PTX=0 SD=0 NF=1"),
@@ -710,7 +808,7 @@ DEV_SET = [  # (report text, expected labels "ABBR=value ..."; unlisted labels a
     ("Calcified granuloma in the right upper lobe. No acute cardiopulmonary disease.", ""),
     ("Stable calcified left hilar lymph nodes. Lungs are otherwise clear.", ""),
     ("8 mm nodule in the left upper lobe. CT recommended for further evaluation.", "LESION=1"),
-    ("Right hilar mass, suspicious for malignancy.", "LESION=-1"),
+    ("Right hilar mass, suspicious for malignancy.", "LESION=1"),  # the hedge heads the next phrase
     ("No suspicious pulmonary nodules or masses.", "LESION=0 NF=1"),
     ("A nodular opacity in the right mid lung could represent a nipple shadow.", "LESION=1 OPAC=1"),
     ("Acute displaced fracture of the left 6th rib.", "FX=1"),
@@ -765,9 +863,11 @@ DEV_SET = [  # (report text, expected labels "ABBR=value ..."; unlisted labels a
 
 def parse_expected(spec: str) -> dict[str, float]:
     "'CM=1 EFF=-1' -> all 14 labels (NaN where unlisted)."
+    _check_text('parse_expected', spec, 'spec')
     out = {l: math.nan for l in CHEXPERT_LABELS}
     for tok in spec.split():
-        k, v = tok.split('=')
+        k, eq, v = tok.partition('=')
+        if not eq or v not in ('1', '0', '-1'): raise ValueError(f"token {tok!r} in {spec!r}: expected ABBR=1, ABBR=0 or ABBR=-1")
         if k not in LABEL_ABBREV: raise KeyError(f"unknown label abbreviation {k!r} in {spec!r}")
         out[LABEL_ABBREV[k]] = float(v)
     return out
@@ -784,7 +884,8 @@ def binarize(values: pd.DataFrame | np.ndarray,  # label values 1 / 0 / -1 / NaN
     "1.0 where positive, 0.0 where not, NaN where uncertain is ignored."
     if uncertain_as not in ('positive', 'negative', 'ignore'):
         raise ValueError(f"uncertain_as={uncertain_as!r}: use 'positive', 'negative' or 'ignore'")
-    v = values.to_numpy(float) if isinstance(values, pd.DataFrame) else np.asarray(values, float)
+    try: v = values.to_numpy(float) if isinstance(values, pd.DataFrame) else np.asarray(values, float)
+    except (TypeError, ValueError) as e: raise ValueError(f"label values must be numbers 1, 0, -1 or NaN ({e})") from None
     bad = ~(np.isnan(v) | np.isin(v, (1.0, 0.0, -1.0)))
     if bad.any(): raise ValueError(f"label values must be 1, 0, -1 or NaN; found {np.unique(v[bad])[:5].tolist()}")
     out = (v == 1.0).astype(float)
@@ -798,6 +899,9 @@ def agreement(pred: pd.DataFrame,  # labeler output (rows = reports, columns = l
               uncertain_as: str = 'positive',  # how -1 counts on both sides
              ) -> pd.DataFrame:
     "Per-label precision / recall / F1 / support of `pred` against `ref`, plus macro and micro rows."
+    for name, df in (('pred', pred), ('ref', ref)):
+        if not isinstance(df, pd.DataFrame): raise TypeError(f"agreement: {name} must be a DataFrame of labels, got {type(df).__name__}")
+    if isinstance(labels, str): raise TypeError(f"agreement: labels must be a list of label names, got the str {labels!r}")
     labels = list(labels) if labels is not None else [l for l in CHEXPERT_LABELS if l in pred.columns and l in ref.columns]
     missing = [l for l in labels if l not in pred.columns or l not in ref.columns]
     if missing: raise KeyError(f"labels missing from pred or ref: {missing}")
@@ -856,37 +960,181 @@ def label_queries(label: str,  # a CHEXPERT_LABELS name
                   generic: bool = True,  # include the label-name templates
                  ) -> list[str]:
     "Text queries for `label`: label-name templates filled in, then clinically phrased sentences."
-    if label not in LABEL_PHRASES: raise KeyError(f"unknown label {label!r}; expected one of {CHEXPERT_LABELS}")
+    if not isinstance(label, str) or label not in LABEL_PHRASES: raise KeyError(f"unknown label {label!r}; expected one of {CHEXPERT_LABELS}")
+    _check_flag('label_queries', 'generic', generic)
     phrase = LABEL_PHRASES[label]
     out = [t.format(label=phrase, Label=phrase[0].upper() + phrase[1:]) for t in QUERY_TEMPLATES['generic']] \
         if generic and label != 'No Finding' else []
     return out + list(QUERY_TEMPLATES[label])
 
-# %% ../nbs/01a_labels.ipynb #100143ac
-LABELER_SOURCE = 'cxrlab.labels'
+# %% ../nbs/01a_labels.ipynb #940a54dd
+IU_LABELS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Fracture', 'Lung Lesion', 'Lung Opacity',
+             'Pleural Effusion', 'Pneumonia', 'Pneumothorax']  # the observations the MeSH index covers
+IU_DEV_UIDS = (1, 1500)  # development uids (inclusive); uids above are held out
+MESH_LABEL_RULES = [  # (label, first component of a MeSH major term, substring a later component must contain or None)
+    ('Cardiomegaly', 'cardiomegaly', None), ('Cardiomegaly', 'cardiac shadow', 'enlarged'), ('Cardiomegaly', 'heart', 'enlarged'),
+    ('Atelectasis', 'pulmonary atelectasis', None), ('Pleural Effusion', 'pleural effusion', None),
+    ('Pneumothorax', 'pneumothorax', None), ('Edema', 'pulmonary edema', None), ('Edema', 'edema', None),
+    ('Edema', 'pulmonary congestion', None), ('Consolidation', 'consolidation', None), ('Pneumonia', 'pneumonia', None),
+    ('Lung Opacity', 'opacity', 'lung'), ('Lung Opacity', 'infiltrate', None), ('Lung Opacity', 'airspace disease', None),
+    ('Lung Opacity', 'density', 'lung'), ('Lung Lesion', 'nodule', None), ('Lung Lesion', 'mass', None),
+    ('Lung Lesion', 'lung', 'nodul'), ('Fracture', 'fractures, bone', None)]
 
-def load_reference_corpus(dataset: str = 'synth',  # synth | mimic | iu | iu_xml | chexpert_plus | csv
-                          data_root: str | None = None,  # dataset folder (None with synth: cached SynthCXR)
-                          max_samples: int | None = None,  # subsample to this many studies (None: all)
-                          split: str = 'all',  # keep one split, or 'all'
-                          seed: int = 0,  # SynthCXR seed and subsampling seed
-                         ) -> pd.DataFrame:
-    "One row per study with its report sections and reference labels."
-    if dataset == 'synth' and data_root is None:
-        from cxrlab.synth import ensure_synthcxr
-        n_patients = max(20, math.ceil((max_samples or 300) / 1.5))
-        df = pd.read_json(ensure_synthcxr(n_patients=n_patients, image_size=32, seed=seed), lines=True, dtype=False)
+def mesh_labels(major_terms: Sequence[str],  # a report's MeSH major terms, e.g. ['Opacity/lung/base/left', 'normal']
+               ) -> dict[str, float] | None:  # 1.0 / 0.0 for each of IU_LABELS; None for 'No Indexing'
+    "Reference labels of one IU report from its MeSH major index terms."
+    if isinstance(major_terms, str) or not isinstance(major_terms, Sequence):
+        raise TypeError(f"major_terms must be a list of strings, got {type(major_terms).__name__}")
+    bad = [t for t in major_terms if not isinstance(t, str)]
+    if bad: raise TypeError(f"MeSH terms must be strings, got {bad[:3]!r}")
+    parts = [[c.strip().lower() for c in t.split('/')] for t in major_terms if t.strip()]
+    if any(p[0] == 'no indexing' for p in parts): return None
+    out = dict.fromkeys(IU_LABELS, 0.0)
+    for label, first, later in MESH_LABEL_RULES:
+        if any(p[0] == first and (later is None or any(later in c for c in p[1:])) for p in parts): out[label] = 1.0
+    return out
+
+# %% ../nbs/01a_labels.ipynb #76015efc
+IU_HOW_TO_GET = ("the IU X-Ray NLM XML reports ship in torchxrayvision's wheel (data/NLMCXR_reports.tgz): "
+                 "`pip install torchxrayvision`, or `pip download torchxrayvision --no-deps -d DIR` and pass "
+                 "the .whl (or the extracted .tgz / ecgen-radiology folder) as `iu_reports`")
+
+def find_nlm_reports(path: str | None = None,  # a .whl / .tgz / folder of <uid>.xml; None: the installed torchxrayvision's copy
+                    ):
+    "Path of the IU X-Ray NLM XML reports, or None when none is installed."
+    from pathlib import Path
+    if path is not None:
+        p = Path(path).expanduser()
+        if not p.exists(): raise FileNotFoundError(f"{p}: no such file or folder ({IU_HOW_TO_GET})")
+        return p
+    import importlib.util
+    try: spec = importlib.util.find_spec('torchxrayvision')
+    except (ImportError, ValueError): spec = None
+    if spec is None or not spec.submodule_search_locations: return None
+    for loc in spec.submodule_search_locations:
+        p = Path(loc)/'data'/'NLMCXR_reports.tgz'
+        if p.is_file(): return p
+    return None
+
+_UID_FILE = re.compile(r'(?:^|/)(\d+)\.xml$')
+
+def _nlm_files(path):
+    "(uid, display name, read-bytes callable) for every <uid>.xml in a folder, .tgz/.tar or wheel/zip."
+    import io, tarfile, zipfile
+    from pathlib import Path
+    path = Path(path)
+    if path.is_dir():
+        for f in sorted(path.rglob('*.xml')):
+            m = _UID_FILE.search(f.name)
+            if m: yield int(m.group(1)), str(f), f.read_bytes
+        return
+    if zipfile.is_zipfile(path):
+        z = zipfile.ZipFile(path)
+        inner = [n for n in z.namelist() if n.endswith(('NLMCXR_reports.tgz', '.tgz', '.tar.gz'))]
+        if not inner: raise FileNotFoundError(f"{path}: no NLM report archive (*.tgz) inside ({IU_HOW_TO_GET})")
+        tar = tarfile.open(fileobj=io.BytesIO(z.read(inner[0])))
     else:
-        from cxrlab.data import build_manifest
-        df, _ = build_manifest(dataset, data_root, seed=seed)
-    df = df.drop_duplicates('study_id').reset_index(drop=True)
+        try: tar = tarfile.open(path)
+        except tarfile.TarError as e: raise ValueError(f"{path}: not a folder, wheel or tar archive of NLM XML reports ({e})") from None
+    for member in tar.getmembers():
+        m = _UID_FILE.search(member.name)
+        if m and member.isfile(): yield int(m.group(1)), f"{path.name}:{member.name}", (lambda mb=member: tar.extractfile(mb).read())
+
+def read_nlm_reports(path,  # folder / .tgz / .whl, e.g. find_nlm_reports()
+                     uids: tuple[int, int] = IU_DEV_UIDS,  # inclusive uid range to read
+                     allow_held_out: bool = False,  # uids above 1500 are the held-out evaluation set
+                    ) -> pd.DataFrame:  # uid, findings, impression, indication, comparison, mesh (list of major terms)
+    "IU X-Ray reports in a uid range, one row per report, sorted by uid."
+    import xml.etree.ElementTree as ET
+    if not (isinstance(uids, (tuple, list)) and len(uids) == 2 and all(isinstance(u, (int, np.integer)) for u in uids)):
+        raise TypeError(f"uids must be a (first, last) pair of ints, got {uids!r}")
+    lo, hi = int(uids[0]), int(uids[1])
+    if lo > hi: raise ValueError(f"uids={uids!r}: first is after last")
+    if hi > IU_DEV_UIDS[1] and not allow_held_out:
+        raise ValueError(f"uids above {IU_DEV_UIDS[1]} are the held-out evaluation set; pass allow_held_out=True only to evaluate")
+    rows, skipped = [], []
+    for uid, name, read in _nlm_files(path):
+        if not lo <= uid <= hi: continue  # filtered by file name: the text of other reports is never read
+        try: root = ET.fromstring(read())
+        except ET.ParseError as e: skipped.append(f"{name} ({e})"); continue
+        sec = {(a.get('Label') or '').strip().lower(): ' '.join(''.join(a.itertext()).split()) for a in root.iter('AbstractText')}
+        rows.append(dict(uid=uid, findings=sec.get('findings', ''), impression=sec.get('impression', ''),
+                         indication=sec.get('indication', ''), comparison=sec.get('comparison', ''),
+                         mesh=[(t.text or '').strip() for t in root.iter('major') if (t.text or '').strip()]))
+    if skipped: log.warning(f"read_nlm_reports: skipped {len(skipped)} malformed XML file(s): {skipped[:3]}")
+    out = pd.DataFrame(rows, columns=['uid', 'findings', 'impression', 'indication', 'comparison', 'mesh'])
+    out = out.sort_values('uid').reset_index(drop=True)
+    out.attrs['n_malformed'] = len(skipped)
+    return out
+
+# %% ../nbs/01a_labels.ipynb #f9c79b65
+def binary_f1(pred: np.ndarray,  # [N, L] 0/1 predictions
+              gold: np.ndarray,  # [N, L] 0/1 reference
+             ) -> np.ndarray:  # [L] F1, NaN where neither side has a positive
+    "Per-column F1 of binary matrices."
+    pred, gold = np.asarray(pred, float), np.asarray(gold, float)
+    for name, a in (('pred', pred), ('gold', gold)):
+        if not np.isin(a, (0.0, 1.0)).all(): raise ValueError(f"binary_f1: {name} must hold only 0 and 1 (binarize first), found {np.unique(a[~np.isin(a, (0.0, 1.0))])[:5].tolist()}")
+    pred, gold = pred.astype(bool), gold.astype(bool)
+    if pred.shape != gold.shape: raise ValueError(f"pred {pred.shape} and gold {gold.shape} differ in shape")
+    tp = (pred & gold).sum(0); wrong = (pred ^ gold).sum(0)
+    with np.errstate(invalid='ignore', divide='ignore'): return np.where(tp + wrong > 0, 2 * tp / (2 * tp + wrong), np.nan)
+
+ERROR_CAUSES = ['section', 'index says normal', 'hedge', 'negation scope', 'de-identification token', 'mention vocabulary']
+
+def _decisive(ms: list, error: str):
+    "The mention behind a false positive (highest status) or a false negative (a negated one)."
+    if error == 'FN': return next((m for m in ms if m.status == 'negative'), None)
+    return max(ms, key=lambda m: _RANK[m.status], default=None)
+
+def error_causes(texts: Sequence[str],  # labelled text per report (what the labeler read)
+                 pred: pd.DataFrame,  # labeler output (1 / 0 / -1 / NaN), rows aligned with texts
+                 gold: pd.DataFrame,  # reference 0/1 for the labels to score, same index as pred
+                 other_text: Sequence[str] | None = None,  # text the labeler did not read (indication, comparison)
+                 normal: Sequence[bool] | None = None,  # True where the reference says the study is normal
+                 uncertain_as: str = 'positive',  # how -1 counts
+                ) -> pd.DataFrame:  # one row per error: row, label, error, cause, status, phrase, sentence
+    "Every disagreement between `pred` and `gold`, with the mention that decided it and a likely cause."
+    if len(texts) != len(pred) or not pred.index.equals(gold.index):
+        raise ValueError(f"texts ({len(texts)}), pred ({len(pred)}) and gold ({len(gold)}) must align row for row")
+    labels = list(gold.columns)
+    p = binarize(pred[labels], uncertain_as).fillna(0).to_numpy(bool); g = gold.to_numpy(float) == 1
+    rows = []
+    for i, j in zip(*np.nonzero(p != g)):
+        label, error = labels[j], 'FP' if p[i, j] else 'FN'
+        ms = [m for m in parse_mentions(texts[i], locate=False) if m.label == label]
+        m = _decisive(ms, error)
+        if error == 'FN' and other_text is not None and m is None and \
+                any(o.label == label and o.status != 'negative' for o in parse_mentions(other_text[i] or '', locate=False)):
+            cause = 'section'
+        elif error == 'FP' and normal is not None and normal[i]: cause = 'index says normal'
+        elif error == 'FP' and m is not None and m.status == 'uncertain': cause = 'hedge'
+        elif m is not None and (error == 'FN' or _RX['neg'].search(texts[i].lower(), texts[i].lower().rfind(m.sentence.lower()), m.span[0])):
+            cause = 'negation scope'
+        elif m is not None and 'xxxx' in texts[i][words_back(texts[i], 0, m.span[0], 3):m.span[0]].lower(): cause = 'de-identification token'
+        else: cause = 'mention vocabulary'
+        rows.append(dict(row=pred.index[i], label=label, error=error, cause=cause, status=m.status if m else None,
+                         phrase=m.text.lower() if m else '', sentence=m.sentence if m else ''))
+    return pd.DataFrame(rows, columns=['row', 'label', 'error', 'cause', 'status', 'phrase', 'sentence'])
+
+# %% ../nbs/01a_labels.ipynb #100143ac
+def reference_studies(manifest: pd.DataFrame,  # manifest rows (one per image) with sections, labels and `label_source`
+                      name: str = 'corpus',  # dataset name for messages
+                      max_samples: int | None = None,  # subsample to this many studies (None: all)
+                      split: str = 'all',  # keep one split, or 'all'
+                      seed: int = 0,  # subsampling seed
+                     ) -> pd.DataFrame:
+    "One row per study whose reference labels do not come from this labeler."
+    if not isinstance(manifest, pd.DataFrame): raise TypeError(f"manifest must be a DataFrame, got {type(manifest).__name__}")
+    if 'study_id' not in manifest.columns: raise KeyError(f"{name}: manifest has no study_id column")
+    df = manifest.drop_duplicates('study_id').reset_index(drop=True)
     if split != 'all':
-        if split not in set(df['split']): raise ValueError(f"split={split!r} not in this corpus (has {sorted(set(df['split']))})")
+        if split not in set(df.get('split', ())): raise ValueError(f"split={split!r} not in {name} (has {sorted(set(df.get('split', ())))})")
         df = df[df['split'] == split]
     if 'label_source' in df.columns:
         own = (df['label_source'] == LABELER_SOURCE).to_numpy()
-        if own.all(): raise ValueError(f"{dataset}: every study's labels come from this labeler; there is no reference to compare with")
-        if own.any(): log.warning(f"{dataset}: left out {int(own.sum())} studies labelled by {LABELER_SOURCE} (no independent reference)")
+        if own.all(): raise ValueError(f"{name}: every study's labels come from this labeler; there is no reference to compare with")
+        if own.any(): log.warning(f"{name}: left out {int(own.sum())} studies labelled by {LABELER_SOURCE} (no independent reference)")
         df = df[~own]
     if max_samples is not None and len(df) > int(max_samples): df = df.sample(int(max_samples), random_state=seed)
     return df.reset_index(drop=True)
@@ -896,6 +1144,8 @@ def plot_label_f1(ag: pd.DataFrame,  # output of `agreement`
                  ):
     "Horizontal bar chart of per-label F1 (labels with support), macro F1 as a line."
     import matplotlib.pyplot as plt
+    if not isinstance(ag, pd.DataFrame) or not {'macro', 'micro'} <= set(ag.index) or not {'f1', 'support'} <= set(ag.columns):
+        raise ValueError("plot_label_f1 needs the DataFrame `agreement` returns (f1 and support columns, macro and micro rows)")
     per = ag.drop(index=['macro', 'micro']).query('support > 0').sort_values('f1')
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(per) + 1.2))
     ax.barh(per.index, per['f1'], color='tab:blue')
@@ -912,6 +1162,8 @@ _ZONE_3 = {'base': 'lower', 'apex': 'upper'}  # SynthCXR annotates three zones
 def location_agreement(corpus: pd.DataFrame,  # SynthCXR-style rows with `sentences` and `annotations`
                       ) -> pd.DataFrame:
     "Accuracy of laterality / zone / severity of positive mentions against sentence-linked finding annotations."
+    if not isinstance(corpus, pd.DataFrame) or not {'sentences', 'annotations'} <= set(corpus.columns):
+        raise KeyError("location_agreement needs a DataFrame with SynthCXR's `sentences` and `annotations` columns")
     hits = {k: [0, 0] for k in ('laterality', 'zone', 'severity')}
     for sents, anns in zip(corpus['sentences'], corpus['annotations']):
         gold = {(a['finding'], a['label']): a for a in anns}

@@ -60,7 +60,7 @@ def test_dev_set_macro_f1():
     ('Widened mediastinum.', 'Enlarged Cardiomediastinum', 1.0),
     ('Pulmonary vascular congestion.', 'Edema', -1.0),  # CheXpert hedged term
     ('Congestive heart failure.', 'Cardiomegaly', -1.0),
-    ('Blunting of the left costophrenic angle.', 'Pleural Effusion', -1.0),
+    ('Blunting of the left costophrenic angle.', 'Pleural Effusion', math.nan),  # not a CheXpert effusion mention
     ('The costophrenic angles are sharp.', 'Pleural Effusion', 0.0),
     ('Lines and tubes in standard position.', 'Support Devices', 1.0),
     ('Interval removal of the right chest tube.', 'Support Devices', 0.0),
@@ -188,3 +188,19 @@ def test_mapping_falls_back_to_sectioned_report():
     row = {'impression': None, 'findings': '', 'report': 'INDICATION: cough. FINDINGS: Small left effusion. IMPRESSION: Left effusion.'}
     assert label_report(row)['Pleural Effusion'] == 1.0
     assert math.isnan(label_report({'impression': None, 'report': 'INDICATION: evaluate for pneumonia.'})['Pneumonia'])
+
+
+def test_labels_is_a_leaf_module():
+    "cxrlab.labels imports nothing from cxrlab.data / cxrlab.synth; data takes LABELER_SOURCE from labels."
+    import ast, pathlib, subprocess, sys
+    import cxrlab.labels as L
+    tree = ast.parse(pathlib.Path(L.__file__).read_text())
+    imported = [n.module or '' for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    bad = [m for m in imported if m.split('.')[-1] in ('data', 'synth')]
+    assert not bad, f"cxrlab/labels.py imports {bad}"
+    loaded = subprocess.run([sys.executable, '-c', 'import sys, cxrlab.labels; print(sorted(m for m in sys.modules if m.startswith("cxrlab")))'],
+                            capture_output=True, text=True, check=True).stdout
+    assert 'cxrlab.data' not in loaded and 'cxrlab.synth' not in loaded, loaded
+    import cxrlab.data as D
+    assert D.LABELER_SOURCE is L.LABELER_SOURCE and 'LABELER_SOURCE' not in D.__all__
