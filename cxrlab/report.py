@@ -16,7 +16,7 @@ from .core import get_logger, load_json, resolve_path, save_json, atomic_write, 
 # %% auto #0
 __all__ = ['PROFILES', 'SUBCOMMANDS', 'profile_params', 'parse_value', 'load_param_file', 'parameters_cell', 'nbs_dir',
            'experiment_notebooks', 'NotebookFailed', 'RunResult', 'html_report', 'run_notebook', 'StageResult',
-           'run_pipeline', 'write_summary', 'readme_text', 'sync_readme', 'build_parser', 'main']
+           'trained_runs', 'run_pipeline', 'write_summary', 'readme_text', 'sync_readme', 'build_parser', 'main']
 
 # %% ../nbs/09_report.ipynb #d4d828bc
 PROFILES = {
@@ -157,6 +157,14 @@ class StageResult:
     error: str | None = None
     metrics: dict = field(default_factory=dict)
 
+def trained_runs(run_dir: str | Path) -> list[str]:
+    "The model runs a stage produced: the stage's run itself if it has a best checkpoint, and the `child_runs` it lists."
+    d = Path(run_dir)
+    out = [str(d)] if (d/'checkpoints'/'best').exists() else []
+    if (d/'params.json').exists():
+        out += [c for c in load_json(d/'params.json')['params'].get('child_runs', []) if (Path(c)/'checkpoints'/'best').exists()]
+    return out
+
 def run_pipeline(profile: str = 'demo',  # PROFILES name
                  notebooks: list[str | Path] | None = None,  # default: every experiment notebook, in order
                  reports_dir: str | Path = 'reports',
@@ -175,7 +183,7 @@ def run_pipeline(profile: str = 'demo',  # PROFILES name
         import papermill as pm
         declared = pm.inspect_notebook(str(nb))
         extra = {k: v for k, v in (params or {}).items() if k in declared}
-        trained = [r.run_dir for r in results if r.run_dir and (Path(r.run_dir)/'checkpoints'/'best').exists()]
+        trained = [d for r in results if r.run_dir for d in trained_runs(r.run_dir)]
         if 'runs' in declared and 'runs' not in extra and trained: extra['runs'] = ','.join(trained)  # evaluate what was trained
         try:
             r = run_notebook(nb, extra, profile=profile, run_name=f'{nb.stem}-{profile}-{stamp}',

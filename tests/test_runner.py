@@ -96,3 +96,18 @@ def test_param_file_and_unknown_parameter(tmp_path):
 def test_profiles_command(capsys):
     assert main(["profiles"]) == 0
     assert set(json.loads(capsys.readouterr().out)) == set(PROFILES) == {"ci", "demo", "gpu"}
+
+
+def test_ci_pipeline_hands_every_trained_run_to_the_evaluation(tmp_path):
+    "02b and 03 train; 07 reloads each of their runs through the method registry and scores it."
+    from cxrlab.report import run_pipeline
+    nbs = [ROOT / "nbs" / n for n in ("02b_train.ipynb", "03_patch_ib.ipynb", "07_retrieval_eval.ipynb")]
+    res = run_pipeline("ci", nbs, reports_dir=tmp_path / "reports", out_dir=tmp_path / "runs")
+    assert [r.status for r in res] == ["ok"] * 3, [r.error for r in res]
+    ev = load_json(Path(res[2].run_dir) / "params.json")["params"]
+    trained = {Path(r).name for r in ev["runs"]}
+    assert trained == {Path(res[0].run_dir).name, Path(res[1].run_dir).name}
+    m = load_json(Path(res[2].run_dir) / "metrics.json")
+    for name in trained:
+        assert f"test/{name}/t2i/R@10" in m and f"test/{name}/same_label/t2i/R@1" in m
+    assert any(k.endswith("grounding/n_pairs") for k in m)  # the Patch-IB run brought its own evaluation
