@@ -541,7 +541,8 @@ def plot_token_attention(model: nn.Module, tokenizer: Callable, image: Tensor, t
 
 def _token_strings(tokenizer, ids: Tensor) -> list[str]:
     "Readable token strings of one tokenised text (CLIP BPE or WordPiece)."
+    from cxrlab.models import ClipBPETokenizer
     ids = ids.tolist()
-    if hasattr(tokenizer, 'tok') and hasattr(tokenizer.tok, 'decoder'):  # open_clip SimpleTokenizer
+    if isinstance(tokenizer, ClipBPETokenizer):  # open_clip's SimpleTokenizer: id -> byte-pair string
         return [tokenizer.tok.decoder.get(i, '?').replace('</w>', '') for i in ids]
     return tokenizer.tok.convert_ids_to_tokens(ids)

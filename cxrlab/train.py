@@ -5,7 +5,7 @@
 # %% ../nbs/02b_train.ipynb #7134e6b8
 from __future__ import annotations
 
-import csv, math, random, re, time, warnings
+import csv, json, math, random, re, time, warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -941,7 +941,8 @@ def load_run(run: str | Path,  # a run folder, a run name inside out_dir, or 'la
 EXPERIMENT_PARAMS = dict(  # name -> default
     dataset='synth', data_root=None, backbone=None, preset=None, pretrained=False, epochs=None, batch_size=None,
     lr=None, image_size=None, embed_dim=None, max_samples=None, n_patients=160, section='report', device='auto',
-    precision='auto', seed=0, num_workers=0, out_dir='runs', run_name=None, resume=False)
+    precision='auto', seed=0, num_workers=0, out_dir='runs', run_name=None, resume=False,
+    model_overrides=None)  # dict (or JSON string) of create_model overrides, e.g. {"image_layers": 6}
 _INT_PARAMS = ('epochs', 'batch_size', 'image_size', 'embed_dim', 'max_samples', 'n_patients', 'seed', 'num_workers')
 MODE_TEXT_KEYS = {'pair': ('text',), 'labels': ('text',), 'mask': ('text',), 'sentences': ('text', 'sentences'),
                   'study': ('text', 'texts')}  # CXRDataset mode -> sample fields the collate function tokenizes
@@ -973,6 +974,8 @@ def resolve_experiment_params(params: Mapping) -> dict:
         if P[k] is not None: P[k] = int(P[k])
     P['lr'] = None if P['lr'] is None else float(P['lr'])
     P['resume'] = as_bool(P['resume'] or False)
+    mo = P['model_overrides']
+    P['model_overrides'] = json.loads(mo) if isinstance(mo, str) else dict(mo or {})
     pre = P['pretrained']
     P['pretrained'] = as_bool(pre) if pre is None or isinstance(pre, bool) or str(pre).lower() in ('true', 'false', '0', '1', 'yes', 'no') else str(pre)
     P['preset'] = P['preset'] or (P['backbone'] if P['backbone'] in TRAIN_PRESETS else 'tiny')
@@ -1043,7 +1046,7 @@ def setup_experiment(method: str | Method = 'clip',  # a registered method (or a
     synth = dict(n_patients=P['n_patients'], image_size=max(64, P['image_size']), **(synth_options or {})) if P['dataset'] == 'synth' else {}
     data = dict(dataset=P['dataset'], data_root=P['data_root'], max_samples=P['max_samples'], seed=P['seed'], **synth)
     manifest, qc = build_manifest(**data)
-    overrides = {k: P[k] for k in ('image_size', 'embed_dim') if P.get(k) is not None}
+    overrides = {**P['model_overrides'], **{k: P[k] for k in ('image_size', 'embed_dim') if P.get(k) is not None}}
     bundle = create_model(P['backbone'], pretrained=P['pretrained'], **overrides)
     mcfg = m.config(bundle.config, model_options, loss_options)
     model, loss = m.build(mcfg, bundle.model), m.loss(mcfg['loss'])
