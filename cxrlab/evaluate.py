@@ -677,10 +677,12 @@ def _cost(ctx: EvalContext) -> dict:
     out = {'cost/params_M': count_params(ctx.run.model) / 1e6}
     ds = CXRDataset(ctx.rows.head(8), transform=ctx.run.eval_transform)
     imgs = torch.stack([ds[i]['image'] for i in range(len(ds))]).to(ctx.device)
-    out.update({f'cost/{k}': v for k, v in image_forward_cost(ctx.run.model, imgs).items()})
+    if hasattr(ctx.run.model, 'encode_image'):
+        out.update({f'cost/{k}': v for k, v in image_forward_cost(ctx.run.model, imgs).items()})
     for k, name in (('train/train_time_s', 'cost/train_time_s'), ('train/samples_per_s', 'cost/train_samples_per_s')):
         if k in tm: out[name] = tm[k]
-    if 'embed_images_per_s' in ctx.embeddings.meta: out['cost/embed_images_per_s'] = ctx.embeddings.meta['embed_images_per_s']
+    if ctx.embeddings is not None and 'embed_images_per_s' in ctx.embeddings.meta:
+        out['cost/embed_images_per_s'] = ctx.embeddings.meta['embed_images_per_s']
     return out
 
 # %% ../nbs/07_retrieval_eval.ipynb #a8503b73
@@ -804,9 +806,10 @@ def evaluate_run(run,  # a LoadedRun, or a run folder / name
     rows = manifest[manifest['split'] == split].reset_index(drop=True)
     if rows.empty: raise ValueError(f"split {split!r} has no rows")
     rows.attrs['meta'] = dict(manifest.attrs.get('meta') or {})
-    es = run_embeddings(lr, rows, split, batch_size, dev, precision, num_workers, reuse, out_dir)
+    if not lr.method.retrieval: fams = set()  # e.g. a segmentation model: only its own evaluations and cost
+    es = run_embeddings(lr, rows, split, batch_size, dev, precision, num_workers, reuse, out_dir) if lr.method.retrieval else None
     ctx = EvalContext(lr, manifest, rows, split, es, dev, get_precision(precision, dev), int(batch_size), int(n_resamples), int(seed))
-    ranks = {d: study_ranks(es, d) for d in ('i2t', 't2i')}
+    ranks = {d: study_ranks(es, d) for d in ('i2t', 't2i')} if es is not None else {}
     out = {}
     if 'retrieval' in fams: out.update(_retrieval_family(ctx, ranks))
     if 'protocol' in fams: out.update(_protocol_family(ctx, ranks))
@@ -816,7 +819,7 @@ def evaluate_run(run,  # a LoadedRun, or a run folder / name
         out.update(EVALUATIONS[name](ctx))
     out.update(_cost(ctx))
     figs = dict(ctx.figures)
-    if figures:
+    if figures and es is not None:
         import matplotlib.pyplot as plt
         figs['recall_at_k'] = plot_recall_curves({lr.name: ranks})
         figs['retrieval_grid'] = retrieval_grid(es, rows, seed=seed)

@@ -1221,6 +1221,7 @@ class Method:
     defaults: dict = field(default_factory=dict)  # default {'model': {...}, 'loss': {...}} options
     module: str = ''  # module that registers the method (imported by get_method when needed)
     dataset_mode: str = 'pair'  # CXRDataset mode the method trains on
+    retrieval: bool = True  # False for methods that do not embed images and reports (e.g. a segmentation model)
     description: str = ''
 
     def config(self, backbone_config: Mapping, model: Mapping | None = None, loss: Mapping | None = None) -> dict:

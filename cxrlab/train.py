@@ -942,7 +942,8 @@ EXPERIMENT_PARAMS = dict(  # name -> default
     dataset='synth', data_root=None, backbone=None, preset=None, pretrained=False, epochs=None, batch_size=None,
     lr=None, image_size=None, embed_dim=None, max_samples=None, n_patients=160, section='report', device='auto',
     precision='auto', seed=0, num_workers=0, out_dir='runs', run_name=None, resume=False,
-    model_overrides=None)  # dict (or JSON string) of create_model overrides, e.g. {"image_layers": 6}
+    model_overrides=None,  # dict (or JSON string) of create_model overrides, e.g. {"image_layers": 6}
+    data_options=None)  # dict (or JSON string) of extra build_manifest options, e.g. {"frontal_only": false}
 _INT_PARAMS = ('epochs', 'batch_size', 'image_size', 'embed_dim', 'max_samples', 'n_patients', 'seed', 'num_workers')
 MODE_TEXT_KEYS = {'pair': ('text',), 'labels': ('text',), 'mask': ('text',), 'sentences': ('text', 'sentences'),
                   'study': ('text', 'texts')}  # CXRDataset mode -> sample fields the collate function tokenizes
@@ -974,8 +975,8 @@ def resolve_experiment_params(params: Mapping) -> dict:
         if P[k] is not None: P[k] = int(P[k])
     P['lr'] = None if P['lr'] is None else float(P['lr'])
     P['resume'] = as_bool(P['resume'] or False)
-    mo = P['model_overrides']
-    P['model_overrides'] = json.loads(mo) if isinstance(mo, str) else dict(mo or {})
+    for k in ('model_overrides', 'data_options'):
+        P[k] = json.loads(P[k]) if isinstance(P[k], str) else dict(P[k] or {})
     pre = P['pretrained']
     P['pretrained'] = as_bool(pre) if pre is None or isinstance(pre, bool) or str(pre).lower() in ('true', 'false', '0', '1', 'yes', 'no') else str(pre)
     P['preset'] = P['preset'] or (P['backbone'] if P['backbone'] in TRAIN_PRESETS else 'tiny')
@@ -1044,7 +1045,8 @@ def setup_experiment(method: str | Method = 'clip',  # a registered method (or a
     P = resolve_experiment_params(params)
     cfg = make_train_config(P['preset'], **P['train'])
     synth = dict(n_patients=P['n_patients'], image_size=max(64, P['image_size']), **(synth_options or {})) if P['dataset'] == 'synth' else {}
-    data = dict(dataset=P['dataset'], data_root=P['data_root'], max_samples=P['max_samples'], seed=P['seed'], **synth)
+    data = dict(dataset=P['dataset'], data_root=P['data_root'], max_samples=P['max_samples'], seed=P['seed'], **synth,
+                **P['data_options'])
     manifest, qc = build_manifest(**data)
     overrides = {**P['model_overrides'], **{k: P[k] for k in ('image_size', 'embed_dim') if P.get(k) is not None}}
     bundle = create_model(P['backbone'], pretrained=P['pretrained'], **overrides)
@@ -1058,5 +1060,7 @@ def setup_experiment(method: str | Method = 'clip',  # a registered method (or a
     datasets = {s: CXRDataset(manifest[manifest['split'] == s], mode=m.dataset_mode, transform=tf[s], section=P['section'])
                 for s in ('train', 'validate', 'test')}
     collate = make_collate(bundle.tokenizer, text_keys=MODE_TEXT_KEYS.get(m.dataset_mode, ('text',)))
+    if not m.retrieval and cfg.early_stop_metric == 'rsum':
+        log = get_logger('cxrlab.train'); log.info(f"{m.name} is not a retrieval method: set early_stop_metric to one of its validation metrics")
     return Experiment(run.params, run, m, model, loss, bundle.tokenizer, bundle.train_transform, bundle.eval_transform,
                       cfg, manifest, qc, datasets, collate)
