@@ -16,7 +16,8 @@ from torch import Tensor
 
 from .core import atomic_write, load_json, save_json, get_logger, CHEXPERT_LABELS
 from .metrics import chunked_topk, faiss_available
-from .models import DotScorer, Scorer, make_scorer
+from .models import DotScorer, Scorer, make_scorer, masked_mean
+import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['INDEX_KINDS', 'PATHOLOGY_LABELS', 'DEFAULT_QUERY_TEMPLATES', 'NEGATIVE_TEMPLATES', 'EVALUATIONS', 'FAMILIES',
@@ -26,8 +27,9 @@ __all__ = ['INDEX_KINDS', 'PATHOLOGY_LABELS', 'DEFAULT_QUERY_TEMPLATES', 'NEGATI
            'abnormal_studies', 'protocol_subset_eval', 'same_label_eval', 'contrast_accuracy', 'label_query_texts',
            'encode_texts', 'prompt_scores', 'aggregate_by_study', 'label_query_retrieval', 'zero_shot_probs',
            'manifest_fingerprint', 'embedding_path', 'run_embeddings', 'register_evaluation', 'EvalContext',
-           'RunEvaluation', 'contrast_rows', 'image_forward_cost', 'linear_probe_eval', 'pd_sample_patients',
-           'plot_recall_curves', 'retrieval_grid', 'plot_per_label', 'evaluate_run', 'leaderboard', 'run_data']
+           'RunEvaluation', 'contrast_rows', 'image_forward_cost', 'finding_sentences', 'upsample_maps',
+           'grounding_maps', 'grounding_eval', 'linear_probe_eval', 'pd_sample_patients', 'plot_recall_curves',
+           'retrieval_grid', 'plot_per_label', 'evaluate_run', 'leaderboard', 'run_data']
 
 # %% ../nbs/07_retrieval_eval.ipynb #a36777a9
 def _as_parts(x) -> dict:
@@ -683,6 +685,85 @@ def _cost(ctx: EvalContext) -> dict:
         if k in tm: out[name] = tm[k]
     if ctx.embeddings is not None and 'embed_images_per_s' in ctx.embeddings.meta:
         out['cost/embed_images_per_s'] = ctx.embeddings.meta['embed_images_per_s']
+    return out
+
+# %% ../nbs/07_retrieval_eval.ipynb #34b87d11
+def finding_sentences(rows) -> list[tuple[int, str, int]]:
+    "(row position, sentence text, mask bits) of every SynthCXR sentence whose finding has a drawn region."
+    out = []
+    if 'sentences' not in rows.columns: return out
+    for i, sents in enumerate(rows['sentences']):
+        for s in (sents if isinstance(sents, (list, tuple)) else []):
+            if isinstance(s, Mapping) and int(s.get('mask_bits') or 0) and s.get('text'): out.append((i, s['text'], int(s['mask_bits'])))
+    return out
+
+
+def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    "Bilinear upsampling of [N, h, w] maps to `size`."
+    return F.interpolate(maps[:, None].float(), size=size, mode='bilinear', align_corners=False)[:, 0]
+
+
+@torch.no_grad()
+def grounding_maps(model: nn.Module, tokenizer: Callable, images: Tensor, texts: Sequence[str]) -> dict[str, Tensor]:
+    "Maps [N, h, w] for N (image, sentence) pairs: 'mask' / 'attention' where the model has them, 'similarity' always."
+    img = model.encode_image(images)
+    tok = tokenizer(list(texts))
+    dev = images.device
+    txt = model.encode_text(tok['input_ids'].to(dev), tok['attention_mask'].to(dev))
+    grid_map = model.grid_map if hasattr(model, 'grid_map') else (lambda o, v: v.reshape(-1, *o['grid']))
+    sim = torch.einsum('npd,nd->np', F.normalize(img['patches'].float(), dim=-1), txt['embeds'].float())
+    maps = {'similarity': grid_map(img, sim)}
+    if 'keep_map' in img:
+        km = img['keep_map'].float()
+        maps['mask'] = grid_map(img, km.gather(1, img['kept_index']) if 'kept_index' in img else km)
+    la = getattr(model, 'local_align', None)
+    if la is not None:
+        attn = la.attention(img['patches'], txt['tokens'], model.patch_mask(img))  # [N, T, P']
+        maps['attention'] = grid_map(img, masked_mean(attn, txt['token_mask']))
+    return maps
+
+
+def _grounding_items(ctx, max_pairs: int):
+    "(image rows, sentence texts, mask bits, patient ids) for at most `max_pairs` finding sentences of the split."
+    pairs = finding_sentences(ctx.rows)
+    if len(pairs) > max_pairs:
+        pick = np.random.default_rng(ctx.seed).choice(len(pairs), max_pairs, replace=False)
+        pairs = [pairs[i] for i in sorted(pick)]
+    return pairs
+
+
+def _region(ctx, row: int, bits: int, size) -> Tensor:
+    from cxrlab.synth import read_mask
+    root = (ctx.rows.attrs.get('meta') or ctx.manifest.attrs.get('meta') or {}).get('data_root')
+    p = Path(ctx.rows['mask_path'].iloc[row]); p = p if p.is_absolute() or root is None else Path(root) / p
+    return torch.from_numpy(read_mask(p, bits))
+
+
+@register_evaluation('grounding')
+def grounding_eval(ctx, max_pairs: int = 2000, batch_size: int = 32) -> dict:
+    "Pointing game, CNR and mIoU of each map kind against SynthCXR's finding regions, with patient CIs."
+    from cxrlab.data import CXRDataset
+    from cxrlab.metrics import contrast_to_noise_ratio, miou_over_thresholds, pointing_game
+    if 'mask_path' not in ctx.rows.columns: return {}
+    pairs = _grounding_items(ctx, max_pairs)
+    if not pairs: return {}
+    ds = CXRDataset(ctx.rows, transform=ctx.run.eval_transform)
+    model = ctx.run.model.eval()
+    vals: dict[str, dict[str, list]] = {}
+    for b0 in range(0, len(pairs), batch_size):
+        chunk = pairs[b0:b0 + batch_size]
+        images = torch.stack([ds[r]['image'] for r, _, _ in chunk]).to(ctx.device)
+        regions = torch.stack([_region(ctx, r, bits, None) for r, _, bits in chunk])
+        for kind, m in grounding_maps(model, ctx.run.tokenizer, images, [t for _, t, _ in chunk]).items():
+            up = upsample_maps(m.cpu(), regions.shape[-2:])
+            d = vals.setdefault(kind, {'PointingGame': [], 'CNR': [], 'mIoU': []})
+            d['PointingGame'].append(pointing_game(up, regions)); d['CNR'].append(contrast_to_noise_ratio(up, regions))
+            d['mIoU'].append(miou_over_thresholds(up, regions))
+    groups = [ctx.rows['subject_id'].iloc[r] for r, _, _ in pairs]
+    out = {'grounding/n_pairs': float(len(pairs))}
+    for kind, d in vals.items():
+        res = mean_ci({k: torch.cat(v) for k, v in d.items()}, groups, ctx.n_resamples, seed=ctx.seed, prefix=f'grounding/{kind}/')
+        out.update({k: v for k, v in res.items() if '/n/' not in k})
     return out
 
 # %% ../nbs/07_retrieval_eval.ipynb #a8503b73

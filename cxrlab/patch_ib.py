@@ -15,15 +15,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .evaluate import finding_sentences, grounding_maps, mean_ci, register_evaluation, upsample_maps
 from .models import Method, ViTImageTower, build_model, masked_mean, register_method
 from .train import InfoNCELoss, ProgressAware, TermSchedule, TrainProgress
 
 # %% auto #0
 __all__ = ['VARIANTS', 'PATCH_IB', 'straight_through', 'PatchMaskHead', 'TopKPatchHead', 'TokenDropScorer',
            'scaled_dot_attention', 'CrossAttention', 'local_distance', 'LocalAlignmentLoss', 'SparsityLoss',
-           'ConsistencyLoss', 'PatchIBModel', 'PatchIBLoss', 'build_patch_ib', 'finding_sentences', 'grounding_maps',
-           'grounding_eval', 'removal_orders', 'deletion_insertion', 'faithfulness_eval', 'plot_maps',
-           'plot_token_attention']
+           'ConsistencyLoss', 'PatchIBModel', 'PatchIBLoss', 'build_patch_ib', 'removal_orders', 'deletion_insertion',
+           'faithfulness_eval', 'plot_maps', 'plot_token_attention']
 
 # %% ../nbs/03_patch_ib.ipynb #8d85fb25
 def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
@@ -359,85 +359,6 @@ PATCH_IB = register_method(Method(
     defaults={'model': _MODEL_DEFAULTS, 'loss': _LOSS_DEFAULTS},
     description='Patch-IB Models A-E: local alignment, information-bottleneck patch masks, top-K, token dropping'))
 
-# %% ../nbs/03_patch_ib.ipynb #3533c10f
-def finding_sentences(rows) -> list[tuple[int, str, int]]:
-    "(row position, sentence text, mask bits) of every SynthCXR sentence whose finding has a drawn region."
-    out = []
-    if 'sentences' not in rows.columns: return out
-    for i, sents in enumerate(rows['sentences']):
-        for s in (sents if isinstance(sents, (list, tuple)) else []):
-            if isinstance(s, Mapping) and int(s.get('mask_bits') or 0) and s.get('text'): out.append((i, s['text'], int(s['mask_bits'])))
-    return out
-
-
-def _upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    return F.interpolate(maps[:, None].float(), size=size, mode='bilinear', align_corners=False)[:, 0]
-
-
-@torch.no_grad()
-def grounding_maps(model: nn.Module, tokenizer: Callable, images: Tensor, texts: Sequence[str]) -> dict[str, Tensor]:
-    "Maps [N, h, w] for N (image, sentence) pairs: 'mask' / 'attention' where the model has them, 'similarity' always."
-    img = model.encode_image(images)
-    tok = tokenizer(list(texts))
-    dev = images.device
-    txt = model.encode_text(tok['input_ids'].to(dev), tok['attention_mask'].to(dev))
-    grid_map = model.grid_map if hasattr(model, 'grid_map') else (lambda o, v: v.reshape(-1, *o['grid']))
-    sim = torch.einsum('npd,nd->np', F.normalize(img['patches'].float(), dim=-1), txt['embeds'].float())
-    maps = {'similarity': grid_map(img, sim)}
-    if 'keep_map' in img:
-        km = img['keep_map'].float()
-        maps['mask'] = grid_map(img, km.gather(1, img['kept_index']) if 'kept_index' in img else km)
-    la = getattr(model, 'local_align', None)
-    if la is not None:
-        attn = la.attention(img['patches'], txt['tokens'], model.patch_mask(img))  # [N, T, P']
-        maps['attention'] = grid_map(img, masked_mean(attn, txt['token_mask']))
-    return maps
-
-
-def _grounding_items(ctx, max_pairs: int):
-    "(image rows, sentence texts, mask bits, patient ids) for at most `max_pairs` finding sentences of the split."
-    pairs = finding_sentences(ctx.rows)
-    if len(pairs) > max_pairs:
-        pick = np.random.default_rng(ctx.seed).choice(len(pairs), max_pairs, replace=False)
-        pairs = [pairs[i] for i in sorted(pick)]
-    return pairs
-
-
-def _region(ctx, row: int, bits: int, size) -> Tensor:
-    from pathlib import Path
-    from cxrlab.synth import read_mask
-    root = (ctx.rows.attrs.get('meta') or ctx.manifest.attrs.get('meta') or {}).get('data_root')
-    p = Path(ctx.rows['mask_path'].iloc[row]); p = p if p.is_absolute() or root is None else Path(root) / p
-    return torch.from_numpy(read_mask(p, bits))
-
-
-def grounding_eval(ctx, max_pairs: int = 2000, batch_size: int = 32) -> dict:
-    "Pointing game, CNR and mIoU of each map kind against SynthCXR's finding regions, with patient CIs."
-    from cxrlab.data import CXRDataset
-    from cxrlab.evaluate import mean_ci
-    from cxrlab.metrics import contrast_to_noise_ratio, miou_over_thresholds, pointing_game
-    if 'mask_path' not in ctx.rows.columns: return {}
-    pairs = _grounding_items(ctx, max_pairs)
-    if not pairs: return {}
-    ds = CXRDataset(ctx.rows, transform=ctx.run.eval_transform)
-    model = ctx.run.model.eval()
-    vals: dict[str, dict[str, list]] = {}
-    for b0 in range(0, len(pairs), batch_size):
-        chunk = pairs[b0:b0 + batch_size]
-        images = torch.stack([ds[r]['image'] for r, _, _ in chunk]).to(ctx.device)
-        regions = torch.stack([_region(ctx, r, bits, None) for r, _, bits in chunk])
-        for kind, m in grounding_maps(model, ctx.run.tokenizer, images, [t for _, t, _ in chunk]).items():
-            up = _upsample(m.cpu(), regions.shape[-2:])
-            d = vals.setdefault(kind, {'PointingGame': [], 'CNR': [], 'mIoU': []})
-            d['PointingGame'].append(pointing_game(up, regions)); d['CNR'].append(contrast_to_noise_ratio(up, regions))
-            d['mIoU'].append(miou_over_thresholds(up, regions))
-    groups = [ctx.rows['subject_id'].iloc[r] for r, _, _ in pairs]
-    out = {'grounding/n_pairs': float(len(pairs))}
-    for kind, d in vals.items():
-        res = mean_ci({k: torch.cat(v) for k, v in d.items()}, groups, ctx.n_resamples, seed=ctx.seed, prefix=f'grounding/{kind}/')
-        out.update({k: v for k, v in res.items() if '/n/' not in k})
-    return out
-
 # %% ../nbs/03_patch_ib.ipynb #5dc8633f
 def removal_orders(keep_map: Tensor, grid: tuple[int, int], seed: int = 0) -> dict[str, Tensor]:
     "Patch orderings [B, P] (first = removed/inserted first): by the mask score, random, centre-out."
@@ -470,7 +391,6 @@ def deletion_insertion(tower, patch_features: Tensor, text_embeds: Tensor, order
 def faithfulness_eval(ctx, steps: int = 10, max_images: int = 500, batch_size: int = 64) -> dict:
     "Deletion / insertion AUCs of the mask order against random and centre-out orders, with patient CIs."
     from cxrlab.data import CXRDataset
-    from cxrlab.evaluate import mean_ci
     model = ctx.run.model.eval()
     if getattr(model, 'spec', {}).get('select') not in ('mask', 'topk'): return {}
     rows = ctx.rows.head(max_images)
@@ -490,8 +410,6 @@ def faithfulness_eval(ctx, steps: int = 10, max_images: int = 500, batch_size: i
     return {k: v for k, v in res.items() if '/n/' not in k}
 
 # %% ../nbs/03_patch_ib.ipynb #3f6d97f0
-from .evaluate import register_evaluation
-_ = register_evaluation('grounding')(grounding_eval)
 _ = register_evaluation('faithfulness')(faithfulness_eval)
 
 # %% ../nbs/03_patch_ib.ipynb #92c14443
@@ -509,7 +427,7 @@ def plot_maps(model: nn.Module, tokenizer: Callable, images: Tensor, texts: Sequ
         axes[r, 0].imshow(img, cmap='gray'); axes[r, 0].set_title(textwrap.fill(texts[r], 30), fontsize=6)
         for c, k in enumerate(kinds, 1):
             ax = axes[r, c]; ax.imshow(img, cmap='gray')
-            ax.imshow(_upsample(maps[k][r:r + 1].cpu(), (H, W))[0], cmap='jet', alpha=0.45)
+            ax.imshow(upsample_maps(maps[k][r:r + 1].cpu(), (H, W))[0], cmap='jet', alpha=0.45)
             if regions is not None:
                 reg = F.interpolate(regions[r:r + 1, None].float(), size=(H, W), mode='nearest')[0, 0]
                 ax.contour(reg, levels=[0.5], colors='white', linewidths=1)
@@ -533,7 +451,7 @@ def plot_token_attention(model: nn.Module, tokenizer: Callable, image: Tensor, t
     for ax, t in zip(axes[0], words):
         m = model.grid_map(img, attn[t][None])[0].cpu()
         ax.imshow(image.float().mean(0).cpu(), cmap='gray')
-        ax.imshow(_upsample(m[None], image.shape[-2:])[0], cmap='jet', alpha=0.45)
+        ax.imshow(upsample_maps(m[None], image.shape[-2:])[0], cmap='jet', alpha=0.45)
         ax.set_title(names[t], fontsize=7); ax.set_xticks([]); ax.set_yticks([])
     fig.tight_layout()
     return fig

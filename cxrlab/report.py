@@ -5,18 +5,22 @@
 # %% ../nbs/09_report.ipynb #bc3c2283
 from __future__ import annotations
 
-import argparse, datetime as _dt, json, os, sys, time, traceback
+import argparse, datetime as _dt, hashlib, json, os, sys, time, traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 
 from .core import get_logger, load_json, resolve_path, save_json, atomic_write, project_root
 
 # %% auto #0
-__all__ = ['PROFILES', 'SUBCOMMANDS', 'profile_params', 'parse_value', 'load_param_file', 'parameters_cell', 'nbs_dir',
-           'experiment_notebooks', 'NotebookFailed', 'RunResult', 'html_report', 'run_notebook', 'StageResult',
-           'trained_runs', 'run_pipeline', 'write_summary', 'readme_text', 'sync_readme', 'build_parser', 'main']
+__all__ = ['PROFILES', 'LEADERBOARD_COLUMNS', 'PIPELINE_NEEDS', 'PIPELINE_PARAMS', 'RESULTS_MARKERS', 'README_FIGURES',
+           'SUBCOMMANDS', 'profile_params', 'parse_value', 'load_param_file', 'parameters_cell', 'nbs_dir',
+           'experiment_notebooks', 'NotebookFailed', 'RunResult', 'LogLines', 'html_report', 'run_notebook',
+           'run_label', 'leaderboard_rows', 'leaderboard_table', 'plot_leaderboard', 'write_leaderboard', 'write_index',
+           'collate', 'StageResult', 'trained_runs', 'stage_fingerprint', 'run_pipeline', 'write_summary',
+           'readme_text', 'sync_readme', 'results_markdown', 'fill_results', 'build_parser', 'main']
 
 # %% ../nbs/09_report.ipynb #d4d828bc
 PROFILES = {
@@ -91,6 +95,26 @@ class RunResult:
     seconds: float
     run_dir: Path | None = None
 
+def _ipc_kernel_manager():
+    "A jupyter KernelManager talking to its kernel over local IPC sockets (no unencrypted-TCP warning, no open ports)."
+    from jupyter_client.manager import KernelManager
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kw): super().__init__(**{'transport': 'ipc', **kw})
+    return IPCKernelManager
+
+_LOG_LINE = __import__('re').compile(r'^\d\d:\d\d:\d\d (INFO|WARNING|ERROR|CRITICAL) cxrlab')
+
+class LogLines:
+    "A file-like sink for a kernel's output stream that passes on only cxrlab log lines (epochs, data generation)."
+    def __init__(self, emit: Callable[[str], None], prefix: str = ''):
+        self.emit, self.prefix, self._buf = emit, prefix, ''
+    def write(self, text: str):
+        self._buf += text.replace('\r', '\n')
+        *lines, self._buf = self._buf.split('\n')
+        for line in lines:
+            if _LOG_LINE.match(line): self.emit(self.prefix + line)
+    def flush(self): pass
+
 def _kernel_name(nb_path: Path, kernel: str | None) -> str:
     if kernel: return kernel
     ks = nbformat.read(str(nb_path), as_version=4).metadata.get('kernelspec', {})
@@ -115,6 +139,7 @@ def run_notebook(notebook: str | Path,  # the .ipynb to execute
                  kernel: str | None = None,  # jupyter kernel name; default the notebook's own
                  html: bool = True,  # also write an HTML copy without code
                  progress: bool = True,  # papermill's per-cell progress bar
+                 log_lines: Callable[[str], None] | None = None,  # receives the notebook's cxrlab log lines as they come
                 ) -> RunResult:
     "Execute `notebook` with papermill; raise `NotebookFailed` naming the failing cell."
     import papermill as pm
@@ -132,8 +157,9 @@ def run_notebook(notebook: str | Path,  # the .ipynb to execute
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     try:
+        stream = {} if log_lines is None else dict(stdout_file=LogLines(log_lines), stderr_file=LogLines(log_lines))
         pm.execute_notebook(str(nb), str(out), parameters=final, cwd=str(nb.parent), kernel_name=_kernel_name(nb, kernel),
-                            progress_bar=progress, log_output=False)
+                            progress_bar=progress, log_output=False, kernel_manager_class=_ipc_kernel_manager(), **stream)
     except PapermillExecutionError as e:
         raise NotebookFailed(nb, e.cell_index, e.exec_count, e.ename, e.evalue, e.source, out) from None
     seconds = time.perf_counter() - t0
@@ -145,12 +171,141 @@ def run_notebook(notebook: str | Path,  # the .ipynb to execute
         run_dir = cand if cand.exists() else None
     return RunResult(nb, out, page, run_name, final, seconds, run_dir)
 
+# %% ../nbs/09_report.ipynb #c8601c77
+LEADERBOARD_COLUMNS = [  # (metric, header) in the order shown
+    ('t2i/R@1', 'report→image R@1'), ('t2i/R@10', 'report→image R@10'), ('i2t/R@10', 'image→report R@10'),
+    ('abnormal/t2i/R@10', 'abnormal-only R@10'), ('same_label/t2i/R@1', 'same-label R@1'),
+    ('contrast/i2t', 'contrast acc. (image→report)'), ('contrast/t2i', 'contrast acc. (report→image)'),
+    ('label_query/macro/R-Precision', 'label-query R-precision'), ('zero_shot/AUROC_macro', 'zero-shot AUROC'),
+    ('grounding/similarity/PointingGame', 'pointing game'), ('grounding/similarity/CNR', 'CNR'),
+    ('segmentation/Dice_macro', 'localization Dice'),
+    ('cost/params_M', 'params (M)'), ('cost/train_time_s', 'train time (s)'), ('cost/forward_images_per_s', 'images/s'),
+]
+
+def run_label(run_dir: str | Path) -> str:
+    "A short row name for a run: its method, variant / combo when it has one, and backbone."
+    p = load_json(Path(run_dir)/'params.json')['params'] if (Path(run_dir)/'params.json').exists() else {}
+    m = (p.get('method') or {})
+    bb = ((m.get('config') or {}).get('backbone') or {}).get('name', p.get('backbone', ''))
+    extra = next((str(p[k]) for k in ('variant', 'loss_combo') if p.get(k)), '')
+    return ' '.join(x for x in (m.get('name', Path(run_dir).name), extra, f'({bb})' if bb else '') if x)
+
+def leaderboard_rows(eval_metrics: dict,  # metrics.json of the evaluation stage: '<split>/<run>/<metric>'
+                     runs: list[str],  # the run folders it evaluated (its params' `runs`)
+                     split: str = 'test',
+                     references: dict | None = None,  # extra rows: name -> flat metrics (oracles, priors)
+                    ) -> dict[str, dict]:
+    "Row name -> flat metrics (with CI keys) for every evaluated run, the chance level and the reference rows."
+    by_run = {}
+    for k, v in eval_metrics.items():
+        head, _, rest = k.partition('/')
+        if head != split: continue
+        name, _, metric = rest.partition('/')
+        by_run.setdefault(name, {})[metric] = v
+    rows = {}
+    for r in runs:
+        if Path(r).name in by_run: rows[run_label(r)] = by_run[Path(r).name]
+    rows.update({n: m for n, m in by_run.items() if not any(Path(r).name == n for r in runs)})  # chance and co.
+    rows.update(references or {})
+    return rows
+
+def _cell(r: dict, m: str) -> str:
+    v = r.get(m)
+    if v is None or (isinstance(v, float) and v != v): return ''
+    if m.startswith('cost/'): return f'{v:.3g}' if m != 'cost/train_time_s' else f'{v:.0f}'
+    lo, hi = r.get(f'{m}_ci_low'), r.get(f'{m}_ci_high')
+    return f'{v:.3f}' if lo is None else f'{v:.3f} [{lo:.3f}, {hi:.3f}]'
+
+def leaderboard_table(rows: dict[str, dict], columns=LEADERBOARD_COLUMNS):
+    "DataFrame of 'estimate [low, high]' strings; columns no row has are left out."
+    import pandas as pd
+    cols = [(m, h) for m, h in columns if any(m in r for r in rows.values())]
+    return pd.DataFrame({name: {h: _cell(r, m) for m, h in cols} for name, r in rows.items()}).T
+
+def plot_leaderboard(rows: dict[str, dict], metrics=('t2i/R@10', 'same_label/t2i/R@1', 'contrast/i2t', 'grounding/similarity/PointingGame')):
+    "Horizontal bars with 95% CIs for a few headline metrics."
+    import matplotlib; import matplotlib.pyplot as plt
+    metrics = [m for m in metrics if any(m in r for r in rows.values())]
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(3.4 * max(1, len(metrics)), 0.45 * len(rows) + 1.2), sharey=True, squeeze=False)
+    names = list(rows)
+    for ax, m in zip(axes[0], metrics):
+        est = [rows[n].get(m, float('nan')) for n in names]
+        lo = [e - rows[n].get(f'{m}_ci_low', e) for n, e in zip(names, est)]
+        hi = [rows[n].get(f'{m}_ci_high', e) - e for n, e in zip(names, est)]
+        ax.barh(range(len(names)), est, xerr=[lo, hi], capsize=2, color=['tab:gray' if 'chance' in n or 'prior' in n or 'oracle' in n
+                                                                           else 'tab:blue' for n in names])
+        ax.set_title(dict(LEADERBOARD_COLUMNS).get(m, m), fontsize=8); ax.grid(axis='x', alpha=.3)
+    axes[0][0].set_yticks(range(len(names)), names, fontsize=7); axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+def write_leaderboard(rows: dict[str, dict], reports_dir: str | Path) -> dict[str, Path]:
+    "reports/leaderboard.{md,html,json,png}."
+    import matplotlib.pyplot as plt
+    out = resolve_path(reports_dir); out.mkdir(parents=True, exist_ok=True)
+    t = leaderboard_table(rows)
+    paths = {k: out/f'leaderboard.{k}' for k in ('md', 'html', 'json', 'png')}
+    with atomic_write(paths['md']) as f: f.write(_markdown_table(t) + '\n')
+    with atomic_write(paths['html']) as f: f.write(t.to_html(border=0, classes='leaderboard'))
+    save_json(rows, paths['json'])
+    fig = plot_leaderboard(rows); fig.savefig(paths['png'], dpi=120, bbox_inches='tight'); plt.close(fig)
+    return paths
+
+def _markdown_table(df) -> str:
+    head = '| | ' + ' | '.join(df.columns) + ' |'
+    sep = '|---|' + '|'.join('---:' for _ in df.columns) + '|'
+    return '\n'.join([head, sep] + [f"| {i} | " + ' | '.join(str(v) for v in row) + ' |' for i, row in zip(df.index, df.values)])
+
+# %% ../nbs/09_report.ipynb #fabb4f41
+def write_index(results: list[StageResult], reports_dir: str | Path, profile: str = '') -> Path:
+    "reports/index.html from the stage results (relative links to notebooks, figures and metrics)."
+    import html as _h
+    out = resolve_path(reports_dir)
+    rel = lambda p: _h.escape(os.path.relpath(p, out))
+    rows = []
+    for r in results:
+        page = Path(r.report).with_suffix('.html') if r.report else None
+        link = f'<a href="{rel(page)}">{_h.escape(r.notebook)}</a>' if page and page.exists() else _h.escape(r.notebook)
+        rows.append(f'<tr><td>{link}</td><td>{r.status}</td><td style="text-align:right">{r.seconds:.1f}</td>'
+                    f'<td>{_h.escape((r.error or "").splitlines()[0][:160] if r.error else "")}</td></tr>')
+    runs = []
+    for r in results:
+        for d in ([r.run_dir] if r.run_dir else []) + (trained_runs(r.run_dir)[1:] if r.run_dir else []):
+            d = Path(d)
+            figs = sorted((d/'figures').glob('*.png')) if (d/'figures').exists() else []
+            items = ''.join(f'<a href="{rel(f)}"><img src="{rel(f)}" title="{_h.escape(f.stem)}" height="140"></a> ' for f in figs)
+            mj = f' · <a href="{rel(d/"metrics.json")}">metrics.json</a>' if (d/'metrics.json').exists() else ''
+            runs.append(f'<h3>{_h.escape(d.name)}{mj}</h3><div>{items or "(no figures)"}</div>')
+    board = (out/'leaderboard.html').read_text() if (out/'leaderboard.html').exists() else '<p>(no leaderboard)</p>'
+    img = '<img src="leaderboard.png" style="max-width:100%">' if (out/'leaderboard.png').exists() else ''
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>cxrlab report ({_h.escape(profile)})</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1400px}} table{{border-collapse:collapse}}
+td,th{{padding:3px 8px;border-bottom:1px solid #ddd;font-size:13px}} img{{margin:2px;border:1px solid #ccc}}</style></head><body>
+<h1>cxrlab pipeline report</h1><p>profile <code>{_h.escape(profile)}</code> · {_dt.datetime.now().isoformat(timespec='seconds')}
+· research software, not for clinical use</p>
+<h2>Stages</h2><table><tr><th>notebook</th><th>status</th><th>wall time (s)</th><th>note</th></tr>{''.join(rows)}</table>
+<h2>Leaderboard</h2>{board}{img}<h2>Runs</h2>{''.join(runs)}</body></html>"""
+    path = out/'index.html'
+    with atomic_write(path) as f: f.write(page)
+    return path
+
+def collate(results: list[StageResult], reports_dir: str | Path, profile: str = '', references: dict | None = None) -> dict:
+    "Leaderboard (from the evaluation stage) and index.html for a finished pipeline; returns the leaderboard rows."
+    ev = next((r for r in reversed(results) if r.notebook.startswith('07') and r.status == 'ok' and r.run_dir), None)
+    rows = {}
+    if ev is not None:
+        runs = load_json(Path(ev.run_dir)/'params.json')['params'].get('runs', [])
+        rows = leaderboard_rows(load_json(Path(ev.run_dir)/'metrics.json'), runs, references=references)
+        write_leaderboard(rows, reports_dir)
+    write_index(results, reports_dir, profile)
+    return rows
+
 # %% ../nbs/09_report.ipynb #530c2a7b
 @dataclass
 class StageResult:
     "One pipeline stage: a notebook's run or its failure."
     notebook: str
-    status: str  # 'ok' | 'failed'
+    status: str  # 'ok' | 'failed' | 'skipped'
     seconds: float
     report: str | None = None
     run_dir: str | None = None
@@ -165,37 +320,76 @@ def trained_runs(run_dir: str | Path) -> list[str]:
         out += [c for c in load_json(d/'params.json')['params'].get('child_runs', []) if (Path(c)/'checkpoints'/'best').exists()]
     return out
 
+PIPELINE_NEEDS = {  # notebook stem -> what it needs from earlier stages ('trained': at least one trained model run)
+    '07_retrieval_eval': 'trained', '08_viz': 'trained'}
+PIPELINE_PARAMS = {  # per-notebook parameters the pipeline adds (the main job runs every variant of a stage)
+    '03_patch_ib': {'variant': 'all'}, '04_remix': {'loss_combo': 'all'}}
+
+def stage_fingerprint(nb: Path, params: dict) -> str:
+    "Hash of a notebook's source and the parameters it ran with (run names and folders excluded)."
+    h = hashlib.sha1(Path(nb).read_bytes())
+    h.update(json.dumps({k: v for k, v in params.items() if k not in ('run_name', 'out_dir')}, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+def _state_path(reports_dir) -> Path: return resolve_path(reports_dir)/'pipeline_state.json'
+
+def _previous(state: dict, nb: Path, fp: str) -> StageResult | None:
+    "The stored result of `nb` if it finished with fingerprint `fp` and its outputs still exist."
+    st = state.get(nb.name)
+    if not st or st.get('status') != 'ok' or st.get('fingerprint') != fp: return None
+    if st.get('run_dir') and not Path(st['run_dir']).exists(): return None
+    return StageResult(**{k: v for k, v in st.items() if k in StageResult.__dataclass_fields__})
+
 def run_pipeline(profile: str = 'demo',  # PROFILES name
                  notebooks: list[str | Path] | None = None,  # default: every experiment notebook, in order
                  reports_dir: str | Path = 'reports',
                  out_dir: str | Path = 'runs',
                  params: dict | None = None,  # overrides applied to every notebook that declares them
                  stop_on_error: bool = False,
+                 resume: bool = False,  # skip stages that finished before with the same notebook and parameters
+                 stage_params: dict | None = None,  # per-notebook parameters (default PIPELINE_PARAMS)
                 ) -> list[StageResult]:
-    "Run the experiment notebooks in order and write `reports_dir/summary.md`."
+    "Run the experiment notebooks in order (streaming their log lines), then write the summary, leaderboard and index."
+    import papermill as pm
     log = get_logger('cxrlab.pipeline')
     nbs = [Path(n) for n in notebooks] if notebooks else experiment_notebooks()
     stamp = _dt.datetime.now().strftime('%Y%m%d-%H%M%S')
+    state = load_json(_state_path(reports_dir)) if resume and _state_path(reports_dir).exists() else {}
+    per_stage = PIPELINE_PARAMS if stage_params is None else stage_params
     results = []
     for nb in nbs:
-        log.info(f"running {nb.name} (profile={profile})")
-        t0 = time.perf_counter()
-        import papermill as pm
         declared = pm.inspect_notebook(str(nb))
-        extra = {k: v for k, v in (params or {}).items() if k in declared}
-        trained = [d for r in results if r.run_dir for d in trained_runs(r.run_dir)]
+        extra = {k: v for k, v in {**per_stage.get(nb.stem, {}), **(params or {})}.items() if k in declared}
+        trained = [d for r in results if r.run_dir and r.status == 'ok' for d in trained_runs(r.run_dir)]
         if 'runs' in declared and 'runs' not in extra and trained: extra['runs'] = ','.join(trained)  # evaluate what was trained
+        fp = stage_fingerprint(nb, {**profile_params(profile, declared), **extra})
+        if (prev := _previous(state, nb, fp)) is not None:
+            log.info(f"{nb.stem}: unchanged since its finished run ({prev.run_dir or prev.report}); skipped (--resume)")
+            results.append(prev); continue
+        if PIPELINE_NEEDS.get(nb.stem) == 'trained' and not trained:
+            why = 'no earlier stage produced a trained model run'
+            log.warning(f"{nb.stem}: skipped, {why}")
+            results.append(StageResult(nb.name, 'skipped', 0., error=why)); continue
+        log.info(f"{nb.stem}: started (profile {profile})")
+        t0 = time.perf_counter()
         try:
-            r = run_notebook(nb, extra, profile=profile, run_name=f'{nb.stem}-{profile}-{stamp}',
-                             reports_dir=reports_dir, out_dir=out_dir)
+            r = run_notebook(nb, extra, profile=profile, run_name=f'{nb.stem}-{profile}-{stamp}', reports_dir=reports_dir,
+                             out_dir=out_dir, progress=False, log_lines=lambda line, s=nb.stem: print(f"  [{s}] {line}", flush=True))
             metrics = load_json(r.run_dir/'metrics.json') if r.run_dir and (r.run_dir/'metrics.json').exists() else {}
-            results.append(StageResult(nb.name, 'ok', r.seconds, str(r.output), str(r.run_dir) if r.run_dir else None,
-                                       metrics=metrics))
+            res = StageResult(nb.name, 'ok', r.seconds, str(r.output), str(r.run_dir) if r.run_dir else None, metrics=metrics)
+            log.info(f"{nb.stem}: finished in {r.seconds:.1f} s")
         except Exception as e:
             log.error(str(e))
-            results.append(StageResult(nb.name, 'failed', time.perf_counter() - t0, error=str(e)))
-            if stop_on_error: break
+            res = StageResult(nb.name, 'failed', time.perf_counter() - t0, error=str(e))
+        results.append(res)
+        state[nb.name] = {**{k: v for k, v in res.__dict__.items() if k != 'metrics'}, 'fingerprint': fp}
+        state['_pipeline'] = {'profile': profile, 'finished': _dt.datetime.now().isoformat(timespec='seconds')}
+        save_json(state, _state_path(reports_dir))
+        if res.status == 'failed' and stop_on_error: break
     write_summary(results, resolve_path(reports_dir)/'summary.md', profile)
+    collate(results, reports_dir, profile)
+    log.info("stage wall times:\n" + '\n'.join(f"  {r.status:>7}  {r.seconds:8.1f} s  {r.notebook}" for r in results)
+             + f"\n  {'total':>7}  {sum(r.seconds for r in results):8.1f} s")
     return results
 
 def write_summary(results: list[StageResult], path: str | Path, profile: str = '') -> Path:
@@ -232,6 +426,46 @@ def sync_readme(root: str | Path | None = None) -> Path:
     with atomic_write(out) as f: f.write(readme_text(root/'nbs'/'index.ipynb'))
     return out
 
+# %% ../nbs/09_report.ipynb #146878f9
+RESULTS_MARKERS = ('<!-- results:start -->', '<!-- results:end -->')
+README_FIGURES = {  # figure in the pipeline's outputs (glob, relative to the reports or runs folder) -> name in figures/
+    'leaderboard.png': 'leaderboard.png',
+    '03_patch_ib-*/figures/ablation.png': 'patch_ib_ablation.png',
+    '03_patch_ib-*-C/figures/mask_overlays.png': 'patch_ib_masks.png',
+    '02b_train-*/figures/retrieval_grid.png': 'baseline_retrieval_grid.png',
+}
+
+def results_markdown(reports_dir: str | Path = 'reports', out_dir: str | Path = 'runs', root: str | Path | None = None) -> str:
+    "The README's results section from a finished pipeline (stage timings, leaderboard, figures copied into figures/)."
+    import shutil as _sh
+    rep, runs, root = resolve_path(reports_dir), resolve_path(out_dir), Path(root) if root else project_root()
+    state = load_json(rep/'pipeline_state.json')
+    meta = state.pop('_pipeline', {})
+    lines = [f"`cxrlab pipeline --profile {meta.get('profile', '?')}` on this machine, finished {meta.get('finished', '?')}. "
+             "Every number below is read from the run's `metrics.json` files by `cxrlab readme --results reports`.", '',
+             '| stage | status | wall time (s) |', '|---|---|---:|']
+    lines += [f"| {n} | {st['status']} | {st['seconds']:.0f} |" for n, st in state.items()]
+    lines.append(f"| **total** | | **{sum(st['seconds'] for st in state.values()):.0f}** |")
+    if (rep/'leaderboard.md').exists():
+        lines += ['', 'Test split, 95% confidence intervals over patients in brackets:', '', (rep/'leaderboard.md').read_text().strip()]
+    for pattern, name in README_FIGURES.items():
+        hits = sorted(rep.glob(pattern)) + sorted(runs.glob(pattern))
+        if not hits: continue
+        (root/'figures').mkdir(exist_ok=True); _sh.copy(hits[-1], root/'figures'/name)
+        lines += ['', f"![{name.removesuffix('.png').replace('_', ' ')}](figures/{name})"]
+    return '\n'.join(lines)
+
+def fill_results(index_nb: str | Path, markdown: str) -> Path:
+    "Replace the text between RESULTS_MARKERS in index.ipynb's markdown with `markdown`."
+    nb = nbformat.read(str(index_nb), as_version=4)
+    start, end = RESULTS_MARKERS
+    cells = [c for c in nb.cells if c.cell_type == 'markdown' and start in c.source and end in c.source]
+    if len(cells) != 1: raise ValueError(f"{index_nb}: expected one markdown cell with {start} ... {end}, found {len(cells)}")
+    c = cells[0]
+    c.source = c.source[:c.source.index(start) + len(start)] + '\n' + markdown.strip() + '\n' + c.source[c.source.index(end):]
+    nbformat.write(nb, str(index_nb))
+    return Path(index_nb)
+
 # %% ../nbs/09_report.ipynb #b762ace7
 SUBCOMMANDS = {  # name -> (module:function taking argv, help)
     'synth': ('cxrlab.synth:synth_cli', 'generate SynthCXR and write it in a native dataset layout'),
@@ -250,10 +484,15 @@ def _run_cmd(a) -> int:
 
 def _pipeline_cmd(a) -> int:
     params = {k: parse_value(v) for k, v in a.param}
-    res = run_pipeline(a.profile, a.notebooks or None, a.reports_dir, a.out_dir, params, a.stop_on_error)
-    for r in res: print(f"{r.status:>6}  {r.seconds:7.1f} s  {r.notebook}")
-    print(f"summary: {resolve_path(a.reports_dir)/'summary.md'}")
+    res = run_pipeline(a.profile, a.notebooks or None, a.reports_dir, a.out_dir, params, a.stop_on_error, resume=a.resume)
+    for r in res: print(f"{r.status:>7}  {r.seconds:7.1f} s  {r.notebook}")
+    rep = resolve_path(a.reports_dir)
+    print(f"summary: {rep/'summary.md'}\nleaderboard: {rep/'leaderboard.md'}\nreport index: {rep/'index.html'}")
     return 0 if all(r.status == 'ok' for r in res) else 1
+
+def _readme_cmd(a) -> int:
+    if a.results: fill_results(project_root()/'nbs'/'index.ipynb', results_markdown(a.results, a.out_dir))
+    print(sync_readme()); return 0
 
 def build_parser() -> argparse.ArgumentParser:
     "The `cxrlab` argument parser."
@@ -274,9 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('-p', '--param', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'))
     p.add_argument('--reports-dir', default='reports'); p.add_argument('--out-dir', default='runs')
     p.add_argument('--stop-on-error', action='store_true')
+    p.add_argument('--resume', action='store_true', help='skip stages that already finished with the same notebook and parameters')
     p.set_defaults(func=_pipeline_cmd)
-    rd = sub.add_parser('readme', help='regenerate README.md from nbs/index.ipynb')
-    rd.set_defaults(func=lambda a: print(sync_readme()) or 0)
+    rd = sub.add_parser('readme', help='regenerate README.md from nbs/index.ipynb (with --results: its results section first)')
+    rd.add_argument('--results', metavar='REPORTS_DIR', help="fill the results section from a pipeline's reports folder")
+    rd.add_argument('--out-dir', default='runs', help='the runs folder of that pipeline')
+    rd.set_defaults(func=_readme_cmd)
     pr = sub.add_parser('profiles', help='print the parameter profiles')
     pr.set_defaults(func=lambda a: print(json.dumps(PROFILES, indent=2)) or 0)
     for name, (_, helptext) in SUBCOMMANDS.items():

@@ -849,6 +849,7 @@ def build_clip(config: Mapping,  # method config: {'backbone': ..., 'model': {},
 
 CLIP = register_method(Method(
     'clip', build=build_clip, loss=lambda opts: InfoNCELoss(**opts), module='cxrlab.train',
+    evaluations=('grounding', 'linear_probe'),  # registered in cxrlab.evaluate
     defaults={'model': {}, 'loss': {'label_smoothing': 0.0, 'gather_distributed': False}},
     description='global CLIP baseline (Model A, radiology-clip-mini): symmetric InfoNCE on global embeddings'))
 
