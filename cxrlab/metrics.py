@@ -173,6 +173,11 @@ def _per_query(values, rr):
     "Mark queries without relevant items as NaN."
     return values.masked_fill(rr.n_rel == 0, math.nan)
 
+def _check_rr(rr):
+    "The metric functions take the RelevantRanks of `relevant_ranks`, not a similarity matrix."
+    if not isinstance(rr, RelevantRanks):
+        raise TypeError(f"expected the RelevantRanks returned by relevant_ranks(sim, rel), got {type(rr).__name__}")
+
 def _check_k(k, name='k'):
     "A cut-off is a positive integer."
     if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -186,30 +191,33 @@ def _hits_at(rr, k):
 
 def first_relevant_rank(rr: RelevantRanks) -> Tensor:
     "Rank of the first relevant item, p_1 (1-based); NaN if none."
+    _check_rr(rr)
     return _per_query(rr.pos[:, 0].clone(), rr)
 
 def recall_at_k(rr: RelevantRanks, k: int) -> Tensor:
     "Hit rate at k (the image-text retrieval 'Recall@K'): 1[p_1 <= k]."
-    k = _check_k(k)
+    _check_rr(rr); k = _check_k(k)
     return _per_query((rr.pos[:, 0] <= k).double(), rr)
 
 def recall_fraction_at_k(rr: RelevantRanks, k: int) -> Tensor:
     "Information-retrieval recall at k: #{i: p_i <= k} / R."
-    k = _check_k(k)
+    _check_rr(rr); k = _check_k(k)
     return _per_query(_hits_at(rr, k) / rr.n_rel.clamp(min=1), rr)
 
 def precision_at_k(rr: RelevantRanks, k: int) -> Tensor:
     "Precision at k: #{i: p_i <= k} / k (k is not reduced when the gallery is shorter)."
-    k = _check_k(k)
+    _check_rr(rr); k = _check_k(k)
     return _per_query(_hits_at(rr, k) / k, rr)
 
 def reciprocal_rank(rr: RelevantRanks) -> Tensor:
     "Reciprocal rank of the first relevant item, 1 / p_1 (its mean over queries is MRR)."
+    _check_rr(rr)
     return _per_query(1.0 / rr.pos[:, 0], rr)
 
 # %% ../nbs/02_metrics.ipynb #450efb5b
 def r_precision(rr: RelevantRanks) -> Tensor:
     "R-precision ('accuracy@n' in ReMiX): #{i: p_i <= R} / R."
+    _check_rr(rr)
     return _per_query(_hits_at(rr, rr.n_rel.unsqueeze(1)) / rr.n_rel.clamp(min=1), rr)
 
 def _precision_at_relevant(rr):
@@ -218,6 +226,7 @@ def _precision_at_relevant(rr):
 
 def _ap_and_ap_at_r(rr):
     "AP and AP@R from one pass of i / p_i; p_i <= R holds for a prefix of each row, so AP@R sums the first h columns."
+    _check_rr(rr)
     prec, R = _precision_at_relevant(rr), rr.n_rel.clamp(min=1)
     h = _hits_at(rr, rr.n_rel.unsqueeze(1)).long()                   # h = #{i: p_i <= R}
     cols = int(h.max()) if len(h) else 0
@@ -249,19 +258,20 @@ def _ideal_dcg(n_ideal, k):
 
 def ndcg_at_k(rr: RelevantRanks, k: int) -> Tensor:
     "nDCG@k = sum_{i: p_i<=k} 1/log2(p_i+1) / sum_{j=1}^{min(R,k)} 1/log2(j+1) (ideal over ALL relevant items)."
-    k = _check_k(k)
+    _check_rr(rr); k = _check_k(k)
     return _per_query(_dcg_at_k(rr, k) / _ideal_dcg(rr.n_rel, k).clamp(min=1e-300), rr)
 
 def ndcg_retrieved_list_normalised(rr: RelevantRanks, k: int) -> Tensor:
     "ReMiX-style 'NDCG': DCG@k / ideal DCG of the retrieved top-k list, h = #{i: p_i<=k}; 0 when h = 0. Inflated."
-    k = _check_k(k)
+    _check_rr(rr); k = _check_k(k)
     h = _hits_at(rr, k)
     return _per_query(_dcg_at_k(rr, k) / _ideal_dcg(h, k).clamp(min=1e-300), rr)
 
 # %% ../nbs/02_metrics.ipynb #2725c9b3
 def nanmean_counted(x: Tensor) -> tuple[float, int]:
     "Mean over the non-NaN entries and the number of NaN entries dropped."
-    x = torch.as_tensor(x, dtype=torch.float64)
+    x = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
+    if len(x) == 0: raise ValueError("no values to average")
     ok = ~x.isnan()
     if not ok.any(): raise ValueError(f"all {len(x)} values are NaN: nothing to average")
     return x[ok].mean().item(), int((~ok).sum())
@@ -321,6 +331,7 @@ def bidirectional_retrieval_metrics(sim_i2t,  # [I, T] image-to-text similarity 
                                     ties: str = 'pessimistic',  # tie policy, see `relevant_ranks`
                                    ) -> dict[str, float]:
     "`retrieval_metrics` for image->text on sim and text->image on sim.T (relevance transposed)."
+    if len(prefixes) != 2 or prefixes[0] == prefixes[1]: raise ValueError(f"prefixes must be two different strings, got {prefixes!r}")
     sim, rel = as_sim_rel(sim_i2t, rel)
     return {**retrieval_metrics(sim, rel, ks, prefixes[0], ties),
             **retrieval_metrics(sim.T, None if rel is None else rel.T, ks, prefixes[1], ties)}
@@ -357,6 +368,7 @@ def tie_broken_scores(sim,  # [Q, G] scores with ties
     "Strictly ordered scores that encode the tie policy (for comparing with tie-agnostic references)."
     _check_ties(ties)
     sim, rel = np.asarray(sim, dtype=np.float64), np.asarray(rel, dtype=bool)
+    if sim.ndim != 2 or sim.shape != rel.shape: raise ValueError(f"sim {sim.shape} and rel {rel.shape} must be the same [Q, G] shape")
     second = rel if ties == 'pessimistic' else ~rel  # lexsort is ascending: the smaller key ranks first
     out = np.empty(sim.shape, dtype=np.float64)
     for q in range(sim.shape[0]):
@@ -624,11 +636,12 @@ def binary_targets(labels,  # [N, L] or [N] CheXpert labels: 1 / 0 / -1 (uncerta
                   ) -> tuple[Tensor, Tensor]:  # (targets 0/1 float64, valid bool mask), same shape as labels
     "Map CheXpert labels to binary targets and a mask of the entries to score (NaN never scored)."
     if uncertain not in UNCERTAIN_POLICIES: raise ValueError(f"uncertain must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
-    labels = torch.as_tensor(np.asarray(labels, dtype=np.float64))
+    try: labels = torch.as_tensor(np.asarray(_as_tensor(labels) if isinstance(labels, Tensor) else labels, dtype=np.float64))
+    except (TypeError, ValueError) as e: raise ValueError(f"labels must be numbers 1, 0, -1 or NaN ({e})") from None
     known = (labels == 1) | (labels == 0) | (labels == -1)
     if (~known & ~labels.isnan()).any():
         bad = sorted(set(labels[~known & ~labels.isnan()].tolist()))[:5]
-        raise ValueError(f"labels must be 1, 0, -1 or NaN; found {bad}")
+        raise ValueError(f"labels must be 1, 0, -1 or NaN; found {bad} (first at index {(~known & ~labels.isnan()).nonzero()[0].tolist()})")
     valid = known & ~((labels == -1) & (uncertain == 'ignore'))
     targets = (labels == 1) | ((labels == -1) & (uncertain == 'positive'))
     return targets.double(), valid
@@ -643,20 +656,39 @@ def _average_ranks(x: Tensor) -> Tensor:
     ranks[order] = ((ends - counts + 1 + ends).double() / 2)[inv]
     return ranks
 
-def auroc(scores: Tensor,  # [N] scores, higher = more likely positive
-          targets: Tensor,  # [N] 0/1
-         ) -> float:  # NaN when only one class is present
+def _as_tensor(x):
+    "A CPU tensor view of a tensor, array or list (detached)."
+    return x.detach().cpu() if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+
+def _scores_targets(scores, targets):
+    "Validated 1-D float64 finite scores and bool 0/1 targets of the same length."
+    s, t = _as_tensor(scores), _as_tensor(targets)
+    if s.ndim != 1 or t.ndim != 1: raise ValueError(f"scores and targets must be 1-D, got shapes {tuple(s.shape)} and {tuple(t.shape)}")
+    if len(s) != len(t): raise ValueError(f"{len(s)} scores for {len(t)} targets")
+    if s.dtype == torch.bool or s.is_complex(): raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
+    s = s.double()
+    if not torch.isfinite(s).all(): raise ValueError(f"scores must be finite; score {int((~torch.isfinite(s)).nonzero()[0])} is {s[~torch.isfinite(s)][0].item()}")
+    if t.dtype != torch.bool:
+        bad = ~((t == 0) | (t == 1))
+        if bad.any(): raise ValueError(f"targets must be 0/1 or bool; found {sorted(set(t[bad].tolist()))[:5]} (first at index {int(bad.nonzero()[0])})")
+        t = t == 1
+    return s, t
+
+def auroc(scores: Tensor,  # [N] finite scores, higher = more likely positive
+          targets: Tensor,  # [N] 0/1 or bool
+         ) -> float:  # NaN when a class is missing (also for N = 0)
     "AUROC = (sum of positive average ranks - P(P+1)/2) / (P·N_neg), ties counted 1/2."
-    scores, targets = torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(targets).bool()
+    scores, targets = _scores_targets(scores, targets)
     n_pos, n_neg = int(targets.sum()), int((~targets).sum())
     if n_pos == 0 or n_neg == 0: return math.nan
     return ((_average_ranks(scores)[targets].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).item()
 
-def auprc(scores: Tensor,  # [N] scores, higher = more likely positive
-          targets: Tensor,  # [N] 0/1
-         ) -> float:  # NaN when only one class is present
+def auprc(scores: Tensor,  # [N] finite scores, higher = more likely positive
+          targets: Tensor,  # [N] 0/1 or bool
+         ) -> float:  # NaN when a class is missing (also for N = 0)
     "AUPRC as average precision: sum_n (R_n - R_{n-1}) P_n over distinct thresholds (no interpolation)."
-    scores, targets = torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(targets).double()
+    scores, targets = _scores_targets(scores, targets)
+    targets = targets.double()
     n_pos = targets.sum()
     if n_pos == 0 or n_pos == len(targets): return math.nan
     s, order = scores.sort(descending=True)
@@ -682,11 +714,14 @@ def classification_metrics(scores,  # [N, L] scores (higher = positive); an all-
         from cxrlab.core import CHEXPERT_LABELS
         label_names = CHEXPERT_LABELS if scores.shape[1] == len(CHEXPERT_LABELS) else [f'label_{i}' for i in range(scores.shape[1])]
     if len(label_names) != scores.shape[1]: raise ValueError(f"{len(label_names)} label names for {scores.shape[1]} columns")
+    if len(set(label_names)) != len(label_names): raise ValueError(f"label_names repeat a name: {list(label_names)}")
     out, aurocs, auprcs = {}, [], []
     for j, name in enumerate(label_names):
         s, v = scores[:, j], valid[:, j]
         if s.isnan().all(): continue
-        if s[v].isnan().any(): raise ValueError(f"label {name!r}: {int(s[v].isnan().sum())} NaN scores among scored images")
+        if not torch.isfinite(s[v]).all():
+            rows = (v & ~torch.isfinite(s)).nonzero(as_tuple=True)[0]
+            raise ValueError(f"label {name!r}: {len(rows)} non-finite (NaN/inf) scores among scored images, first at row {int(rows[0])}")
         a, p = auroc(s[v], targets[v, j]), auprc(s[v], targets[v, j])
         if math.isnan(a): continue
         out[f'AUROC/{name}'], out[f'AUPRC/{name}'] = a, p
@@ -698,19 +733,37 @@ def classification_metrics(scores,  # [N, L] scores (higher = positive); an all-
     return {prefix + k: v for k, v in out.items()}
 
 # %% ../nbs/02_metrics.ipynb #c43e29c1
-def _l2n(x): return torch.nn.functional.normalize(torch.as_tensor(x, dtype=torch.float32), dim=-1)
+def _l2n(x, name='embeddings', ndim=None):
+    "Unit vectors along the last dim (float32); NaN/inf, empty or all-zero vectors are errors naming the vector."
+    x = _as_tensor(x)
+    if ndim is not None and x.ndim != ndim: raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if x.ndim == 0 or x.shape[-1] == 0 or x.numel() == 0: raise ValueError(f"{name} is empty or has no feature dimension: shape {tuple(x.shape)}")
+    flat = x.reshape(-1, x.shape[-1]).float()
+    bad = ~torch.isfinite(flat).all(1) | (flat.norm(dim=1) == 0)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"{name} vector {i} is {'all zeros' if torch.isfinite(flat[i]).all() else 'not finite'}: it has no direction")
+    return torch.nn.functional.normalize(x.float(), dim=-1)
 
 def prompt_ensemble(prompt_embeds,  # [L, P, D] tensor, [P, D] (one class) or list of L tensors [P_l, D]
                    ) -> Tensor:  # [L, D] (or [D] for a single [P, D] input), unit norm
     "Class embedding of a prompt ensemble: normalise(mean_p normalise(e_p))."
-    if isinstance(prompt_embeds, (list, tuple)): return torch.stack([prompt_ensemble(p) for p in prompt_embeds])
-    return _l2n(_l2n(prompt_embeds).mean(-2))
+    if isinstance(prompt_embeds, (list, tuple)):
+        if not prompt_embeds: raise ValueError("prompt_embeds is an empty list: no classes")
+        out = [prompt_ensemble(p) for p in prompt_embeds]
+        if len({e.shape for e in out}) > 1: raise ValueError(f"classes have different embedding widths {sorted({e.shape[-1] for e in out})}")
+        return torch.stack(out)
+    x = _as_tensor(prompt_embeds)
+    if x.ndim not in (2, 3): raise ValueError(f"prompt_embeds must be [P, D] or [L, P, D], got shape {tuple(x.shape)}")
+    return _l2n(_l2n(x, 'prompt embeddings').mean(-2), 'mean of the normalised prompts of a class')
 
 def zero_shot_similarity_scores(image_embeds,  # [N, D] image embeddings
                                 class_embeds,  # [L, D] class (prompt-ensemble) embeddings
                                ) -> Tensor:  # [N, L] cosine similarities
     "Zero-shot single-prompt score: cos(image, class prompt ensemble)."
-    return _l2n(image_embeds) @ _l2n(class_embeds).T
+    img, cls = _l2n(image_embeds, 'image_embeds', 2), _l2n(class_embeds, 'class_embeds', 2)
+    if img.shape[1] != cls.shape[1]: raise ValueError(f"image_embeds have width {img.shape[1]} but class_embeds {cls.shape[1]}")
+    return img @ cls.T
 
 def zero_shot_pos_neg_probs(image_embeds,  # [N, D] image embeddings
                             pos_embeds,  # [L, D] positive prompt-ensemble embeddings
@@ -718,6 +771,9 @@ def zero_shot_pos_neg_probs(image_embeds,  # [N, D] image embeddings
                             logit_scale: float = 100.0,  # tau: the model's exp(logit_scale), e.g. 1/0.01
                            ) -> Tensor:  # [N, L] probabilities of the positive prompt
     "Zero-shot positive-vs-negative prompt softmax: sigmoid(tau * (cos(x, pos) - cos(x, neg)))."
+    if _as_tensor(pos_embeds).shape != _as_tensor(neg_embeds).shape:
+        raise ValueError(f"pos_embeds {tuple(_as_tensor(pos_embeds).shape)} and neg_embeds {tuple(_as_tensor(neg_embeds).shape)} must pair up [L, D]")
+    if not (math.isfinite(logit_scale) and logit_scale > 0): raise ValueError(f"logit_scale must be a positive number, got {logit_scale!r}")
     return torch.sigmoid(logit_scale * (zero_shot_similarity_scores(image_embeds, pos_embeds)
                                         - zero_shot_similarity_scores(image_embeds, neg_embeds)))
 
@@ -731,8 +787,14 @@ def linear_probe_scores(train_embeds,  # [N, D] frozen image embeddings of the t
                        ) -> tuple[Tensor, list[int]]:  # (probabilities [M, L], NaN columns; indices of skipped labels)
     "Linear probe: one sklearn LogisticRegression per label on frozen embeddings -> P(label | test embedding)."
     from sklearn.linear_model import LogisticRegression
-    X, Xt = np.asarray(train_embeds, dtype=np.float64), np.asarray(test_embeds, dtype=np.float64)
+    X, Xt = np.asarray(_as_tensor(train_embeds), dtype=np.float64), np.asarray(_as_tensor(test_embeds), dtype=np.float64)
+    for name, a in (('train_embeds', X), ('test_embeds', Xt)):
+        if a.ndim != 2 or a.shape[1] == 0: raise ValueError(f"{name} must be [N, D] with D >= 1, got shape {a.shape}")
+        if not np.isfinite(a).all(): raise ValueError(f"{name} row {int(np.flatnonzero(~np.isfinite(a).all(1))[0])} contains NaN or infinity")
+    if X.shape[1] != Xt.shape[1]: raise ValueError(f"train_embeds have width {X.shape[1]} but test_embeds {Xt.shape[1]}")
+    if not (C > 0 and math.isfinite(C)): raise ValueError(f"C must be a positive number, got {C!r}")
     targets, valid = binary_targets(train_labels, uncertain)
+    if targets.ndim != 2: raise ValueError(f"train_labels must be [N, L], got shape {tuple(targets.shape)}")
     if len(X) != len(targets): raise ValueError(f"{len(X)} train embeddings but {len(targets)} label rows")
     probs, skipped = np.full((len(Xt), targets.shape[1]), np.nan), []
     for j in range(targets.shape[1]):
@@ -743,16 +805,38 @@ def linear_probe_scores(train_embeds,  # [N, D] frozen image embeddings of the t
     return torch.from_numpy(probs), skipped
 
 # %% ../nbs/02_metrics.ipynb #c5514064
-def _binary_masks(x, threshold, name):
-    "Flatten [B, ...] to [B, HW] bool; floats are thresholded with >= threshold."
-    x = torch.as_tensor(x)
+def _check_unit_interval(x, name):
+    "A real number in [0, 1]."
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)) or not 0 <= x <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {x!r}")
+    return float(x)
+
+def _binary_masks(x, threshold, name, binary_only):
+    "Validate [B, ...] masks and flatten to [B, HW] bool; non-bool values are thresholded with >= threshold."
+    x = _as_tensor(x)
     if x.ndim < 2: raise ValueError(f"{name} must be batched [B, ...], got shape {tuple(x.shape)}")
-    if x.dtype != torch.bool: x = x >= threshold
-    return x.reshape(len(x), -1)
+    if math.prod(x.shape[1:]) == 0: raise ValueError(f"{name} images have no pixels: shape {tuple(x.shape)}")
+    if x.dtype != torch.bool:
+        if x.is_complex(): raise ValueError(f"{name} must be real-valued, got dtype {x.dtype}")
+        flat = x.reshape(x.shape[0], math.prod(x.shape[1:]))
+        bad = ~torch.isfinite(flat.double()).all(1)
+        if bad.any(): raise ValueError(f"{name} image {int(bad.nonzero()[0])} contains NaN or infinity")
+        if binary_only and not ((flat == 0) | (flat == 1)).all():
+            raise ValueError(f"{name} must be 0/1 or bool masks; found {sorted(set(flat[(flat != 0) & (flat != 1)].unique()[:5].tolist()))} "
+                             "(divide 0/255 masks by 255)")
+        if len(flat) and (flat.min() < 0 or flat.max() > 1):
+            raise ValueError(f"{name} values span [{flat.min().item():g}, {flat.max().item():g}], outside [0, 1]: pass probabilities "
+                             "(e.g. the sigmoid of logits) or bool masks")
+        x = x >= threshold
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
 def _pred_target(pred, target, threshold):
-    p, t = _binary_masks(pred, threshold, 'pred'), _binary_masks(target, 0.5, 'target')
-    if p.shape != t.shape: raise ValueError(f"pred {tuple(torch.as_tensor(pred).shape)} and target {tuple(torch.as_tensor(target).shape)} differ")
+    "Validated flat bool prediction and target masks of the same image shape ([B, H, W] or [B, 1, H, W])."
+    _check_unit_interval(threshold, 'threshold')
+    p, t = _binary_masks(pred, threshold, 'pred', False), _binary_masks(target, 0.5, 'target', True)
+    ps, ts = _as_tensor(pred).shape, _as_tensor(target).shape
+    if ps[0] != ts[0] or [d for d in ps[1:] if d != 1] != [d for d in ts[1:] if d != 1]:
+        raise ValueError(f"pred {tuple(ps)} and target {tuple(ts)} differ (same [B, H, W] needed; a size-1 channel is allowed)")
     return p, t
 
 def dice_score(pred,  # [B, ...] probabilities or bool masks
@@ -779,6 +863,7 @@ def pixel_accuracy(pred, target, threshold: float = 0.5) -> Tensor:
 def segmentation_metrics(pred, target, threshold: float = 0.5, empty: float = 1.0, prefix: str = '') -> dict[str, float]:
     "Mean Dice, IoU and pixel accuracy over images, with the count of both-empty images."
     p, t = _pred_target(pred, target, threshold)
+    if len(p) == 0: raise ValueError("segmentation_metrics got a batch of 0 images: nothing to average")
     out = {}
     for name, fn in (('Dice', dice_score), ('IoU', iou_score)):
         out[name], _ = nanmean_counted(fn(p, t, empty=empty))
@@ -792,7 +877,16 @@ def boxes_to_masks(boxes,  # [B, 4] (x0, y0, x1, y1) pixels, or list of [N_b, 4]
                    width: int,  # mask width
                   ) -> Tensor:  # [B, H, W] bool
     "Masks of the pixels whose centre (c + 0.5, r + 0.5) lies inside a box: x0 <= c + .5 <= x1, y0 <= r + .5 <= y1."
-    per_image = [torch.as_tensor(b, dtype=torch.float64).reshape(-1, 4) for b in boxes]
+    height, width = _check_k(height, 'height'), _check_k(width, 'width')
+    per_image = []
+    for i, b in enumerate(boxes):
+        b = _as_tensor(b).double()
+        if b.ndim not in (1, 2) or b.shape[-1] != 4: raise ValueError(f"boxes[{i}] must be [4] or [N, 4] (x0, y0, x1, y1), got shape {tuple(b.shape)}")
+        b = b.reshape(-1, 4)
+        bad = ~torch.isfinite(b).all(1) | (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+        if bad.any(): raise ValueError(f"boxes[{i}] box {int(bad.nonzero()[0])} = {b[bad][0].tolist()} is not finite with x0 <= x1, y0 <= y1")
+        per_image.append(b)
+    if not per_image: return torch.zeros(0, height, width, dtype=torch.bool)
     cx, cy = torch.arange(width, dtype=torch.float64) + .5, torch.arange(height, dtype=torch.float64) + .5
     def one(b):
         inside_x = (cx >= b[:, 0:1]) & (cx <= b[:, 2:3])       # [N, W]
@@ -801,11 +895,16 @@ def boxes_to_masks(boxes,  # [B, 4] (x0, y0, x1, y1) pixels, or list of [N_b, 4]
     return torch.stack([one(b) for b in per_image])
 
 def _maps_regions(maps, regions):
-    maps = torch.as_tensor(maps, dtype=torch.float64); regions = torch.as_tensor(regions).bool()
+    "Validated [B, HW] float64 maps and bool regions (same [B, H, W] shape, finite maps, 0/1 regions)."
+    maps, regions = _as_tensor(maps), _as_tensor(regions)
     if maps.shape != regions.shape or maps.ndim < 2:
         raise ValueError(f"maps {tuple(maps.shape)} and regions {tuple(regions.shape)} must have the same [B, H, W] shape")
-    if not torch.isfinite(maps).all(): raise ValueError("maps contain non-finite values")
-    return maps.reshape(len(maps), -1), regions.reshape(len(regions), -1)
+    regions = _binary_masks(regions, 0.5, 'regions', True)
+    if maps.dtype == torch.bool or maps.is_complex(): raise ValueError(f"maps must be real-valued, got dtype {maps.dtype}")
+    m = maps.double().reshape(regions.shape)
+    bad = ~torch.isfinite(m).all(1)
+    if bad.any(): raise ValueError(f"maps image {int(bad.nonzero()[0])} contains NaN or infinity")
+    return m, regions
 
 # %% ../nbs/02_metrics.ipynb #54602e65
 def contrast_to_noise_ratio(maps,  # [B, H, W] similarity / saliency maps
@@ -833,6 +932,10 @@ def miou_over_thresholds(maps, regions,
                         ) -> Tensor:  # [B], NaN for an empty region
     "mIoU = mean_t IoU(norm(map) >= t, region), norm = per-map min-max scaling (constant map -> 0)."
     m, r = _maps_regions(maps, regions)
+    if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Sequence) or not thresholds:
+        raise ValueError(f"thresholds must be a non-empty sequence of numbers in [0, 1], got {thresholds!r}")
+    thresholds = [_check_unit_interval(t, 'every threshold') for t in thresholds]
+    if len(m) == 0: return torch.zeros(0, dtype=torch.float64)
     lo, hi = m.min(1, keepdim=True).values, m.max(1, keepdim=True).values
     norm = torch.where(hi > lo, (m - lo) / (hi - lo).clamp(min=1e-300), 0.0)
     ious = torch.stack([iou_score(norm >= t, r, empty=math.nan) for t in thresholds], 1)
@@ -845,7 +948,9 @@ def grounding_metrics(maps,  # [B, H, W] similarity maps
                       prefix: str = '',  # prepended to every key
                      ) -> dict[str, float]:
     "Mean CNR, pointing-game accuracy and mIoU over images where each is defined, with the exclusion counts."
-    out = {'n_images': float(len(torch.as_tensor(maps)))}
+    m, _ = _maps_regions(maps, regions)
+    if len(m) == 0: raise ValueError("grounding_metrics got a batch of 0 images: nothing to average")
+    out = {'n_images': float(len(m))}
     for name, v in (('CNR', contrast_to_noise_ratio(maps, regions)), ('PointingGame', pointing_game(maps, regions)),
                     ('mIoU', miou_over_thresholds(maps, regions, thresholds))):
         out[name], out[f'n_undefined/{name}'] = nanmean_counted(v)
@@ -856,9 +961,12 @@ def grounding_metrics(maps,  # [B, H, W] similarity maps
 def _group_index(groups, n):
     "Rows sorted by group, group start offsets and sizes."
     if groups is None: return np.arange(n), np.arange(n), np.ones(n, dtype=np.int64)
-    groups = np.asarray(groups)
-    if len(groups) != n: raise ValueError(f"groups has {len(groups)} entries for {n} rows")
-    _, codes = np.unique(groups, return_inverse=True)
+    groups = np.asarray(_as_tensor(groups) if isinstance(groups, Tensor) else groups)
+    if groups.ndim != 1 or len(groups) != n: raise ValueError(f"groups has shape {groups.shape} for {n} rows (one id per row)")
+    missing = np.isnan(groups) if groups.dtype.kind == 'f' else np.array([g is None or g != g for g in groups], dtype=bool) \
+              if groups.dtype == object else np.zeros(n, dtype=bool)
+    if missing.any(): raise ValueError(f"groups row {int(np.flatnonzero(missing)[0])} has no group id (None/NaN)")
+    _, codes = np.unique(groups.astype(str) if groups.dtype == object else groups, return_inverse=True)
     order = np.argsort(codes, kind='stable')
     sizes = np.bincount(codes)
     return order, np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes
@@ -884,14 +992,21 @@ def bootstrap_ci(metric_fn: Callable,  # metric_fn(*arrays) -> float or dict[str
     if not arrays: raise ValueError("bootstrap_ci needs at least one array")
     n = len(arrays[0])
     if any(len(a) != n for a in arrays): raise ValueError(f"arrays have different lengths: {[len(a) for a in arrays]}")
+    if n == 0: raise ValueError("bootstrap_ci got arrays of length 0: nothing to resample")
+    n_resamples = _check_k(n_resamples, 'n_resamples')
+    if not (isinstance(alpha, (int, float, np.floating)) and 0 < alpha < 1): raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     order, starts, sizes = _group_index(groups, n)
     estimate = metric_fn(*arrays)
+    try: [float(x) for x in (estimate.values() if isinstance(estimate, dict) else [estimate])]
+    except (TypeError, ValueError, RuntimeError): raise ValueError(f"metric_fn must return a number or a dict of numbers, got {estimate!r}") from None
     keys = list(estimate) if isinstance(estimate, dict) else [None]
     rng = np.random.default_rng(seed)
     reps = np.empty((n_resamples, len(keys)))
     for b in range(n_resamples):
         idx = _resample_rows(order, starts, sizes, rng.integers(0, len(sizes), len(sizes)))
         v = metric_fn(*[_take(a, idx) for a in arrays])
+        if isinstance(estimate, dict) and set(v) != set(keys):
+            raise ValueError(f"metric_fn returned keys {sorted(v)} on resample {b}, {sorted(keys)} on the full data")
         reps[b] = [v[k] for k in keys] if isinstance(estimate, dict) else [v]
     out = {}
     for j, k in enumerate(keys):
@@ -909,6 +1024,8 @@ def with_ci_keys(ci: dict, prefix: str = '') -> dict[str, float]:
     "Flatten {name: bootstrap_ci result} to {'name': estimate, 'name_ci_low': low, 'name_ci_high': high}."
     out = {}
     for k, c in ci.items():
+        if not isinstance(c, Mapping) or not {'estimate', 'low', 'high'} <= set(c):
+            raise ValueError(f"ci[{k!r}] is not a bootstrap_ci result (needs estimate, low, high)")
         out.update({prefix + k: c['estimate'], f'{prefix}{k}_ci_low': c['low'], f'{prefix}{k}_ci_high': c['high']})
     return out
 
