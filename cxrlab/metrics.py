@@ -24,6 +24,10 @@ __all__ = ['TIE_POLICIES', 'UNCERTAIN_POLICIES', 'as_sim_rel', 'RelevantRanks', 
            'grounding_metrics', 'bootstrap_ci', 'with_ci_keys', 'retrieval_metrics_ci']
 
 # %% ../nbs/02_metrics.ipynb #fed7553a
+def _as_tensor(x):
+    "A CPU tensor view of a tensor, array or list (detached)."
+    return x.detach().cpu() if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+
 def as_sim_rel(sim,  # [Q, G] similarity (tensor or array), higher is better
                rel=None,  # [Q, G] bool relevance; None = one-to-one (diagonal), needs Q == G
               ) -> tuple[Tensor, Tensor|None]:  # (float sim, bool rel or None)
@@ -339,10 +343,11 @@ def bidirectional_retrieval_metrics(sim_i2t,  # [I, T] image-to-text similarity 
 # %% ../nbs/02_metrics.ipynb #f601fcce
 def _positive_findings(labels, name):
     "[N, L] CheXpert labels (1 / 0 / -1 / NaN, or bool = positive) -> float32 0/1 positives, validated."
-    x = torch.as_tensor(np.asarray(labels))
-    if x.ndim != 2: raise ValueError(f"{name} must be [N, L] labels, got shape {tuple(x.shape)}")
-    if x.dtype == torch.bool: return x.float()
-    x = x.double()
+    a = np.asarray(_as_tensor(labels) if isinstance(labels, Tensor) else labels)
+    if a.ndim != 2: raise ValueError(f"{name} must be [N, L] labels, got shape {a.shape}")
+    if a.dtype == bool: return torch.from_numpy(a).float()
+    try: x = torch.from_numpy(a.astype(np.float64))
+    except (TypeError, ValueError): raise ValueError(f"{name} must hold numbers 1, 0, -1 or NaN (or bool), got dtype {a.dtype}") from None
     bad = ~(x.isnan() | (x == 1) | (x == 0) | (x == -1))
     if bad.any():
         r, c = bad.nonzero()[0].tolist()
@@ -655,10 +660,6 @@ def _average_ranks(x: Tensor) -> Tensor:
     ranks = torch.empty(len(x), dtype=torch.float64)
     ranks[order] = ((ends - counts + 1 + ends).double() / 2)[inv]
     return ranks
-
-def _as_tensor(x):
-    "A CPU tensor view of a tensor, array or list (detached)."
-    return x.detach().cpu() if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
 
 def _scores_targets(scores, targets):
     "Validated 1-D float64 finite scores and bool 0/1 targets of the same length."
