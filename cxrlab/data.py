@@ -344,9 +344,13 @@ SECTION_ALIASES = {
 }
 _ALIAS = {v: k for k, vs in SECTION_ALIASES.items() for v in vs}
 _HEADER_RE = re.compile(r"^[ \t]*([A-Z][A-Z0-9 ()/&,'-]{0,60}):(?=\s|$)", re.M)
+_MARKER_RE = re.compile(  # everything that starts a new section, tried in this order at each line start
+    r"^[ \t]*(?:(?P<rule>_{8,})[ \t]*$"                                                    # a rule of underscores
+    r"|(?P<banner>(?:FINAL|PRELIMINARY|WET READ)?[ \t]*(?:REPORT|(?P<banner_addendum>ADDENDUM)))[ \t]*$"  # banner line
+    r"|(?P<header>[A-Z][A-Z0-9 ()/&,'-]{0,60}):(?=\s|$)"                                   # NAME: header
+    r"|(?P<addendum>(?:FINAL[ \t]+)?ADDENDUM)\b(?![ \t]*:))", re.M)                       # 'ADDENDUM' opening a line
 _DEID_RE = re.compile(r'_{3,}|\bX{3,}\b')
 _WS_RE = re.compile(r'\s+')
-_BANNER_RE = re.compile(r'^[ \t]*(?:FINAL|PRELIMINARY|WET READ)?[ \t]*(?:REPORT|ADDENDUM)[ \t]*$', re.M)  # banner lines without a colon
 
 
 @lru_cache(maxsize=4096)
@@ -365,19 +369,31 @@ def clean_text(text: str,  # raw section or report text
     return ' '.join(text.split())
 
 # %% ../nbs/01_data.ipynb #2bc37c7f
-def _raw_sections(text: str) -> list[tuple[str, str]]:
-    "(normalised name, raw text) pairs; the preamble first."
+def _marker_name(m: re.Match) -> str:
+    "Section name a marker line starts."
+    if m['rule']: return 'after_separator'
+    if m['banner']: return 'addendum' if m['banner_addendum'] else 'banner'
+    if m['addendum']: return 'addendum'
+    return normalise_section_name(m['header'])
+
+
+def _section_spans(text: str) -> list[tuple[str, int, int, int]]:
+    "(name, marker start, body start, end) of every section in report order; the preamble first."
     if not isinstance(text, str): return []
-    if 'REPORT' in text or 'ADDENDUM' in text: text = _BANNER_RE.sub('', text)
-    ms = list(_HEADER_RE.finditer(text))
-    out = [('preamble', text[:ms[0].start() if ms else len(text)])]
+    ms = list(_MARKER_RE.finditer(text))
+    out = [('preamble', 0, 0, ms[0].start() if ms else len(text))]
     for m, nxt in zip(ms, ms[1:] + [None]):
-        out.append((normalise_section_name(m.group(1)), text[m.end():nxt.start() if nxt else len(text)]))
+        out.append((_marker_name(m), m.start(), m.end(), nxt.start() if nxt else len(text)))
     return out
 
 
+def _raw_sections(text: str) -> list[tuple[str, str]]:
+    "(normalised name, raw text) pairs; the preamble first."
+    return [(n, text[b:e]) for n, _, b, e in _section_spans(text)]
+
+
 def split_sections(text: str) -> list[tuple[str, str]]:
-    "Split a report at 'newline, spaces, UPPER CASE NAME, colon' headers into (normalised name, cleaned text) pairs."
+    "Split a report at headers, banners, underscore rules and ADDENDUM lines into (normalised name, cleaned text) pairs."
     return [(n, clean_text(b)) for n, b in _raw_sections(text)]
 
 # %% ../nbs/01_data.ipynb #d1ae77ac
@@ -385,14 +401,17 @@ _PARA_RE = re.compile(r'\n[ \t]*\n')
 _KEPT_SECTIONS = {'findings', 'impression', 'findings_impression', 'addendum'}
 
 
+_NOT_MAIN_TEXT = {'addendum', 'after_separator'}  # cut out of the text the last-paragraph rule reads
+
+
 def parse_report(text: str,  # full report text
-                 include_addendum: bool = False,  # append addenda to the impression
                 ) -> dict:
     "Findings, impression, addendum and the rule used ('sections'|'combined'|'last_paragraph'|'empty')."
-    secs = [(n, b) for n, b in _raw_sections(text) if n in _KEPT_SECTIONS]  # clean only what is kept
+    spans = _section_spans(text)
     last = {}
-    for name, body in secs:
-        body = clean_text(body)
+    for name, _, b, e in spans:
+        if name not in _KEPT_SECTIONS: continue  # clean only what is kept
+        body = clean_text(text[b:e])
         if body: last[name] = body
         if name == 'addendum' and body: last.setdefault('_addenda', []).append(body)
     findings, impression = last.get('findings', ''), last.get('impression', '')
@@ -401,14 +420,13 @@ def parse_report(text: str,  # full report text
     if 'findings_impression' in last and not (findings and impression):
         findings, impression = findings or last['findings_impression'], impression or last['findings_impression']
         source = 'combined'
-    if source == 'empty' and isinstance(text, str) and text.strip():
-        paras = [p for p in _PARA_RE.split(text) if p.strip()]
-        tail = (paras[-1] if paras else text).lstrip('\n')
+    main = ''.join(text[b if name == 'banner' else s:e] for name, s, b, e in spans if name not in _NOT_MAIN_TEXT)  # no banner lines
+    if source == 'empty' and main.strip():
+        paras = [p for p in _PARA_RE.split(main) if p.strip()]
+        tail = (paras[-1] if paras else main).lstrip('\n')
         m = _HEADER_RE.match(tail)  # a last paragraph that starts with an unknown header keeps only its body
         impression = clean_text(tail[m.end():] if m else tail)
-        if not impression and addendum: impression = addendum
         source = 'last_paragraph' if impression else 'empty'
-    if include_addendum and addendum and impression != addendum: impression = f"{impression} {addendum}".strip()
     return {'findings': findings, 'impression': impression, 'addendum': addendum, 'source': source}
 
 # %% ../nbs/01_data.ipynb #3ecc3959
@@ -579,12 +597,23 @@ def _join_text(*parts: str) -> str:
 
 
 def _with_sections(df: pd.DataFrame, texts: pd.Series, include_addendum: bool = False) -> pd.DataFrame:
-    "Add findings/impression/report/section_source columns parsed from raw report `texts` (aligned with df)."
-    parsed = [parse_report(t, include_addendum) for t in texts]
+    "Add findings/impression/addendum/report/section_source columns parsed from raw report `texts` (aligned with df)."
+    parsed = [parse_report(t) for t in texts]
     df = df.copy()
     df['findings'] = [p['findings'] for p in parsed]; df['impression'] = [p['impression'] for p in parsed]
-    df['report'] = [_join_text(p['findings'], p['impression']) for p in parsed]
+    df['addendum'] = [p['addendum'] for p in parsed]
+    df['report'] = [_join_text(p['findings'], p['impression'], p['addendum'] if include_addendum else '') for p in parsed]
     df['section_source'] = [p['source'] for p in parsed]
+    return df
+
+
+def _drop_bad_ids(df: pd.DataFrame, qc: QCReport, cols: Sequence[str] = ID_COLUMNS, digits: Sequence[str] = ()) -> pd.DataFrame:
+    "Drop rows with an empty id (or, for `digits` columns, an id that is not a run of digits), naming each row."
+    for c in cols:
+        df = drop_rows(df, df[c].fillna('').astype(str).str.strip() == '', qc, f'empty_{c}')
+    for c in digits:
+        bad = ~df[c].astype(str).str.fullmatch(r'\d+')
+        df = drop_rows(df, bad, qc, 'bad_id', [f"{c}={v!r} is not a number" for v in df.loc[bad, c]])
     return df
 
 # %% ../nbs/01_data.ipynb #7372c3be
@@ -598,7 +627,8 @@ class ReportStore:
     def __init__(self, path: Path):
         self.path = Path(path); self.zip = None; self.index = None; self._raw = None
         if self.path.is_file():
-            self.zip = zipfile.ZipFile(self.path)
+            try: self.zip = zipfile.ZipFile(self.path)
+            except (zipfile.BadZipFile, OSError) as e: raise DataError(f"{self.path}: not a readable zip archive ({e})") from e
             self.index = {}
             for n in self.zip.namelist():
                 if not n.endswith('.txt'): continue
@@ -624,14 +654,25 @@ class ReportStore:
         if zlib.crc32(out) != info.CRC: raise DataError(f"{self.path.name}:{name}: CRC mismatch (corrupt archive)")
         return out
 
+    def where(self, key: str) -> str:
+        "The file (or archive member) a key is read from, for messages."
+        return f"{self.path.name}:{self.index.get(key, key + '.txt')}" if self.zip is not None else str(self.base/f"{key}.txt")
+
     def get(self, key: str) -> str | None:
-        "Report text for 'pXX/pSUBJECT/sSTUDY', or None if absent."
+        "Report text for 'pXX/pSUBJECT/sSTUDY', or None if absent; `DataError` if it is not readable UTF-8 text."
         if self.zip is not None:
             n = self.index.get(key)
-            return None if n is None else self._read_member(n).decode('utf-8', errors='replace')
-        p = self.base/f"{key}.txt"
-        try: return p.read_text(encoding='utf-8', errors='replace')
-        except FileNotFoundError: return None
+            if n is None: return None
+            try: raw = self._read_member(n)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e: raise DataError(f"{self.where(key)}: corrupt archive member ({e})") from e
+        else:
+            try: raw = (self.base/f"{key}.txt").read_bytes()
+            except FileNotFoundError: return None
+            except OSError as e: raise DataError(f"{self.where(key)}: cannot read ({e})") from e
+        try: text = raw.decode('utf-8')
+        except UnicodeDecodeError as e: raise DataError(f"{self.where(key)}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
+        if '\x00' in text: raise DataError(f"{self.where(key)}: binary content (NUL byte at {text.index(chr(0))})")
+        return text
 
 
 def _mimic_reports_path(data_root: Path, reports: str | Path | None) -> Path:
@@ -646,7 +687,7 @@ def read_mimic(data_root: Path,  # MIMIC-CXR-JPG root (has files/ and the csv.gz
                qc: QCReport,
                reports: str | Path | None = None,  # reports folder or mimic-cxr-reports.zip (default: found near data_root)
                label_file: str | None = 'chexpert',  # 'chexpert' | 'negbio' | a label CSV path | None (label from text)
-               include_addendum: bool = False,  # fold addenda into the impression
+               include_addendum: bool = False,  # also put addenda in the `report` text (never in findings/impression)
                **_) -> pd.DataFrame:
     "MIMIC-CXR-JPG metadata + split + labels + sectioned reports, one row per image."
     meta = read_csv_checked(_find_file(data_root, ['*metadata.csv.gz', '*metadata.csv'], 'metadata CSV'), qc,
@@ -664,6 +705,7 @@ def read_mimic(data_root: Path,  # MIMIC-CXR-JPG root (has files/ and the csv.gz
                        '_src': meta['_src'], '_line': meta['_line']})
     for c in ('Rows', 'Columns', 'StudyDate', 'StudyTime'):
         if c in meta.columns: df[c] = meta[c]
+    df = _drop_bad_ids(df, qc, digits=('subject_id', 'study_id'))
     subj = df['subject_id']
     df['image_path'] = 'files/p' + subj.str[:2] + '/p' + subj + '/s' + df['study_id'] + '/' + df['image_id'] + '.jpg'
     # labels (study level)
@@ -687,7 +729,13 @@ def read_mimic(data_root: Path,  # MIMIC-CXR-JPG root (has files/ and the csv.gz
     store = ReportStore(_mimic_reports_path(data_root, reports))
     studies = df[['subject_id', 'study_id']].drop_duplicates('study_id')
     keys = 'p' + studies['subject_id'].str[:2] + '/p' + studies['subject_id'] + '/s' + studies['study_id']
-    texts = pd.Series([store.get(k) for k in keys], index=studies['study_id'].to_numpy())
+    texts, unreadable = {}, {}
+    for sid, k in zip(studies['study_id'], keys):
+        try: texts[sid] = store.get(k)
+        except DataError as e: unreadable[sid] = str(e)
+    bad = df['study_id'].isin(unreadable.keys())
+    df = drop_rows(df, bad, qc, 'unreadable_report', [unreadable[s] for s in df.loc[bad, 'study_id']])
+    texts = pd.Series({s: t for s, t in texts.items()}, dtype=object).reindex(df['study_id'].unique())
     rep = _with_sections(pd.DataFrame({'study_id': texts.index}), texts.fillna('').to_numpy(), include_addendum)
     df = df.merge(rep, on='study_id', how='left')
     missing = df['study_id'].map(texts.isna())
