@@ -23,13 +23,13 @@ __all__ = ['LABEL_VALUES', 'ID_COLUMNS', 'TEXT_COLUMNS', 'FRONTAL_VIEWS', 'KNOWN
            'SECTION_ALIASES', 'LABELER_SOURCE', 'MIMIC_METADATA_COLUMNS', 'ADAPTERS', 'LABEL_MODES',
            'HAS_OFFICIAL_SPLIT', 'OPENAI_CLIP_MEAN', 'OPENAI_CLIP_STD', 'IMAGENET_MEAN', 'IMAGENET_STD',
            'TRANSFORM_PRESETS', 'AUGMENT', 'DATASET_MODES', 'SECTION_CHOICES', 'CACHE_ASPECT', 'DataError', 'QCReport',
-           'drop_rows', 'read_csv_checked', 'parse_label_values', 'normalise_view', 'empty_manifest', 'paths_inside',
-           'validate_manifest', 'meta_path', 'save_manifest', 'load_manifest', 'image_root', 'normalise_section_name',
-           'clean_text', 'split_sections', 'parse_report', 'patient_split', 'check_patient_disjoint', 'label_texts',
-           'apply_labeler', 'load_image', 'image_problem', 'finalize_manifest', 'ReportStore', 'read_mimic', 'read_iu',
-           'read_iu_xml', 'read_chexpert_plus', 'read_study_csv', 'read_synth', 'build_manifest', 'label_stats',
-           'group_studies', 'CXRTransform', 'make_transforms', 'split_sentences', 'select_text', 'CXRDataset',
-           'make_collate', 'build_image_cache', 'with_image_cache']
+           'drop_rows', 'require_columns', 'read_csv_checked', 'parse_label_values', 'normalise_view', 'empty_manifest',
+           'paths_inside', 'validate_manifest', 'meta_path', 'save_manifest', 'load_manifest', 'image_root',
+           'normalise_section_name', 'clean_text', 'split_sections', 'parse_report', 'patient_split',
+           'check_patient_disjoint', 'label_texts', 'apply_labeler', 'load_image', 'image_problem', 'finalize_manifest',
+           'ReportStore', 'read_mimic', 'read_iu', 'read_iu_xml', 'read_chexpert_plus', 'read_study_csv', 'read_synth',
+           'build_manifest', 'label_stats', 'group_studies', 'CXRTransform', 'make_transforms', 'split_sentences',
+           'select_text', 'CXRDataset', 'make_collate', 'build_image_cache', 'with_image_cache']
 
 # %% ../nbs/01_data.ipynb #29c0aa79
 class DataError(ValueError):
@@ -105,6 +105,7 @@ def drop_rows(df: pd.DataFrame,  # table being built
              ) -> pd.DataFrame:
     "Drop the rows where `bad` is True, recording each one (or raising when strict)."
     bad = np.asarray(bad, dtype=bool)
+    if bad.shape != (len(df),): raise ValueError(f"drop_rows: mask of shape {bad.shape} for {len(df)} rows")
     if not bad.any(): return df
     rows = df[bad]
     if isinstance(detail, str): qc.skip(reason, _where(rows), detail)
@@ -112,16 +113,40 @@ def drop_rows(df: pd.DataFrame,  # table being built
         for w, d in zip(_where(rows), detail): qc.skip(reason, w, d)
     return df[~bad]
 
+
+def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    "Raise `DataError` naming the columns `what` needs that `df` lacks."
+    missing = [c for c in columns if c not in df.columns]
+    if missing: raise DataError(f"{what} needs column(s) {missing}; the table has {list(df.columns)[:20]}")
+
 # %% ../nbs/01_data.ipynb #2eb51f37
-def _open_text(path: Path):
-    "Open a text file, transparently decompressing `.gz`."
-    return gzip.open(path, 'rt', newline='', encoding='utf-8') if str(path).endswith('.gz') else open(path, newline='', encoding='utf-8')
+def _read_bytes(path: Path, qc: QCReport, name: str) -> bytes:
+    "File bytes, `.gz` decompressed; a truncated gzip stream keeps the complete lines before the cut (counted)."
+    try: raw = Path(path).read_bytes()
+    except FileNotFoundError: raise FileNotFoundError(f"{name}: file not found ({path})") from None
+    except OSError as e: raise DataError(f"{name}: cannot read ({e})") from e
+    if not str(path).endswith('.gz'): return raw
+    out, rest = [], raw
+    while rest:  # one decompressor per gzip member (concatenated members are valid gzip)
+        d = zlib.decompressobj(wbits=31)
+        try: out.append(d.decompress(rest))
+        except zlib.error as e:
+            if not out: raise DataError(f"{name}: not a readable gzip file ({e})") from e
+            d = None
+        if d is None or not d.eof:
+            data = b''.join(out)
+            qc.skip('truncated_file', name, f"the gzip stream ends early after {len(data)} bytes; rows after the cut are lost")
+            return data[:data.rfind(b'\n') + 1]  # the partial last line goes too
+        rest = d.unused_data
+    return b''.join(out)
 
 
-def _read_csv_fast(path: Path, name: str, required: Sequence[str]) -> pd.DataFrame | None:
+_BAD_TEXT_RE = re.compile('[\x00\udc80-\udcff]')  # NUL, or bytes that were not UTF-8 (surrogate-escaped)
+
+
+def _read_csv_fast(raw: bytes, name: str, required: Sequence[str]) -> pd.DataFrame | None:
     "pandas' C parser when the file is provably regular (no quoted newlines, no blank or short/long rows), else None."
-    raw = gzip.open(path).read() if str(path).endswith('.gz') else path.read_bytes()
-    if b'\r' in raw: return None
+    if b'\r' in raw or b'\x00' in raw: return None
     lines = raw.split(b'\n')
     if lines and lines[-1] == b'': lines.pop()
     if len(lines) < 2: return None
@@ -150,25 +175,42 @@ def read_csv_checked(path: str | Path,  # CSV or CSV.GZ file with a header row
                     ) -> pd.DataFrame:
     "Read a CSV as strings with `_src`/`_line` provenance; malformed rows are named and skipped."
     path = Path(path); name = name or path.name
-    fast = _read_csv_fast(path, name, required)
-    return fast if fast is not None else _read_csv_module(path, qc, required, name)
+    raw = _read_bytes(path, qc, name)
+    fast = _read_csv_fast(raw, name, required)
+    return fast if fast is not None else _read_csv_module(raw, qc, required, name)
 
 
-def _read_csv_module(path: Path, qc: QCReport, required: Sequence[str], name: str) -> pd.DataFrame:
-    "The careful path: the csv module, line by line, naming every malformed row."
-    with _open_text(path) as f:
-        reader = csv.reader(f)
-        try: header = next(reader)
-        except StopIteration: raise DataError(f"{name}: empty file (no header row)")
-        header = [h.strip().lstrip('\ufeff') for h in header]
-        missing = [c for c in required if c not in header]
-        if missing: raise DataError(f"{name}: missing column(s) {missing}; found {header}")
-        n, rows, lines, line = len(header), [], [], 1
-        for rec in reader:
-            start = line + 1; line = reader.line_num
-            if len(rec) == n: rows.append(rec); lines.append(start)
-            elif len(rec) == 0 or (len(rec) == 1 and not rec[0].strip()): continue  # blank line
-            else: qc.skip('malformed_csv_row', f"{name}:line {start}", f"{len(rec)} fields, expected {n}")
+def _lines(name: str, start: int, end: int) -> list[str]:
+    "'file:line N' for each physical line of a record."
+    return [f"{name}:line {i}" for i in range(start, end + 1)]
+
+
+def _read_csv_module(raw: bytes, qc: QCReport, required: Sequence[str], name: str) -> pd.DataFrame:
+    "The careful path: the csv module, record by record, naming every malformed or undecodable row."
+    text = raw.decode('utf-8', errors='surrogateescape')
+    check_text = _BAD_TEXT_RE.search(text) is not None
+    reader = csv.reader(io.StringIO(text, newline=''), strict=True)  # strict: an unterminated quote is an error, not a swallowed file
+    try: header = next(reader)
+    except StopIteration: raise DataError(f"{name}: empty file (no header row)") from None
+    except csv.Error as e: raise DataError(f"{name}:line 1: unreadable header ({e})") from None
+    if check_text and _BAD_TEXT_RE.search(','.join(header)): raise DataError(f"{name}:line 1: the header is not UTF-8 text")
+    header = [h.strip().lstrip('\ufeff') for h in header]
+    missing = [c for c in required if c not in header]
+    if missing: raise DataError(f"{name}: missing column(s) {missing}; found {header}")
+    n, rows, lines, line = len(header), [], [], reader.line_num
+    while True:
+        try: rec = next(reader)
+        except StopIteration: break
+        except csv.Error as e:
+            qc.skip('malformed_csv_row', _lines(name, line + 1, max(line + 1, reader.line_num)), f"bad quoting: {e}")
+            line = reader.line_num; continue
+        start, line = line + 1, reader.line_num
+        joined = f"; a quote joins lines {start}-{line}" if line > start else ''
+        if len(rec) == 0 or (len(rec) == 1 and not rec[0].strip()): continue  # blank line
+        if len(rec) != n: qc.skip('malformed_csv_row', _lines(name, start, line), f"{len(rec)} fields, expected {n}{joined}")
+        elif check_text and _BAD_TEXT_RE.search(''.join(rec)):
+            qc.skip('undecodable_csv_row', _lines(name, start, line), 'bytes that are not UTF-8 text, or NUL')
+        else: rows.append(rec); lines.append(start)
     df = pd.DataFrame(rows, columns=header, dtype=str) if rows else pd.DataFrame({c: pd.Series(dtype=str) for c in header})
     df['_src'] = name; df['_line'] = np.asarray(lines, dtype=np.int64)
     return df
@@ -213,7 +255,7 @@ VIEW_PREFERENCE = {'PA': 0, 'AP': 1, 'FRONTAL': 2}  # which image represents a s
 
 def normalise_view(v: pd.Series) -> pd.Series:
     "Upper-case, stripped DICOM-style view names with common aliases mapped."
-    s = v.fillna('').astype(str).str.strip().str.upper().str.replace(r'\s+', ' ', regex=True)
+    s = (v if isinstance(v, pd.Series) else pd.Series(list(v), dtype=object)).fillna('').astype(str).str.strip().str.upper().str.replace(r'\s+', ' ', regex=True)
     return s.map(lambda x: VIEW_ALIASES.get(x, x))
 
 
@@ -289,6 +331,7 @@ def save_manifest(df: pd.DataFrame,  # manifest (validated)
                  ) -> Path:
     "Write the manifest (JSONL or Parquet) and its sidecar meta atomically; return the manifest path."
     path = Path(path)
+    if path.suffix not in ('.jsonl', '.parquet'): raise ValueError(f"{path}: a manifest is saved as .jsonl or .parquet")
     out = df[[c for c in df.columns if not c.startswith('_')]]
     if path.suffix == '.parquet':
         with atomic_write(path, 'wb') as f: out.to_parquet(f, index=False)
@@ -300,16 +343,29 @@ def save_manifest(df: pd.DataFrame,  # manifest (validated)
     return path
 
 
+def _first_bad_json_line(path: Path) -> str:
+    "'line N' of the first line of a JSON-lines file that is not one JSON object."
+    for i, raw in enumerate(Path(path).read_bytes().split(b'\n'), 1):
+        if not raw.strip(): continue
+        try:
+            if not isinstance(json.loads(raw.decode('utf-8')), dict): return f"line {i}"
+        except (UnicodeDecodeError, json.JSONDecodeError): return f"line {i}"
+    return 'line ?'
+
+
 def load_manifest(path: str | Path,  # manifest written by `save_manifest` (or any JSONL/Parquet with the columns)
                  ) -> tuple[pd.DataFrame, dict]:
     "Read a manifest and its sidecar meta (empty dict if absent); ids as strings, labels as floats."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: manifest not found")
     str_cols = {c: str for c in ID_COLUMNS + ['dataset', 'image_path', 'view', 'split'] + TEXT_COLUMNS}
-    if path.suffix == '.parquet': df = pd.read_parquet(path)
+    if path.suffix == '.parquet':
+        try: df = pd.read_parquet(path)
+        except Exception as e: raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from e
     else:
         try: df = pd.read_json(path, orient='records', lines=True, dtype=False)
-        except ValueError as e: raise DataError(f"{path}: not valid JSON lines ({e})") from e
+        except (ValueError, UnicodeDecodeError) as e: raise DataError(f"{path}:{_first_bad_json_line(path)}: not valid JSON lines ({e})") from None
+        if len(df) and not set(MANIFEST_COLUMNS) & set(df.columns): raise DataError(f"{path}: no manifest columns (found {list(df.columns)[:10]})")
     for c in str_cols:
         if c in df.columns: df[c] = df[c].where(df[c].notna(), '').astype(str)
     for lab in CHEXPERT_LABELS:
@@ -435,7 +491,10 @@ def patient_split(subject_ids: Iterable[str],  # one id per row (repeats allowed
                   seed: int = 0,  # changes the assignment
                  ) -> np.ndarray:
     "Deterministic split name per row, the same for every row of a subject."
-    ids = pd.Series(list(subject_ids), dtype=str)
+    raw = pd.Series(list(subject_ids), dtype=object)
+    empty = raw.isna() | (raw.astype(str).str.strip() == '')
+    if empty.any(): raise DataError(f"subject_ids row {int(np.flatnonzero(empty.to_numpy())[0])} is missing: every row needs a subject id")
+    ids = raw.astype(str)
     fr = np.asarray(fractions, dtype=float)
     if len(fr) != 3 or (fr < 0).any() or not math.isclose(fr.sum(), 1.0, abs_tol=1e-6):
         raise ValueError(f"fractions={tuple(fractions)} must be three non-negative numbers summing to 1")
@@ -447,6 +506,7 @@ def patient_split(subject_ids: Iterable[str],  # one id per row (repeats allowed
 
 def check_patient_disjoint(df: pd.DataFrame) -> None:
     "Raise `DataError` listing subjects that appear in more than one split."
+    require_columns(df, ['subject_id', 'split'], 'check_patient_disjoint')
     n = df.groupby('subject_id')['split'].nunique()
     leak = n[n > 1]
     if len(leak):
@@ -527,6 +587,16 @@ def _one_per_study(df: pd.DataFrame) -> pd.Series:
     return pd.Series(keep.reindex(df.index).to_numpy(), index=df.index)
 
 
+def _drop_bad_ids(df: pd.DataFrame, qc: QCReport, cols: Sequence[str] = ID_COLUMNS, digits: Sequence[str] = ()) -> pd.DataFrame:
+    "Drop rows with an empty id (or, for `digits` columns, an id that is not a run of digits), naming each row."
+    for c in cols:
+        df = drop_rows(df, df[c].fillna('').astype(str).str.strip() == '', qc, f'empty_{c}')
+    for c in digits:
+        bad = ~df[c].astype(str).str.fullmatch(r'\d+')
+        df = drop_rows(df, bad, qc, 'bad_id', [f"{c}={v!r} is not a number" for v in df.loc[bad, c]])
+    return df
+
+
 def finalize_manifest(df: pd.DataFrame,  # adapter output (manifest columns + provenance)
                       qc: QCReport,  # skips are recorded here
                       data_root: Path | None,  # anchor of relative image paths
@@ -540,7 +610,10 @@ def finalize_manifest(df: pd.DataFrame,  # adapter output (manifest columns + pr
                      ) -> pd.DataFrame:
     "Shared QC, filters and column order for every adapter."
     if images_per_study not in ('all', 'one'): raise ValueError(f"images_per_study={images_per_study!r}: use 'all' or 'one'")
-    df = df.copy()
+    if check_images not in (False, 'exists', 'decode'): raise ValueError(f"check_images={check_images!r}: use False, 'exists' or 'decode'")
+    if max_samples is not None and int(max_samples) < 1: raise ValueError(f"max_samples={max_samples!r}: need at least 1 (or None for all)")
+    require_columns(df, ID_COLUMNS + ['image_path', 'view'], 'finalize_manifest')
+    df = _drop_bad_ids(df.copy(), qc, cols=ID_COLUMNS + ['image_path'])
     for c in TEXT_COLUMNS: df[c] = df[c].fillna('').astype(str) if c in df.columns else ''
     df['view'] = normalise_view(df['view'])
     unk = ~df['view'].isin(KNOWN_VIEWS)
@@ -606,26 +679,20 @@ def _with_sections(df: pd.DataFrame, texts: pd.Series, include_addendum: bool = 
     df['section_source'] = [p['source'] for p in parsed]
     return df
 
-
-def _drop_bad_ids(df: pd.DataFrame, qc: QCReport, cols: Sequence[str] = ID_COLUMNS, digits: Sequence[str] = ()) -> pd.DataFrame:
-    "Drop rows with an empty id (or, for `digits` columns, an id that is not a run of digits), naming each row."
-    for c in cols:
-        df = drop_rows(df, df[c].fillna('').astype(str).str.strip() == '', qc, f'empty_{c}')
-    for c in digits:
-        bad = ~df[c].astype(str).str.fullmatch(r'\d+')
-        df = drop_rows(df, bad, qc, 'bad_id', [f"{c}={v!r} is not a number" for v in df.loc[bad, c]])
-    return df
-
 # %% ../nbs/01_data.ipynb #7372c3be
 MIMIC_METADATA_COLUMNS = ['dicom_id', 'subject_id', 'study_id', 'PerformedProcedureStepDescription', 'ViewPosition',
                           'Rows', 'Columns', 'StudyDate', 'StudyTime', 'ProcedureCodeSequence_CodeMeaning',
                           'ViewCodeSequence_CodeMeaning', 'PatientOrientationCodeSequence_CodeMeaning']
 
 
+_MIMIC_NUMERIC = {'Rows': r'\d+', 'Columns': r'\d+', 'StudyDate': r'\d{8}', 'StudyTime': r'\d+(?:\.\d*)?'}
+
+
 class ReportStore:
     "Report texts keyed by 'pXX/pSUBJECT/sSTUDY', from an unpacked folder or `mimic-cxr-reports.zip`."
     def __init__(self, path: Path):
         self.path = Path(path); self.zip = None; self.index = None; self._raw = None
+        if not self.path.exists(): raise FileNotFoundError(f"{self.path}: MIMIC-CXR reports not found (folder or mimic-cxr-reports.zip)")
         if self.path.is_file():
             try: self.zip = zipfile.ZipFile(self.path)
             except (zipfile.BadZipFile, OSError) as e: raise DataError(f"{self.path}: not a readable zip archive ({e})") from e
@@ -703,8 +770,11 @@ def read_mimic(data_root: Path,  # MIMIC-CXR-JPG root (has files/ and the csv.gz
     df = pd.DataFrame({'dataset': 'mimic', 'subject_id': meta['subject_id'].str.strip(), 'study_id': meta['study_id'].str.strip(),
                        'image_id': meta['dicom_id'].str.strip(), 'view': meta['ViewPosition'], 'split': meta['split'],
                        '_src': meta['_src'], '_line': meta['_line']})
-    for c in ('Rows', 'Columns', 'StudyDate', 'StudyTime'):
-        if c in meta.columns: df[c] = meta[c]
+    for c, pattern in _MIMIC_NUMERIC.items():  # optional metadata: blank is fine, anything else must look like MIMIC's
+        if c not in meta.columns: continue
+        df[c] = meta[c].str.strip()
+        bad = (df[c] != '') & ~df[c].str.fullmatch(pattern)
+        df = drop_rows(df, bad, qc, 'bad_metadata_value', [f"{c}={x!r}" for x in df.loc[bad, c]])
     df = _drop_bad_ids(df, qc, digits=('subject_id', 'study_id'))
     subj = df['subject_id']
     df['image_path'] = 'files/p' + subj.str[:2] + '/p' + subj + '/s' + df['study_id'] + '/' + df['image_id'] + '.jpg'
@@ -735,7 +805,7 @@ def read_mimic(data_root: Path,  # MIMIC-CXR-JPG root (has files/ and the csv.gz
         except DataError as e: unreadable[sid] = str(e)
     bad = df['study_id'].isin(unreadable.keys())
     df = drop_rows(df, bad, qc, 'unreadable_report', [unreadable[s] for s in df.loc[bad, 'study_id']])
-    texts = pd.Series({s: t for s, t in texts.items()}, dtype=object).reindex(df['study_id'].unique())
+    texts = pd.Series(texts, dtype=object).reindex(pd.Index(df['study_id'].unique(), dtype=object))
     rep = _with_sections(pd.DataFrame({'study_id': texts.index}), texts.fillna('').to_numpy(), include_addendum)
     df = df.merge(rep, on='study_id', how='left')
     missing = df['study_id'].map(texts.isna())
@@ -807,7 +877,7 @@ def read_iu_xml(data_root: Path, qc: QCReport, xml_dir: str | None = None, proje
     rows = []
     for f in files:
         try: root = ET.parse(f).getroot()
-        except ET.ParseError as e: qc.skip('malformed_xml', f.name, str(e)); continue
+        except (ET.ParseError, OSError) as e: qc.skip('malformed_xml', f.name, str(e)); continue
         uid = root.find('.//uId'); uid = uid.get('id') if uid is not None else f.stem
         sec = {(a.get('Label') or '').strip().lower(): clean_text(''.join(a.itertext())) for a in root.iter('AbstractText')}
         mesh = ';'.join((m.text or '').strip() for m in root.iter('major') if (m.text or '').strip())
@@ -833,13 +903,13 @@ _CXP_SPLITS = {'train': 'train', 'valid': 'validate', 'validate': 'validate', 'v
 def _read_jsonl(path: Path, qc: QCReport, key: str) -> pd.DataFrame:
     "JSON lines to a DataFrame with provenance; malformed lines and lines without `key` are named and skipped."
     rows, lines = [], []
-    with _open_text(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: obj = json.loads(line)
-            except json.JSONDecodeError as e: qc.skip('malformed_json_line', f"{path.name}:line {i}", str(e)); continue
-            if not isinstance(obj, dict) or key not in obj: qc.skip('malformed_json_line', f"{path.name}:line {i}", f"no '{key}'"); continue
-            rows.append(obj); lines.append(i)
+    for i, raw in enumerate(_read_bytes(path, qc, path.name).split(b'\n'), 1):
+        if not raw.strip(): continue
+        try: obj = json.loads(raw.decode('utf-8'))
+        except UnicodeDecodeError: qc.skip('malformed_json_line', f"{path.name}:line {i}", 'not UTF-8 text'); continue
+        except json.JSONDecodeError as e: qc.skip('malformed_json_line', f"{path.name}:line {i}", str(e)); continue
+        if not isinstance(obj, dict) or key not in obj: qc.skip('malformed_json_line', f"{path.name}:line {i}", f"no '{key}'"); continue
+        rows.append(obj); lines.append(i)
     df = pd.DataFrame(rows)
     if key not in df.columns: df[key] = pd.Series(dtype=str)
     df['_src'] = path.name; df['_line'] = np.asarray(lines, dtype=np.int64)
@@ -861,6 +931,9 @@ def read_chexpert_plus(data_root: Path, qc: QCReport, label_file: str | Path | N
                           required=['path_to_image', 'deid_patient_id', 'frontal_lateral', 'split', 'section_findings', 'section_impression'])
     sec_cols = [c for c in df.columns if c.startswith('section_')]
     fl = df['frontal_lateral'].str.strip().str.upper()
+    bad = ~fl.isin(['FRONTAL', 'LATERAL'])
+    df = drop_rows(df, bad, qc, 'bad_frontal_lateral', [f"frontal_lateral={v!r}, expected Frontal or Lateral" for v in df.loc[bad, 'frontal_lateral']])
+    fl = fl[~bad]
     ap = normalise_view(df['ap_pa']) if 'ap_pa' in df.columns else pd.Series('UNKNOWN', index=df.index)
     view = np.where(ap != 'UNKNOWN', ap, np.where(fl == 'FRONTAL', 'FRONTAL', np.where(fl == 'LATERAL', 'LATERAL', 'UNKNOWN')))
     prefix, suffix = _cxp_image_pattern(data_root, df['path_to_image'])
@@ -1054,6 +1127,8 @@ def label_stats(df: pd.DataFrame,  # manifest
                 level: str = 'image',  # 'image' (rows) or 'study' (first row of each study)
                ) -> pd.DataFrame:
     "Counts per split (columns, plus 'total'): images, studies, patients and each label's `value` count."
+    if value not in LABEL_VALUES: raise ValueError(f"value={value!r}: count one of {LABEL_VALUES}")
+    require_columns(df, ['split', 'study_id', 'subject_id'] + list(CHEXPERT_LABELS), 'label_stats')
     if level == 'study': d = df[~df['study_id'].duplicated()]
     elif level == 'image': d = df
     else: raise ValueError(f"level={level!r}: 'image' or 'study'")
@@ -1067,6 +1142,7 @@ def label_stats(df: pd.DataFrame,  # manifest
 # %% ../nbs/01_data.ipynb #ec297534
 def group_studies(df: pd.DataFrame) -> pd.DataFrame:
     "One row per study: study_id, subject_id, split, rows (positional indices, frontal first), n_images, views."
+    require_columns(df, ['study_id', 'subject_id', 'split', 'view', 'image_id', 'is_frontal'], 'group_studies')
     pref = df['view'].map(VIEW_PREFERENCE).fillna(pd.Series(np.where(df['is_frontal'], 3, 4), index=df.index)).astype(int).to_numpy()
     d = pd.DataFrame({'study_id': df['study_id'].to_numpy(), 'subject_id': df['subject_id'].to_numpy(), 'split': df['split'].to_numpy(),
                       'view': df['view'].to_numpy(), 'image_id': df['image_id'].to_numpy(), '_pref': pref, '_pos': np.arange(len(df))})
@@ -1132,6 +1208,10 @@ def make_transforms(preset: str = 'tiny',  # tiny | rclip_mini | biomedclip | cl
                    ) -> CXRTransform:
     "The image transform of a backbone preset."
     if preset not in TRANSFORM_PRESETS: raise ValueError(f"preset={preset!r}: choose one of {sorted(TRANSFORM_PRESETS)}")
+    if image_size is not None and (isinstance(image_size, bool) or int(image_size) < 8):
+        raise ValueError(f"image_size={image_size!r}: need an integer side of at least 8 pixels")
+    unknown = sorted(set(augment or {}) - set(AUGMENT))
+    if unknown: raise ValueError(f"augment has unknown key(s) {unknown}; known: {sorted(AUGMENT)}")
     cfg = dict(TRANSFORM_PRESETS[preset])
     if image_size is not None and int(image_size) != cfg['crop']:
         cfg['resize'] = max(int(image_size), round(cfg['resize'] * int(image_size) / cfg['crop'])); cfg['crop'] = int(image_size)
@@ -1176,6 +1256,11 @@ class CXRDataset(torch.utils.data.Dataset):
         if mode not in DATASET_MODES: raise ValueError(f"mode={mode!r}: choose one of {DATASET_MODES}")
         if section not in SECTION_CHOICES: raise ValueError(f"section={section!r}: choose one of {SECTION_CHOICES}")
         if mode == 'mask' and 'mask_path' not in manifest.columns: raise DataError("mode='mask' needs a 'mask_path' column")
+        require_columns(manifest, ID_COLUMNS + ['image_path', 'view', 'is_frontal', 'split'] + TEXT_COLUMNS + list(CHEXPERT_LABELS), 'CXRDataset')
+        for name, v in (('max_sentences', max_sentences), ('max_views', max_views)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1: raise ValueError(f"{name}={v!r}: need a positive integer")
+        if not isinstance(sections, (list, tuple)) or not sections or any(s not in SECTION_CHOICES for s in sections):
+            raise ValueError(f"sections={sections!r}: a non-empty list of {SECTION_CHOICES}")
         self.mode, self.section, self.max_sentences, self.max_views, self.sections = mode, section, max_sentences, max_views, tuple(sections)
         self.transform = transform or make_transforms('tiny')
         if mode == 'mask' and not isinstance(self.transform, CXRTransform):
@@ -1188,7 +1273,8 @@ class CXRDataset(torch.utils.data.Dataset):
         self.mask_paths = [self._full(p) if isinstance(p, str) and p else None for p in m['mask_path']] if 'mask_path' in m.columns else None
         self.ids = {k: m[k].astype(str).tolist() for k in ID_COLUMNS}
         self.texts = {k: m[k].fillna('').astype(str).tolist() for k in TEXT_COLUMNS}
-        self.labels = torch.tensor(m[CHEXPERT_LABELS].to_numpy(dtype=np.float32))
+        try: self.labels = torch.tensor(m[CHEXPERT_LABELS].to_numpy(dtype=np.float32))
+        except (TypeError, ValueError) as e: raise DataError(f"CXRDataset: label columns are not numeric ({e}); validate_manifest names the rows") from None
         self.studies = group_studies(m) if mode == 'study' else None
 
     def _full(self, p: str) -> str:
@@ -1246,6 +1332,7 @@ def make_collate(tokenizer: Callable | None = None,  # list[str] -> {'input_ids'
     "A DataLoader collate_fn for `CXRDataset` samples."
     text_keys = tuple(as_list(text_keys))
     def collate(samples: list[dict]) -> dict:
+        if not samples: raise ValueError("collate got an empty list of samples")
         out = {}
         for k in samples[0]:
             vals = [s[k] for s in samples]
@@ -1304,6 +1391,9 @@ def build_image_cache(manifest: pd.DataFrame,  # manifest to cache (image_path r
                       progress: bool = True,  # tqdm progress bar
                      ) -> tuple[pd.DataFrame, QCReport]:
     "Resize every image once into a cache (resumable, parallel); return the manifest pointing at it and a QC report."
+    require_columns(manifest, ['image_path'], 'build_image_cache')
+    if isinstance(size, bool) or int(size) < 8: raise ValueError(f"size={size!r}: need a side of at least 8 pixels")
+    if not 1 <= int(quality) <= 100: raise ValueError(f"quality={quality!r}: JPEG quality is 1..100")
     meta = dict(manifest.attrs.get('meta') or {})
     root = Path(data_root or meta.get('data_root') or '.')
     out_root = Path(cache_dir)/str(int(size))
@@ -1352,6 +1442,8 @@ def with_image_cache(manifest: pd.DataFrame,  # manifest with paths relative to 
                      data_root: str | Path | None = None,  # default: manifest.attrs['meta']['data_root']
                     ) -> pd.DataFrame:
     "The manifest with `image_path` switched to the cached file wherever one exists (absolute paths)."
+    require_columns(manifest, ['image_path'], 'with_image_cache')
+    if isinstance(size, bool) or int(size) < 8: raise ValueError(f"size={size!r}: need a side of at least 8 pixels")
     meta = dict(manifest.attrs.get('meta') or {})
     root = Path(data_root or meta.get('data_root') or '.')
     out_root = Path(cache_dir)/str(int(size))
