@@ -412,6 +412,7 @@ _WS_RE = re.compile(r'\s+')
 @lru_cache(maxsize=4096)
 def normalise_section_name(name: str) -> str:
     "Canonical section name ('CONCLUSIONS' -> 'impression'); unknown names are lower-cased and kept."
+    if not isinstance(name, str): raise TypeError(f"a section name is a string, got {type(name).__name__}")
     n = _WS_RE.sub(' ', name.strip().lower()).strip(' :')
     return _ALIAS.get(n, n)
 
