@@ -477,7 +477,8 @@ def parse_report(text: str,  # full report text
     if 'findings_impression' in last and not (findings and impression):
         findings, impression = findings or last['findings_impression'], impression or last['findings_impression']
         source = 'combined'
-    main = ''.join(text[b if name == 'banner' else s:e] for name, s, b, e in spans if name not in _NOT_MAIN_TEXT)  # no banner lines
+    main = '' if source != 'empty' else \
+        ''.join(text[b if name == 'banner' else s:e] for name, s, b, e in spans if name not in _NOT_MAIN_TEXT)  # no banner lines
     if source == 'empty' and main.strip():
         paras = [p for p in _PARA_RE.split(main) if p.strip()]
         tail = (paras[-1] if paras else main).lstrip('\n')
