@@ -22,14 +22,14 @@ from .core import CHEXPERT_LABELS, MANIFEST_COLUMNS, SPLITS, as_bool, as_list, s
 __all__ = ['LABEL_VALUES', 'ID_COLUMNS', 'TEXT_COLUMNS', 'FRONTAL_VIEWS', 'KNOWN_VIEWS', 'VIEW_ALIASES', 'VIEW_PREFERENCE',
            'SECTION_ALIASES', 'MIMIC_METADATA_COLUMNS', 'ADAPTERS', 'LABEL_MODES', 'HAS_OFFICIAL_SPLIT',
            'OPENAI_CLIP_MEAN', 'OPENAI_CLIP_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'TRANSFORM_PRESETS', 'AUGMENT',
-           'DATASET_MODES', 'SECTION_CHOICES', 'CACHE_ASPECT', 'DataError', 'QCReport', 'drop_rows', 'read_csv_checked',
-           'parse_label_values', 'normalise_view', 'empty_manifest', 'paths_inside', 'validate_manifest', 'meta_path',
-           'save_manifest', 'load_manifest', 'image_root', 'normalise_section_name', 'clean_text', 'split_sections',
-           'parse_report', 'patient_split', 'check_patient_disjoint', 'label_texts', 'apply_labeler', 'load_image',
-           'image_problem', 'finalize_manifest', 'ReportStore', 'read_mimic', 'read_iu', 'read_iu_xml',
-           'read_chexpert_plus', 'read_study_csv', 'read_synth', 'build_manifest', 'label_stats', 'group_studies',
-           'CXRTransform', 'make_transforms', 'split_sentences', 'select_text', 'CXRDataset', 'make_collate',
-           'build_image_cache', 'with_image_cache']
+           'DATASET_MODES', 'SECTION_CHOICES', 'CACHE_ASPECT', 'DataError', 'QCReport', 'drop_rows', 'require_columns',
+           'read_csv_checked', 'parse_label_values', 'normalise_view', 'empty_manifest', 'paths_inside',
+           'validate_manifest', 'meta_path', 'save_manifest', 'load_manifest', 'image_root', 'normalise_section_name',
+           'clean_text', 'split_sections', 'parse_report', 'patient_split', 'check_patient_disjoint', 'label_texts',
+           'apply_labeler', 'load_image', 'image_problem', 'finalize_manifest', 'ReportStore', 'read_mimic', 'read_iu',
+           'read_iu_xml', 'read_chexpert_plus', 'read_study_csv', 'read_synth', 'build_manifest', 'label_stats',
+           'group_studies', 'CXRTransform', 'make_transforms', 'split_sentences', 'select_text', 'CXRDataset',
+           'make_collate', 'build_image_cache', 'with_image_cache']
 
 # %% ../nbs/01_data.ipynb #29c0aa79
 class DataError(ValueError):
@@ -105,6 +105,7 @@ def drop_rows(df: pd.DataFrame,  # table being built
              ) -> pd.DataFrame:
     "Drop the rows where `bad` is True, recording each one (or raising when strict)."
     bad = np.asarray(bad, dtype=bool)
+    if bad.shape != (len(df),): raise ValueError(f"drop_rows: mask of shape {bad.shape} for {len(df)} rows")
     if not bad.any(): return df
     rows = df[bad]
     if isinstance(detail, str): qc.skip(reason, _where(rows), detail)
@@ -112,16 +113,40 @@ def drop_rows(df: pd.DataFrame,  # table being built
         for w, d in zip(_where(rows), detail): qc.skip(reason, w, d)
     return df[~bad]
 
+
+def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    "Raise `DataError` naming the columns `what` needs that `df` lacks."
+    missing = [c for c in columns if c not in df.columns]
+    if missing: raise DataError(f"{what} needs column(s) {missing}; the table has {list(df.columns)[:20]}")
+
 # %% ../nbs/01_data.ipynb #2eb51f37
-def _open_text(path: Path):
-    "Open a text file, transparently decompressing `.gz`."
-    return gzip.open(path, 'rt', newline='', encoding='utf-8') if str(path).endswith('.gz') else open(path, newline='', encoding='utf-8')
+def _read_bytes(path: Path, qc: QCReport, name: str) -> bytes:
+    "File bytes, `.gz` decompressed; a truncated gzip stream keeps the complete lines before the cut (counted)."
+    try: raw = Path(path).read_bytes()
+    except FileNotFoundError: raise FileNotFoundError(f"{name}: file not found ({path})") from None
+    except OSError as e: raise DataError(f"{name}: cannot read ({e})") from e
+    if not str(path).endswith('.gz'): return raw
+    out, rest = [], raw
+    while rest:  # one decompressor per gzip member (concatenated members are valid gzip)
+        d = zlib.decompressobj(wbits=31)
+        try: out.append(d.decompress(rest))
+        except zlib.error as e:
+            if not out: raise DataError(f"{name}: not a readable gzip file ({e})") from e
+            d = None
+        if d is None or not d.eof:
+            data = b''.join(out)
+            qc.skip('truncated_file', name, f"the gzip stream ends early after {len(data)} bytes; rows after the cut are lost")
+            return data[:data.rfind(b'\n') + 1]  # the partial last line goes too
+        rest = d.unused_data
+    return b''.join(out)
 
 
-def _read_csv_fast(path: Path, name: str, required: Sequence[str]) -> pd.DataFrame | None:
+_BAD_TEXT_RE = re.compile('[\x00\udc80-\udcff]')  # NUL, or bytes that were not UTF-8 (surrogate-escaped)
+
+
+def _read_csv_fast(raw: bytes, name: str, required: Sequence[str]) -> pd.DataFrame | None:
     "pandas' C parser when the file is provably regular (no quoted newlines, no blank or short/long rows), else None."
-    raw = gzip.open(path).read() if str(path).endswith('.gz') else path.read_bytes()
-    if b'\r' in raw: return None
+    if b'\r' in raw or b'\x00' in raw: return None
     lines = raw.split(b'\n')
     if lines and lines[-1] == b'': lines.pop()
     if len(lines) < 2: return None
@@ -150,25 +175,42 @@ def read_csv_checked(path: str | Path,  # CSV or CSV.GZ file with a header row
                     ) -> pd.DataFrame:
     "Read a CSV as strings with `_src`/`_line` provenance; malformed rows are named and skipped."
     path = Path(path); name = name or path.name
-    fast = _read_csv_fast(path, name, required)
-    return fast if fast is not None else _read_csv_module(path, qc, required, name)
+    raw = _read_bytes(path, qc, name)
+    fast = _read_csv_fast(raw, name, required)
+    return fast if fast is not None else _read_csv_module(raw, qc, required, name)
 
 
-def _read_csv_module(path: Path, qc: QCReport, required: Sequence[str], name: str) -> pd.DataFrame:
-    "The careful path: the csv module, line by line, naming every malformed row."
-    with _open_text(path) as f:
-        reader = csv.reader(f)
-        try: header = next(reader)
-        except StopIteration: raise DataError(f"{name}: empty file (no header row)")
-        header = [h.strip().lstrip('\ufeff') for h in header]
-        missing = [c for c in required if c not in header]
-        if missing: raise DataError(f"{name}: missing column(s) {missing}; found {header}")
-        n, rows, lines, line = len(header), [], [], 1
-        for rec in reader:
-            start = line + 1; line = reader.line_num
-            if len(rec) == n: rows.append(rec); lines.append(start)
-            elif len(rec) == 0 or (len(rec) == 1 and not rec[0].strip()): continue  # blank line
-            else: qc.skip('malformed_csv_row', f"{name}:line {start}", f"{len(rec)} fields, expected {n}")
+def _lines(name: str, start: int, end: int) -> list[str]:
+    "'file:line N' for each physical line of a record."
+    return [f"{name}:line {i}" for i in range(start, end + 1)]
+
+
+def _read_csv_module(raw: bytes, qc: QCReport, required: Sequence[str], name: str) -> pd.DataFrame:
+    "The careful path: the csv module, record by record, naming every malformed or undecodable row."
+    text = raw.decode('utf-8', errors='surrogateescape')
+    check_text = _BAD_TEXT_RE.search(text) is not None
+    reader = csv.reader(io.StringIO(text, newline=''), strict=True)  # strict: an unterminated quote is an error, not a swallowed file
+    try: header = next(reader)
+    except StopIteration: raise DataError(f"{name}: empty file (no header row)") from None
+    except csv.Error as e: raise DataError(f"{name}:line 1: unreadable header ({e})") from None
+    if check_text and _BAD_TEXT_RE.search(','.join(header)): raise DataError(f"{name}:line 1: the header is not UTF-8 text")
+    header = [h.strip().lstrip('\ufeff') for h in header]
+    missing = [c for c in required if c not in header]
+    if missing: raise DataError(f"{name}: missing column(s) {missing}; found {header}")
+    n, rows, lines, line = len(header), [], [], reader.line_num
+    while True:
+        try: rec = next(reader)
+        except StopIteration: break
+        except csv.Error as e:
+            qc.skip('malformed_csv_row', _lines(name, line + 1, max(line + 1, reader.line_num)), f"bad quoting: {e}")
+            line = reader.line_num; continue
+        start, line = line + 1, reader.line_num
+        joined = f"; a quote joins lines {start}-{line}" if line > start else ''
+        if len(rec) == 0 or (len(rec) == 1 and not rec[0].strip()): continue  # blank line
+        if len(rec) != n: qc.skip('malformed_csv_row', _lines(name, start, line), f"{len(rec)} fields, expected {n}{joined}")
+        elif check_text and _BAD_TEXT_RE.search(''.join(rec)):
+            qc.skip('undecodable_csv_row', _lines(name, start, line), 'bytes that are not UTF-8 text, or NUL')
+        else: rows.append(rec); lines.append(start)
     df = pd.DataFrame(rows, columns=header, dtype=str) if rows else pd.DataFrame({c: pd.Series(dtype=str) for c in header})
     df['_src'] = name; df['_line'] = np.asarray(lines, dtype=np.int64)
     return df
@@ -213,7 +255,7 @@ VIEW_PREFERENCE = {'PA': 0, 'AP': 1, 'FRONTAL': 2}  # which image represents a s
 
 def normalise_view(v: pd.Series) -> pd.Series:
     "Upper-case, stripped DICOM-style view names with common aliases mapped."
-    s = v.fillna('').astype(str).str.strip().str.upper().str.replace(r'\s+', ' ', regex=True)
+    s = (v if isinstance(v, pd.Series) else pd.Series(list(v), dtype=object)).fillna('').astype(str).str.strip().str.upper().str.replace(r'\s+', ' ', regex=True)
     return s.map(lambda x: VIEW_ALIASES.get(x, x))
 
 
@@ -289,6 +331,7 @@ def save_manifest(df: pd.DataFrame,  # manifest (validated)
                  ) -> Path:
     "Write the manifest (JSONL or Parquet) and its sidecar meta atomically; return the manifest path."
     path = Path(path)
+    if path.suffix not in ('.jsonl', '.parquet'): raise ValueError(f"{path}: a manifest is saved as .jsonl or .parquet")
     out = df[[c for c in df.columns if not c.startswith('_')]]
     if path.suffix == '.parquet':
         with atomic_write(path, 'wb') as f: out.to_parquet(f, index=False)
@@ -300,16 +343,29 @@ def save_manifest(df: pd.DataFrame,  # manifest (validated)
     return path
 
 
+def _first_bad_json_line(path: Path) -> str:
+    "'line N' of the first line of a JSON-lines file that is not one JSON object."
+    for i, raw in enumerate(Path(path).read_bytes().split(b'\n'), 1):
+        if not raw.strip(): continue
+        try:
+            if not isinstance(json.loads(raw.decode('utf-8')), dict): return f"line {i}"
+        except (UnicodeDecodeError, json.JSONDecodeError): return f"line {i}"
+    return 'line ?'
+
+
 def load_manifest(path: str | Path,  # manifest written by `save_manifest` (or any JSONL/Parquet with the columns)
                  ) -> tuple[pd.DataFrame, dict]:
     "Read a manifest and its sidecar meta (empty dict if absent); ids as strings, labels as floats."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: manifest not found")
     str_cols = {c: str for c in ID_COLUMNS + ['dataset', 'image_path', 'view', 'split'] + TEXT_COLUMNS}
-    if path.suffix == '.parquet': df = pd.read_parquet(path)
+    if path.suffix == '.parquet':
+        try: df = pd.read_parquet(path)
+        except Exception as e: raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from e
     else:
         try: df = pd.read_json(path, orient='records', lines=True, dtype=False)
-        except ValueError as e: raise DataError(f"{path}: not valid JSON lines ({e})") from e
+        except (ValueError, UnicodeDecodeError) as e: raise DataError(f"{path}:{_first_bad_json_line(path)}: not valid JSON lines ({e})") from None
+        if len(df) and not set(MANIFEST_COLUMNS) & set(df.columns): raise DataError(f"{path}: no manifest columns (found {list(df.columns)[:10]})")
     for c in str_cols:
         if c in df.columns: df[c] = df[c].where(df[c].notna(), '').astype(str)
     for lab in CHEXPERT_LABELS:
@@ -344,14 +400,19 @@ SECTION_ALIASES = {
 }
 _ALIAS = {v: k for k, vs in SECTION_ALIASES.items() for v in vs}
 _HEADER_RE = re.compile(r"^[ \t]*([A-Z][A-Z0-9 ()/&,'-]{0,60}):(?=\s|$)", re.M)
+_MARKER_RE = re.compile(  # everything that starts a new section, tried in this order at each line start
+    r"^[ \t]*(?:(?P<rule>_{8,})[ \t]*$"                                                    # a rule of underscores
+    r"|(?P<banner>(?:FINAL|PRELIMINARY|WET READ)?[ \t]*(?:REPORT|(?P<banner_addendum>ADDENDUM)))[ \t]*$"  # banner line
+    r"|(?P<header>[A-Z][A-Z0-9 ()/&,'-]{0,60}):(?=\s|$)"                                   # NAME: header
+    r"|(?P<addendum>(?:FINAL[ \t]+)?ADDENDUM)\b(?![ \t]*:))", re.M)                       # 'ADDENDUM' opening a line
 _DEID_RE = re.compile(r'_{3,}|\bX{3,}\b')
 _WS_RE = re.compile(r'\s+')
-_BANNER_RE = re.compile(r'^[ \t]*(?:FINAL|PRELIMINARY|WET READ)?[ \t]*(?:REPORT|ADDENDUM)[ \t]*$', re.M)  # banner lines without a colon
 
 
 @lru_cache(maxsize=4096)
 def normalise_section_name(name: str) -> str:
     "Canonical section name ('CONCLUSIONS' -> 'impression'); unknown names are lower-cased and kept."
+    if not isinstance(name, str): raise TypeError(f"a section name is a string, got {type(name).__name__}")
     n = _WS_RE.sub(' ', name.strip().lower()).strip(' :')
     return _ALIAS.get(n, n)
 
@@ -365,19 +426,31 @@ def clean_text(text: str,  # raw section or report text
     return ' '.join(text.split())
 
 # %% ../nbs/01_data.ipynb #2bc37c7f
-def _raw_sections(text: str) -> list[tuple[str, str]]:
-    "(normalised name, raw text) pairs; the preamble first."
+def _marker_name(m: re.Match) -> str:
+    "Section name a marker line starts."
+    if m['rule']: return 'after_separator'
+    if m['banner']: return 'addendum' if m['banner_addendum'] else 'banner'
+    if m['addendum']: return 'addendum'
+    return normalise_section_name(m['header'])
+
+
+def _section_spans(text: str) -> list[tuple[str, int, int, int]]:
+    "(name, marker start, body start, end) of every section in report order; the preamble first."
     if not isinstance(text, str): return []
-    if 'REPORT' in text or 'ADDENDUM' in text: text = _BANNER_RE.sub('', text)
-    ms = list(_HEADER_RE.finditer(text))
-    out = [('preamble', text[:ms[0].start() if ms else len(text)])]
+    ms = list(_MARKER_RE.finditer(text))
+    out = [('preamble', 0, 0, ms[0].start() if ms else len(text))]
     for m, nxt in zip(ms, ms[1:] + [None]):
-        out.append((normalise_section_name(m.group(1)), text[m.end():nxt.start() if nxt else len(text)]))
+        out.append((_marker_name(m), m.start(), m.end(), nxt.start() if nxt else len(text)))
     return out
 
 
+def _raw_sections(text: str) -> list[tuple[str, str]]:
+    "(normalised name, raw text) pairs; the preamble first."
+    return [(n, text[b:e]) for n, _, b, e in _section_spans(text)]
+
+
 def split_sections(text: str) -> list[tuple[str, str]]:
-    "Split a report at 'newline, spaces, UPPER CASE NAME, colon' headers into (normalised name, cleaned text) pairs."
+    "Split a report at headers, banners, underscore rules and ADDENDUM lines into (normalised name, cleaned text) pairs."
     return [(n, clean_text(b)) for n, b in _raw_sections(text)]
 
 # %% ../nbs/01_data.ipynb #d1ae77ac
@@ -385,14 +458,17 @@ _PARA_RE = re.compile(r'\n[ \t]*\n')
 _KEPT_SECTIONS = {'findings', 'impression', 'findings_impression', 'addendum'}
 
 
+_NOT_MAIN_TEXT = {'addendum', 'after_separator'}  # cut out of the text the last-paragraph rule reads
+
+
 def parse_report(text: str,  # full report text
-                 include_addendum: bool = False,  # append addenda to the impression
                 ) -> dict:
     "Findings, impression, addendum and the rule used ('sections'|'combined'|'last_paragraph'|'empty')."
-    secs = [(n, b) for n, b in _raw_sections(text) if n in _KEPT_SECTIONS]  # clean only what is kept
+    spans = _section_spans(text)
     last = {}
-    for name, body in secs:
-        body = clean_text(body)
+    for name, _, b, e in spans:
+        if name not in _KEPT_SECTIONS: continue  # clean only what is kept
+        body = clean_text(text[b:e])
         if body: last[name] = body
         if name == 'addendum' and body: last.setdefault('_addenda', []).append(body)
     findings, impression = last.get('findings', ''), last.get('impression', '')
@@ -401,14 +477,14 @@ def parse_report(text: str,  # full report text
     if 'findings_impression' in last and not (findings and impression):
         findings, impression = findings or last['findings_impression'], impression or last['findings_impression']
         source = 'combined'
-    if source == 'empty' and isinstance(text, str) and text.strip():
-        paras = [p for p in _PARA_RE.split(text) if p.strip()]
-        tail = (paras[-1] if paras else text).lstrip('\n')
+    main = '' if source != 'empty' else \
+        ''.join(text[b if name == 'banner' else s:e] for name, s, b, e in spans if name not in _NOT_MAIN_TEXT)  # no banner lines
+    if source == 'empty' and main.strip():
+        paras = [p for p in _PARA_RE.split(main) if p.strip()]
+        tail = (paras[-1] if paras else main).lstrip('\n')
         m = _HEADER_RE.match(tail)  # a last paragraph that starts with an unknown header keeps only its body
         impression = clean_text(tail[m.end():] if m else tail)
-        if not impression and addendum: impression = addendum
         source = 'last_paragraph' if impression else 'empty'
-    if include_addendum and addendum and impression != addendum: impression = f"{impression} {addendum}".strip()
     return {'findings': findings, 'impression': impression, 'addendum': addendum, 'source': source}
 
 # %% ../nbs/01_data.ipynb #3ecc3959
@@ -417,7 +493,10 @@ def patient_split(subject_ids: Iterable[str],  # one id per row (repeats allowed
                   seed: int = 0,  # changes the assignment
                  ) -> np.ndarray:
     "Deterministic split name per row, the same for every row of a subject."
-    ids = pd.Series(list(subject_ids), dtype=str)
+    raw = pd.Series(list(subject_ids), dtype=object)
+    empty = raw.isna() | (raw.astype(str).str.strip() == '')
+    if empty.any(): raise DataError(f"subject_ids row {int(np.flatnonzero(empty.to_numpy())[0])} is missing: every row needs a subject id")
+    ids = raw.astype(str)
     fr = np.asarray(fractions, dtype=float)
     if len(fr) != 3 or (fr < 0).any() or not math.isclose(fr.sum(), 1.0, abs_tol=1e-6):
         raise ValueError(f"fractions={tuple(fractions)} must be three non-negative numbers summing to 1")
@@ -429,6 +508,7 @@ def patient_split(subject_ids: Iterable[str],  # one id per row (repeats allowed
 
 def check_patient_disjoint(df: pd.DataFrame) -> None:
     "Raise `DataError` listing subjects that appear in more than one split."
+    require_columns(df, ['subject_id', 'split'], 'check_patient_disjoint')
     n = df.groupby('subject_id')['split'].nunique()
     leak = n[n > 1]
     if len(leak):
@@ -507,6 +587,16 @@ def _one_per_study(df: pd.DataFrame) -> pd.Series:
     return pd.Series(keep.reindex(df.index).to_numpy(), index=df.index)
 
 
+def _drop_bad_ids(df: pd.DataFrame, qc: QCReport, cols: Sequence[str] = ID_COLUMNS, digits: Sequence[str] = ()) -> pd.DataFrame:
+    "Drop rows with an empty id (or, for `digits` columns, an id that is not a run of digits), naming each row."
+    for c in cols:
+        df = drop_rows(df, df[c].fillna('').astype(str).str.strip() == '', qc, f'empty_{c}')
+    for c in digits:
+        bad = ~df[c].astype(str).str.fullmatch(r'\d+')
+        df = drop_rows(df, bad, qc, 'bad_id', [f"{c}={v!r} is not a number" for v in df.loc[bad, c]])
+    return df
+
+
 def finalize_manifest(df: pd.DataFrame,  # adapter output (manifest columns + provenance)
                       qc: QCReport,  # skips are recorded here
                       data_root: Path | None,  # anchor of relative image paths
@@ -520,7 +610,10 @@ def finalize_manifest(df: pd.DataFrame,  # adapter output (manifest columns + pr
                      ) -> pd.DataFrame:
     "Shared QC, filters and column order for every adapter."
     if images_per_study not in ('all', 'one'): raise ValueError(f"images_per_study={images_per_study!r}: use 'all' or 'one'")
-    df = df.copy()
+    if check_images not in (False, 'exists', 'decode'): raise ValueError(f"check_images={check_images!r}: use False, 'exists' or 'decode'")
+    if max_samples is not None and int(max_samples) < 1: raise ValueError(f"max_samples={max_samples!r}: need at least 1 (or None for all)")
+    require_columns(df, ID_COLUMNS + ['image_path', 'view'], 'finalize_manifest')
+    df = _drop_bad_ids(df.copy(), qc, cols=ID_COLUMNS + ['image_path'])
     for c in TEXT_COLUMNS: df[c] = df[c].fillna('').astype(str) if c in df.columns else ''
     df['view'] = normalise_view(df['view'])
     unk = ~df['view'].isin(KNOWN_VIEWS)
@@ -577,11 +670,12 @@ def _join_text(*parts: str) -> str:
 
 
 def _with_sections(df: pd.DataFrame, texts: pd.Series, include_addendum: bool = False) -> pd.DataFrame:
-    "Add findings/impression/report/section_source columns parsed from raw report `texts` (aligned with df)."
-    parsed = [parse_report(t, include_addendum) for t in texts]
+    "Add findings/impression/addendum/report/section_source columns parsed from raw report `texts` (aligned with df)."
+    parsed = [parse_report(t) for t in texts]
     df = df.copy()
     df['findings'] = [p['findings'] for p in parsed]; df['impression'] = [p['impression'] for p in parsed]
-    df['report'] = [_join_text(p['findings'], p['impression']) for p in parsed]
+    df['addendum'] = [p['addendum'] for p in parsed]
+    df['report'] = [_join_text(p['findings'], p['impression'], p['addendum'] if include_addendum else '') for p in parsed]
     df['section_source'] = [p['source'] for p in parsed]
     return df
 
@@ -591,12 +685,17 @@ MIMIC_METADATA_COLUMNS = ['dicom_id', 'subject_id', 'study_id', 'PerformedProced
                           'ViewCodeSequence_CodeMeaning', 'PatientOrientationCodeSequence_CodeMeaning']
 
 
+_MIMIC_NUMERIC = {'Rows': r'\d+', 'Columns': r'\d+', 'StudyDate': r'\d{8}', 'StudyTime': r'\d+(?:\.\d*)?'}
+
+
 class ReportStore:
     "Report texts keyed by 'pXX/pSUBJECT/sSTUDY', from an unpacked folder or `mimic-cxr-reports.zip`."
     def __init__(self, path: Path):
         self.path = Path(path); self.zip = None; self.index = None; self._raw = None
+        if not self.path.exists(): raise FileNotFoundError(f"{self.path}: MIMIC-CXR reports not found (folder or mimic-cxr-reports.zip)")
         if self.path.is_file():
-            self.zip = zipfile.ZipFile(self.path)
+            try: self.zip = zipfile.ZipFile(self.path)
+            except (zipfile.BadZipFile, OSError) as e: raise DataError(f"{self.path}: not a readable zip archive ({e})") from e
             self.index = {}
             for n in self.zip.namelist():
                 if not n.endswith('.txt'): continue
@@ -622,14 +721,25 @@ class ReportStore:
         if zlib.crc32(out) != info.CRC: raise DataError(f"{self.path.name}:{name}: CRC mismatch (corrupt archive)")
         return out
 
+    def where(self, key: str) -> str:
+        "The file (or archive member) a key is read from, for messages."
+        return f"{self.path.name}:{self.index.get(key, key + '.txt')}" if self.zip is not None else str(self.base/f"{key}.txt")
+
     def get(self, key: str) -> str | None:
-        "Report text for 'pXX/pSUBJECT/sSTUDY', or None if absent."
+        "Report text for 'pXX/pSUBJECT/sSTUDY', or None if absent; `DataError` if it is not readable UTF-8 text."
         if self.zip is not None:
             n = self.index.get(key)
-            return None if n is None else self._read_member(n).decode('utf-8', errors='replace')
-        p = self.base/f"{key}.txt"
-        try: return p.read_text(encoding='utf-8', errors='replace')
-        except FileNotFoundError: return None
+            if n is None: return None
+            try: raw = self._read_member(n)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e: raise DataError(f"{self.where(key)}: corrupt archive member ({e})") from e
+        else:
+            try: raw = (self.base/f"{key}.txt").read_bytes()
+            except FileNotFoundError: return None
+            except OSError as e: raise DataError(f"{self.where(key)}: cannot read ({e})") from e
+        try: text = raw.decode('utf-8')
+        except UnicodeDecodeError as e: raise DataError(f"{self.where(key)}: not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
+        if '\x00' in text: raise DataError(f"{self.where(key)}: binary content (NUL byte at {text.index(chr(0))})")
+        return text
 
 
 def _mimic_reports_path(data_root: Path, reports: str | Path | None) -> Path:
@@ -644,7 +754,7 @@ def read_mimic(data_root: Path,  # MIMIC-CXR-JPG root (has files/ and the csv.gz
                qc: QCReport,
                reports: str | Path | None = None,  # reports folder or mimic-cxr-reports.zip (default: found near data_root)
                label_file: str | None = 'chexpert',  # 'chexpert' | 'negbio' | a label CSV path | None (label from text)
-               include_addendum: bool = False,  # fold addenda into the impression
+               include_addendum: bool = False,  # also put addenda in the `report` text (never in findings/impression)
                **_) -> pd.DataFrame:
     "MIMIC-CXR-JPG metadata + split + labels + sectioned reports, one row per image."
     meta = read_csv_checked(_find_file(data_root, ['*metadata.csv.gz', '*metadata.csv'], 'metadata CSV'), qc,
@@ -660,8 +770,12 @@ def read_mimic(data_root: Path,  # MIMIC-CXR-JPG root (has files/ and the csv.gz
     df = pd.DataFrame({'dataset': 'mimic', 'subject_id': meta['subject_id'].str.strip(), 'study_id': meta['study_id'].str.strip(),
                        'image_id': meta['dicom_id'].str.strip(), 'view': meta['ViewPosition'], 'split': meta['split'],
                        '_src': meta['_src'], '_line': meta['_line']})
-    for c in ('Rows', 'Columns', 'StudyDate', 'StudyTime'):
-        if c in meta.columns: df[c] = meta[c]
+    for c, pattern in _MIMIC_NUMERIC.items():  # optional metadata: blank is fine, anything else must look like MIMIC's
+        if c not in meta.columns: continue
+        df[c] = meta[c].str.strip()
+        bad = (df[c] != '') & ~df[c].str.fullmatch(pattern)
+        df = drop_rows(df, bad, qc, 'bad_metadata_value', [f"{c}={x!r}" for x in df.loc[bad, c]])
+    df = _drop_bad_ids(df, qc, digits=('subject_id', 'study_id'))
     subj = df['subject_id']
     df['image_path'] = 'files/p' + subj.str[:2] + '/p' + subj + '/s' + df['study_id'] + '/' + df['image_id'] + '.jpg'
     # labels (study level)
@@ -685,7 +799,13 @@ def read_mimic(data_root: Path,  # MIMIC-CXR-JPG root (has files/ and the csv.gz
     store = ReportStore(_mimic_reports_path(data_root, reports))
     studies = df[['subject_id', 'study_id']].drop_duplicates('study_id')
     keys = 'p' + studies['subject_id'].str[:2] + '/p' + studies['subject_id'] + '/s' + studies['study_id']
-    texts = pd.Series([store.get(k) for k in keys], index=studies['study_id'].to_numpy())
+    texts, unreadable = {}, {}
+    for sid, k in zip(studies['study_id'], keys):
+        try: texts[sid] = store.get(k)
+        except DataError as e: unreadable[sid] = str(e)
+    bad = df['study_id'].isin(unreadable.keys())
+    df = drop_rows(df, bad, qc, 'unreadable_report', [unreadable[s] for s in df.loc[bad, 'study_id']])
+    texts = pd.Series(texts, dtype=object).reindex(pd.Index(df['study_id'].unique(), dtype=object))
     rep = _with_sections(pd.DataFrame({'study_id': texts.index}), texts.fillna('').to_numpy(), include_addendum)
     df = df.merge(rep, on='study_id', how='left')
     missing = df['study_id'].map(texts.isna())
@@ -757,7 +877,7 @@ def read_iu_xml(data_root: Path, qc: QCReport, xml_dir: str | None = None, proje
     rows = []
     for f in files:
         try: root = ET.parse(f).getroot()
-        except ET.ParseError as e: qc.skip('malformed_xml', f.name, str(e)); continue
+        except (ET.ParseError, OSError) as e: qc.skip('malformed_xml', f.name, str(e)); continue
         uid = root.find('.//uId'); uid = uid.get('id') if uid is not None else f.stem
         sec = {(a.get('Label') or '').strip().lower(): clean_text(''.join(a.itertext())) for a in root.iter('AbstractText')}
         mesh = ';'.join((m.text or '').strip() for m in root.iter('major') if (m.text or '').strip())
@@ -783,13 +903,13 @@ _CXP_SPLITS = {'train': 'train', 'valid': 'validate', 'validate': 'validate', 'v
 def _read_jsonl(path: Path, qc: QCReport, key: str) -> pd.DataFrame:
     "JSON lines to a DataFrame with provenance; malformed lines and lines without `key` are named and skipped."
     rows, lines = [], []
-    with _open_text(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: obj = json.loads(line)
-            except json.JSONDecodeError as e: qc.skip('malformed_json_line', f"{path.name}:line {i}", str(e)); continue
-            if not isinstance(obj, dict) or key not in obj: qc.skip('malformed_json_line', f"{path.name}:line {i}", f"no '{key}'"); continue
-            rows.append(obj); lines.append(i)
+    for i, raw in enumerate(_read_bytes(path, qc, path.name).split(b'\n'), 1):
+        if not raw.strip(): continue
+        try: obj = json.loads(raw.decode('utf-8'))
+        except UnicodeDecodeError: qc.skip('malformed_json_line', f"{path.name}:line {i}", 'not UTF-8 text'); continue
+        except json.JSONDecodeError as e: qc.skip('malformed_json_line', f"{path.name}:line {i}", str(e)); continue
+        if not isinstance(obj, dict) or key not in obj: qc.skip('malformed_json_line', f"{path.name}:line {i}", f"no '{key}'"); continue
+        rows.append(obj); lines.append(i)
     df = pd.DataFrame(rows)
     if key not in df.columns: df[key] = pd.Series(dtype=str)
     df['_src'] = path.name; df['_line'] = np.asarray(lines, dtype=np.int64)
@@ -811,6 +931,9 @@ def read_chexpert_plus(data_root: Path, qc: QCReport, label_file: str | Path | N
                           required=['path_to_image', 'deid_patient_id', 'frontal_lateral', 'split', 'section_findings', 'section_impression'])
     sec_cols = [c for c in df.columns if c.startswith('section_')]
     fl = df['frontal_lateral'].str.strip().str.upper()
+    bad = ~fl.isin(['FRONTAL', 'LATERAL'])
+    df = drop_rows(df, bad, qc, 'bad_frontal_lateral', [f"frontal_lateral={v!r}, expected Frontal or Lateral" for v in df.loc[bad, 'frontal_lateral']])
+    fl = fl[~bad]
     ap = normalise_view(df['ap_pa']) if 'ap_pa' in df.columns else pd.Series('UNKNOWN', index=df.index)
     view = np.where(ap != 'UNKNOWN', ap, np.where(fl == 'FRONTAL', 'FRONTAL', np.where(fl == 'LATERAL', 'LATERAL', 'UNKNOWN')))
     prefix, suffix = _cxp_image_pattern(data_root, df['path_to_image'])
@@ -1004,6 +1127,8 @@ def label_stats(df: pd.DataFrame,  # manifest
                 level: str = 'image',  # 'image' (rows) or 'study' (first row of each study)
                ) -> pd.DataFrame:
     "Counts per split (columns, plus 'total'): images, studies, patients and each label's `value` count."
+    if value not in LABEL_VALUES: raise ValueError(f"value={value!r}: count one of {LABEL_VALUES}")
+    require_columns(df, ['split', 'study_id', 'subject_id'] + list(CHEXPERT_LABELS), 'label_stats')
     if level == 'study': d = df[~df['study_id'].duplicated()]
     elif level == 'image': d = df
     else: raise ValueError(f"level={level!r}: 'image' or 'study'")
@@ -1017,6 +1142,7 @@ def label_stats(df: pd.DataFrame,  # manifest
 # %% ../nbs/01_data.ipynb #ec297534
 def group_studies(df: pd.DataFrame) -> pd.DataFrame:
     "One row per study: study_id, subject_id, split, rows (positional indices, frontal first), n_images, views."
+    require_columns(df, ['study_id', 'subject_id', 'split', 'view', 'image_id', 'is_frontal'], 'group_studies')
     pref = df['view'].map(VIEW_PREFERENCE).fillna(pd.Series(np.where(df['is_frontal'], 3, 4), index=df.index)).astype(int).to_numpy()
     d = pd.DataFrame({'study_id': df['study_id'].to_numpy(), 'subject_id': df['subject_id'].to_numpy(), 'split': df['split'].to_numpy(),
                       'view': df['view'].to_numpy(), 'image_id': df['image_id'].to_numpy(), '_pref': pref, '_pos': np.arange(len(df))})
@@ -1082,6 +1208,10 @@ def make_transforms(preset: str = 'tiny',  # tiny | rclip_mini | biomedclip | cl
                    ) -> CXRTransform:
     "The image transform of a backbone preset."
     if preset not in TRANSFORM_PRESETS: raise ValueError(f"preset={preset!r}: choose one of {sorted(TRANSFORM_PRESETS)}")
+    if image_size is not None and (isinstance(image_size, bool) or int(image_size) < 8):
+        raise ValueError(f"image_size={image_size!r}: need an integer side of at least 8 pixels")
+    unknown = sorted(set(augment or {}) - set(AUGMENT))
+    if unknown: raise ValueError(f"augment has unknown key(s) {unknown}; known: {sorted(AUGMENT)}")
     cfg = dict(TRANSFORM_PRESETS[preset])
     if image_size is not None and int(image_size) != cfg['crop']:
         cfg['resize'] = max(int(image_size), round(cfg['resize'] * int(image_size) / cfg['crop'])); cfg['crop'] = int(image_size)
@@ -1126,6 +1256,11 @@ class CXRDataset(torch.utils.data.Dataset):
         if mode not in DATASET_MODES: raise ValueError(f"mode={mode!r}: choose one of {DATASET_MODES}")
         if section not in SECTION_CHOICES: raise ValueError(f"section={section!r}: choose one of {SECTION_CHOICES}")
         if mode == 'mask' and 'mask_path' not in manifest.columns: raise DataError("mode='mask' needs a 'mask_path' column")
+        require_columns(manifest, ID_COLUMNS + ['image_path', 'view', 'is_frontal', 'split'] + TEXT_COLUMNS + list(CHEXPERT_LABELS), 'CXRDataset')
+        for name, v in (('max_sentences', max_sentences), ('max_views', max_views)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1: raise ValueError(f"{name}={v!r}: need a positive integer")
+        if not isinstance(sections, (list, tuple)) or not sections or any(s not in SECTION_CHOICES for s in sections):
+            raise ValueError(f"sections={sections!r}: a non-empty list of {SECTION_CHOICES}")
         self.mode, self.section, self.max_sentences, self.max_views, self.sections = mode, section, max_sentences, max_views, tuple(sections)
         self.transform = transform or make_transforms('tiny')
         if mode == 'mask' and not isinstance(self.transform, CXRTransform):
@@ -1138,7 +1273,8 @@ class CXRDataset(torch.utils.data.Dataset):
         self.mask_paths = [self._full(p) if isinstance(p, str) and p else None for p in m['mask_path']] if 'mask_path' in m.columns else None
         self.ids = {k: m[k].astype(str).tolist() for k in ID_COLUMNS}
         self.texts = {k: m[k].fillna('').astype(str).tolist() for k in TEXT_COLUMNS}
-        self.labels = torch.tensor(m[CHEXPERT_LABELS].to_numpy(dtype=np.float32))
+        try: self.labels = torch.tensor(m[CHEXPERT_LABELS].to_numpy(dtype=np.float32))
+        except (TypeError, ValueError) as e: raise DataError(f"CXRDataset: label columns are not numeric ({e}); validate_manifest names the rows") from None
         self.studies = group_studies(m) if mode == 'study' else None
 
     def _full(self, p: str) -> str:
@@ -1196,6 +1332,7 @@ def make_collate(tokenizer: Callable | None = None,  # list[str] -> {'input_ids'
     "A DataLoader collate_fn for `CXRDataset` samples."
     text_keys = tuple(as_list(text_keys))
     def collate(samples: list[dict]) -> dict:
+        if not samples: raise ValueError("collate got an empty list of samples")
         out = {}
         for k in samples[0]:
             vals = [s[k] for s in samples]
@@ -1254,6 +1391,9 @@ def build_image_cache(manifest: pd.DataFrame,  # manifest to cache (image_path r
                       progress: bool = True,  # tqdm progress bar
                      ) -> tuple[pd.DataFrame, QCReport]:
     "Resize every image once into a cache (resumable, parallel); return the manifest pointing at it and a QC report."
+    require_columns(manifest, ['image_path'], 'build_image_cache')
+    if isinstance(size, bool) or int(size) < 8: raise ValueError(f"size={size!r}: need a side of at least 8 pixels")
+    if not 1 <= int(quality) <= 100: raise ValueError(f"quality={quality!r}: JPEG quality is 1..100")
     meta = dict(manifest.attrs.get('meta') or {})
     root = Path(data_root or meta.get('data_root') or '.')
     out_root = Path(cache_dir)/str(int(size))
@@ -1302,6 +1442,8 @@ def with_image_cache(manifest: pd.DataFrame,  # manifest with paths relative to 
                      data_root: str | Path | None = None,  # default: manifest.attrs['meta']['data_root']
                     ) -> pd.DataFrame:
     "The manifest with `image_path` switched to the cached file wherever one exists (absolute paths)."
+    require_columns(manifest, ['image_path'], 'with_image_cache')
+    if isinstance(size, bool) or int(size) < 8: raise ValueError(f"size={size!r}: need a side of at least 8 pixels")
     meta = dict(manifest.attrs.get('meta') or {})
     root = Path(data_root or meta.get('data_root') or '.')
     out_root = Path(cache_dir)/str(int(size))

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math
 import warnings
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 import torch
 from torch import Tensor
@@ -15,23 +15,31 @@ from torch import Tensor
 __all__ = ['TIE_POLICIES', 'UNCERTAIN_POLICIES', 'as_sim_rel', 'RelevantRanks', 'relevant_ranks', 'first_relevant_rank',
            'recall_at_k', 'recall_fraction_at_k', 'precision_at_k', 'reciprocal_rank', 'r_precision',
            'average_precision', 'average_precision_at_r', 'ndcg_at_k', 'ndcg_retrieved_list_normalised',
-           'nanmean_counted', 'retrieval_per_query', 'retrieval_metrics', 'bidirectional_retrieval_metrics',
-           'tie_broken_scores', 'chunked_topk', 'faiss_available', 'faiss_flat_index', 'faiss_topk',
-           'chunked_relevant_ranks', 'binary_targets', 'auroc', 'auprc', 'classification_metrics', 'prompt_ensemble',
-           'zero_shot_similarity_scores', 'zero_shot_pos_neg_probs', 'linear_probe_scores', 'dice_score', 'iou_score',
-           'pixel_accuracy', 'segmentation_metrics', 'boxes_to_masks', 'contrast_to_noise_ratio', 'pointing_game',
-           'miou_over_thresholds', 'grounding_metrics', 'bootstrap_ci', 'with_ci_keys', 'retrieval_metrics_ci']
+           'nanmean_counted', 'check_ks', 'retrieval_per_query', 'retrieval_metrics', 'bidirectional_retrieval_metrics',
+           'label_overlap_relevance', 'tie_broken_scores', 'as_row_set', 'dot_product_scores', 'chunked_topk',
+           'faiss_available', 'faiss_flat_index', 'faiss_topk', 'chunked_relevant_ranks', 'binary_targets', 'auroc',
+           'auprc', 'classification_metrics', 'prompt_ensemble', 'zero_shot_similarity_scores',
+           'zero_shot_pos_neg_probs', 'linear_probe_scores', 'dice_score', 'iou_score', 'pixel_accuracy',
+           'segmentation_metrics', 'boxes_to_masks', 'contrast_to_noise_ratio', 'pointing_game', 'miou_over_thresholds',
+           'grounding_metrics', 'bootstrap_ci', 'with_ci_keys', 'retrieval_metrics_ci']
 
 # %% ../nbs/02_metrics.ipynb #fed7553a
+def _as_tensor(x):
+    "A CPU tensor view of a tensor, array or list (detached)."
+    return x.detach().cpu() if isinstance(x, Tensor) else torch.as_tensor(np.asarray(x))
+
 def as_sim_rel(sim,  # [Q, G] similarity (tensor or array), higher is better
                rel=None,  # [Q, G] bool relevance; None = one-to-one (diagonal), needs Q == G
               ) -> tuple[Tensor, Tensor|None]:  # (float sim, bool rel or None)
     "Validate and convert a similarity matrix and its relevance matrix."
     sim = torch.as_tensor(sim).detach()
     if sim.ndim != 2: raise ValueError(f"sim must be 2-D [queries, gallery], got shape {tuple(sim.shape)}")
+    if sim.shape[0] == 0: raise ValueError(f"sim has no queries (shape {tuple(sim.shape)})")
+    if sim.shape[1] == 0: raise ValueError(f"the gallery is empty: sim has shape {tuple(sim.shape)}")
+    if sim.dtype == torch.bool or sim.is_complex(): raise ValueError(f"sim must be real-valued scores, got dtype {sim.dtype}")
     if not sim.is_floating_point(): sim = sim.double()
     elif sim.dtype in (torch.float16, torch.bfloat16): sim = sim.float()  # low precision creates ties: kept, not broken
-    if not torch.isfinite(sim).all():
+    if not torch.isfinite(sim.sum()) and not torch.isfinite(sim).all():  # a finite sum proves every entry finite, fast
         bad = (~torch.isfinite(sim)).nonzero()[0].tolist()
         raise ValueError(f"sim contains a non-finite value (first at row {bad[0]}, column {bad[1]})")
     if rel is None:
@@ -84,6 +92,34 @@ def _sort_rows_desc(sim):
         return sim.gather(1, order), order
     return sim.sort(dim=1, descending=True)
 
+def _count_rows(mask):
+    "Number of True entries per row ([Q] long); numpy's count_nonzero is ~5x faster than a torch bool sum on CPU."
+    if mask.device.type == 'cpu': return torch.from_numpy(np.count_nonzero(mask.numpy(), axis=1)).long()
+    return mask.sum(1)
+
+def _key_sortable(sim):
+    "True when the scores are on the CPU and exactly representable in float32 (the key sort's precondition)."
+    if sim.device.type != 'cpu': return False
+    return sim.dtype == torch.float32 or bool((sim.float().double() == sim).all())
+
+def _positions_by_key_sort(sim, rel, r_max, ties):
+    "Positions from one sort of int64 keys: score descending, tie policy in the low bit; pos = sorted index + 1."
+    a = sim.float().numpy() + np.float32(0)                # + 0 maps -0.0 to +0.0: equal scores need equal keys
+    u = a.view(np.int32)
+    k = u ^ ((u >> 31) & np.int32(0x7fffffff))             # int32 keys ordered like the floats
+    r = np.eye(*a.shape, dtype=bool) if rel is None else rel.numpy()
+    later = r if ties == 'pessimistic' else ~r             # among equal scores, low bit 0 sorts first
+    s = np.sort(np.int64(-2) * k | later, axis=1)          # ascending key = descending score
+    hit = (s & 1).astype(bool)
+    if ties != 'pessimistic': hit = ~hit
+    q, g = a.shape
+    n_rel = np.count_nonzero(hit, axis=1)
+    flat = np.flatnonzero(hit)                             # relevant items, row-major, increasing position
+    row_of = np.repeat(np.arange(q), n_rel)
+    out = np.full((q, r_max), np.inf)                      # i-th relevant item of row r -> out[r, i] = position + 1
+    out.reshape(-1)[np.arange(len(flat)) + np.repeat(np.arange(q) * r_max - (np.cumsum(n_rel) - n_rel), n_rel)] = flat - row_of * g + 1
+    return torch.from_numpy(out)
+
 def _positions_by_sorting(sim, rel, r_max, ties):
     "Same positions from one row sort: pos = 1 + i + irrelevant items up to the end / before the start of the tie group."
     v, order = _sort_rows_desc(sim)
@@ -114,6 +150,8 @@ def _positions_by_sorting(sim, rel, r_max, ties):
     return out
 
 # %% ../nbs/02_metrics.ipynb #57d52d6b
+_COUNT_MAX_RELEVANT = (2, 8)  # 'auto' counts while R_max <= this (one [Q, G] pass per relevant item): (key sort, argsort)
+
 def relevant_ranks(sim,  # [Q, G] similarity, higher is better
                    rel=None,  # [Q, G] bool relevance; None = one-to-one (query i <-> gallery i)
                    ties: str = 'pessimistic',  # 'pessimistic': tied irrelevant items rank first; 'optimistic': last
@@ -122,64 +160,90 @@ def relevant_ranks(sim,  # [Q, G] similarity, higher is better
     "Sorted 1-based positions of relevant items: pos_i = 1 + i + #{irrelevant j: s_j >= r_i} (pessimistic)."
     _check_ties(ties)
     sim, rel = as_sim_rel(sim, rel)
-    n_rel = torch.ones(sim.shape[0], dtype=torch.long, device=sim.device) if rel is None else rel.sum(1)
+    n_rel = torch.ones(sim.shape[0], dtype=torch.long, device=sim.device) if rel is None else _count_rows(rel)
     r_max = max(int(n_rel.max()), 1) if len(n_rel) else 1
-    if method == 'auto': method = 'count' if r_max <= 8 else 'sort'  # ~50 ms per comparison pass vs ~0.6 s sort at 3k x 3k
-    if method == 'count': pos = _positions_by_counting(sim, rel, _relevant_scores(sim, rel, r_max), ties)
-    elif method == 'sort': pos = _positions_by_sorting(sim, rel, r_max, ties)
+    if method == 'auto': method = 'count' if r_max <= _COUNT_MAX_RELEVANT[0 if _key_sortable(sim) else 1] else 'sort'
+    if method == 'count':
+        pos = _positions_by_counting(sim, rel, _relevant_scores(sim, rel, r_max), ties).cpu()
+        pos = pos.masked_fill(torch.arange(r_max) >= n_rel.cpu().unsqueeze(1), math.inf)
+    elif method == 'sort':
+        pos = (_positions_by_key_sort(sim, rel, r_max, ties) if _key_sortable(sim)
+               else _positions_by_sorting(sim, rel, r_max, ties).cpu())
     else: raise ValueError(f"method must be auto|count|sort, got {method!r}")
-    pos = pos.cpu()
-    n_rel = n_rel.cpu()
-    pos = pos.masked_fill(torch.arange(r_max) >= n_rel.unsqueeze(1), math.inf)
-    return RelevantRanks(pos, n_rel, sim.shape[1])
+    return RelevantRanks(pos, n_rel.cpu(), sim.shape[1])
 
 # %% ../nbs/02_metrics.ipynb #964caa2b
 def _per_query(values, rr):
     "Mark queries without relevant items as NaN."
     return values.masked_fill(rr.n_rel == 0, math.nan)
 
+def _check_rr(rr):
+    "The metric functions take the RelevantRanks of `relevant_ranks`, not a similarity matrix."
+    if not isinstance(rr, RelevantRanks):
+        raise TypeError(f"expected the RelevantRanks returned by relevant_ranks(sim, rel), got {type(rr).__name__}")
+
+def _check_k(k, name='k'):
+    "A cut-off is a positive integer."
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"{name} must be a positive integer, got {k!r}")
+    return int(k)
+
 def _hits_at(rr, k):
     "Number of relevant items within the top k: #{i: p_i <= k} (p_i >= i, so only the first k columns can count)."
     cols = rr.pos.shape[1] if isinstance(k, Tensor) else min(int(k), rr.pos.shape[1])
-    return (rr.pos[:, :cols] <= k).sum(1).double()
+    return _count_rows(rr.pos[:, :cols] <= k).double()
 
 def first_relevant_rank(rr: RelevantRanks) -> Tensor:
     "Rank of the first relevant item, p_1 (1-based); NaN if none."
+    _check_rr(rr)
     return _per_query(rr.pos[:, 0].clone(), rr)
 
 def recall_at_k(rr: RelevantRanks, k: int) -> Tensor:
     "Hit rate at k (the image-text retrieval 'Recall@K'): 1[p_1 <= k]."
+    _check_rr(rr); k = _check_k(k)
     return _per_query((rr.pos[:, 0] <= k).double(), rr)
 
 def recall_fraction_at_k(rr: RelevantRanks, k: int) -> Tensor:
     "Information-retrieval recall at k: #{i: p_i <= k} / R."
+    _check_rr(rr); k = _check_k(k)
     return _per_query(_hits_at(rr, k) / rr.n_rel.clamp(min=1), rr)
 
 def precision_at_k(rr: RelevantRanks, k: int) -> Tensor:
     "Precision at k: #{i: p_i <= k} / k (k is not reduced when the gallery is shorter)."
+    _check_rr(rr); k = _check_k(k)
     return _per_query(_hits_at(rr, k) / k, rr)
 
 def reciprocal_rank(rr: RelevantRanks) -> Tensor:
     "Reciprocal rank of the first relevant item, 1 / p_1 (its mean over queries is MRR)."
+    _check_rr(rr)
     return _per_query(1.0 / rr.pos[:, 0], rr)
 
 # %% ../nbs/02_metrics.ipynb #450efb5b
 def r_precision(rr: RelevantRanks) -> Tensor:
     "R-precision ('accuracy@n' in ReMiX): #{i: p_i <= R} / R."
+    _check_rr(rr)
     return _per_query(_hits_at(rr, rr.n_rel.unsqueeze(1)) / rr.n_rel.clamp(min=1), rr)
 
 def _precision_at_relevant(rr):
     "i / p_i for the i-th relevant item (1-based i); 0 in padding."
     return torch.arange(1, rr.pos.shape[1] + 1, dtype=torch.float64) / rr.pos
 
+def _ap_and_ap_at_r(rr):
+    "AP and AP@R from one pass of i / p_i; p_i <= R holds for a prefix of each row, so AP@R sums the first h columns."
+    _check_rr(rr)
+    prec, R = _precision_at_relevant(rr), rr.n_rel.clamp(min=1)
+    h = _hits_at(rr, rr.n_rel.unsqueeze(1)).long()                   # h = #{i: p_i <= R}
+    cols = int(h.max()) if len(h) else 0
+    ap_r = torch.where(torch.arange(cols) < h.unsqueeze(1), prec[:, :cols], 0.).sum(1)
+    return _per_query(prec.sum(1) / R, rr), _per_query(ap_r / R, rr)
+
 def average_precision(rr: RelevantRanks) -> Tensor:
     "Average precision over the full ranking: (1/R) * sum_i i / p_i."
-    return _per_query(_precision_at_relevant(rr).sum(1) / rr.n_rel.clamp(min=1), rr)
+    return _ap_and_ap_at_r(rr)[0]
 
 def average_precision_at_r(rr: RelevantRanks) -> Tensor:
     "AP@R (mean over queries = mAP@R): (1/R) * sum_{i: p_i <= R} i / p_i."
-    inside = rr.pos <= rr.n_rel.unsqueeze(1)
-    return _per_query((_precision_at_relevant(rr) * inside).sum(1) / rr.n_rel.clamp(min=1), rr)
+    return _ap_and_ap_at_r(rr)[1]
 
 # %% ../nbs/02_metrics.ipynb #c48a7df5
 def _discounts(n):
@@ -198,20 +262,33 @@ def _ideal_dcg(n_ideal, k):
 
 def ndcg_at_k(rr: RelevantRanks, k: int) -> Tensor:
     "nDCG@k = sum_{i: p_i<=k} 1/log2(p_i+1) / sum_{j=1}^{min(R,k)} 1/log2(j+1) (ideal over ALL relevant items)."
+    _check_rr(rr); k = _check_k(k)
     return _per_query(_dcg_at_k(rr, k) / _ideal_dcg(rr.n_rel, k).clamp(min=1e-300), rr)
 
 def ndcg_retrieved_list_normalised(rr: RelevantRanks, k: int) -> Tensor:
     "ReMiX-style 'NDCG': DCG@k / ideal DCG of the retrieved top-k list, h = #{i: p_i<=k}; 0 when h = 0. Inflated."
+    _check_rr(rr); k = _check_k(k)
     h = _hits_at(rr, k)
     return _per_query(_dcg_at_k(rr, k) / _ideal_dcg(h, k).clamp(min=1e-300), rr)
 
 # %% ../nbs/02_metrics.ipynb #2725c9b3
 def nanmean_counted(x: Tensor) -> tuple[float, int]:
     "Mean over the non-NaN entries and the number of NaN entries dropped."
-    x = torch.as_tensor(x, dtype=torch.float64)
+    x = torch.as_tensor(x, dtype=torch.float64).reshape(-1)
+    if len(x) == 0: raise ValueError("no values to average")
     ok = ~x.isnan()
     if not ok.any(): raise ValueError(f"all {len(x)} values are NaN: nothing to average")
     return x[ok].mean().item(), int((~ok).sum())
+
+def check_ks(ks) -> tuple[int, ...]:
+    "Validate retrieval cut-offs: a non-empty sequence of distinct positive integers."
+    if isinstance(ks, (np.ndarray, Tensor)): ks = ks.tolist()
+    if isinstance(ks, (str, bytes)) or not isinstance(ks, Sequence):
+        raise ValueError(f"ks must be a sequence of positive integers such as (1, 5, 10), got {ks!r}")
+    if len(ks) == 0: raise ValueError("ks is empty: give at least one cut-off, e.g. ks=(1, 5, 10)")
+    out = tuple(_check_k(k, f"every cut-off in ks={tuple(ks)!r}") for k in ks)
+    if len(set(out)) != len(out): raise ValueError(f"ks={tuple(ks)!r} repeats a cut-off")
+    return out
 
 def retrieval_per_query(sim,  # [Q, G] similarity, higher is better
                         rel=None,  # [Q, G] bool relevance; None = one-to-one
@@ -219,12 +296,13 @@ def retrieval_per_query(sim,  # [Q, G] similarity, higher is better
                         ties: str = 'pessimistic',  # tie policy, see `relevant_ranks`
                        ) -> dict[str, Tensor]:
     "Per-query values ([Q], NaN where a query has no relevant item) of every retrieval metric."
+    ks = check_ks(ks)
     rr = relevant_ranks(sim, rel, ties=ties)
     kmax = max(ks)
     out = {f'R@{k}': recall_at_k(rr, k) for k in ks}
+    ap, ap_r = _ap_and_ap_at_r(rr)
     out.update({'rank': first_relevant_rank(rr), 'RR': reciprocal_rank(rr), f'nDCG@{kmax}': ndcg_at_k(rr, kmax),
-                'R-Precision': r_precision(rr), f'P@{kmax}': precision_at_k(rr, kmax),
-                'AP': average_precision(rr), 'AP@R': average_precision_at_r(rr)})
+                'R-Precision': r_precision(rr), f'P@{kmax}': precision_at_k(rr, kmax), 'AP': ap, 'AP@R': ap_r})
     return out
 
 # %% ../nbs/02_metrics.ipynb #42af405c
@@ -257,9 +335,35 @@ def bidirectional_retrieval_metrics(sim_i2t,  # [I, T] image-to-text similarity 
                                     ties: str = 'pessimistic',  # tie policy, see `relevant_ranks`
                                    ) -> dict[str, float]:
     "`retrieval_metrics` for image->text on sim and text->image on sim.T (relevance transposed)."
+    if len(prefixes) != 2 or prefixes[0] == prefixes[1]: raise ValueError(f"prefixes must be two different strings, got {prefixes!r}")
     sim, rel = as_sim_rel(sim_i2t, rel)
     return {**retrieval_metrics(sim, rel, ks, prefixes[0], ties),
             **retrieval_metrics(sim.T, None if rel is None else rel.T, ks, prefixes[1], ties)}
+
+# %% ../nbs/02_metrics.ipynb #f601fcce
+def _positive_findings(labels, name):
+    "[N, L] CheXpert labels (1 / 0 / -1 / NaN, or bool = positive) -> float32 0/1 positives, validated."
+    a = np.asarray(_as_tensor(labels) if isinstance(labels, Tensor) else labels)
+    if a.ndim != 2: raise ValueError(f"{name} must be [N, L] labels, got shape {a.shape}")
+    if a.dtype == bool: return torch.from_numpy(a).float()
+    try: x = torch.from_numpy(a.astype(np.float64))
+    except (TypeError, ValueError): raise ValueError(f"{name} must hold numbers 1, 0, -1 or NaN (or bool), got dtype {a.dtype}") from None
+    bad = ~(x.isnan() | (x == 1) | (x == 0) | (x == -1))
+    if bad.any():
+        r, c = bad.nonzero()[0].tolist()
+        raise ValueError(f"{name} row {r}, column {c}: label {x[r, c].item()!r} is not 1, 0, -1 or NaN")
+    return (x == 1).float()
+
+def label_overlap_relevance(labels_q,  # [Q, L] CheXpert labels 1 / 0 / -1 / NaN (or bool positives) of the queries
+                            labels_g,  # [G, L] labels of the gallery items, same L columns in the same order
+                            min_shared: int = 1,  # relevant when at least this many findings are positive in both
+                           ) -> Tensor:  # [Q, G] bool
+    "Relevance = #{l: labels_q[q, l] == 1 and labels_g[g, l] == 1} >= min_shared (positive findings only)."
+    pq, pg = _positive_findings(labels_q, 'labels_q'), _positive_findings(labels_g, 'labels_g')
+    if pq.shape[1] != pg.shape[1]: raise ValueError(f"labels_q has {pq.shape[1]} label columns, labels_g {pg.shape[1]}")
+    min_shared = _check_k(min_shared, 'min_shared')
+    if min_shared > pq.shape[1]: raise ValueError(f"min_shared={min_shared} exceeds the {pq.shape[1]} label columns")
+    return (pq @ pg.T) >= min_shared  # float32 counts are exact below 2**24 labels
 
 # %% ../nbs/02_metrics.ipynb #17c2468b
 def tie_broken_scores(sim,  # [Q, G] scores with ties
@@ -269,6 +373,7 @@ def tie_broken_scores(sim,  # [Q, G] scores with ties
     "Strictly ordered scores that encode the tie policy (for comparing with tie-agnostic references)."
     _check_ties(ties)
     sim, rel = np.asarray(sim, dtype=np.float64), np.asarray(rel, dtype=bool)
+    if sim.ndim != 2 or sim.shape != rel.shape: raise ValueError(f"sim {sim.shape} and rel {rel.shape} must be the same [Q, G] shape")
     second = rel if ties == 'pessimistic' else ~rel  # lexsort is ascending: the smaller key ranks first
     out = np.empty(sim.shape, dtype=np.float64)
     for q in range(sim.shape[0]):
@@ -277,41 +382,124 @@ def tie_broken_scores(sim,  # [Q, G] scores with ties
     return out
 
 # %% ../nbs/02_metrics.ipynb #99c47a47
-def chunked_topk(queries: Tensor,  # [Q, D] query embeddings
-                 gallery: Tensor,  # [G, D] gallery embeddings
-                 k: int = 10,  # number of neighbours
+def _rows(x, idx):
+    "Rows `idx` (slice or index tensor) of a row set: a tensor or a dict of row-aligned tensors."
+    return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
+
+def _n_rows(x) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+def _first_nonfinite_row(v, block=65536):
+    "Index of the first row of `v` holding a NaN or infinity (checked in blocks, no full-size mask), else None."
+    for r0 in range(0, len(v), block):
+        bad = ~torch.isfinite(v[r0:r0 + block].reshape(len(v[r0:r0 + block]), -1)).all(1)
+        if bad.any(): return r0 + int(bad.nonzero()[0])
+    return None
+
+def as_row_set(x,  # Tensor [N, ...] or dict of tensors sharing the first dimension N
+               name: str = 'rows',  # used in error messages ('queries', 'gallery')
+              ):
+    "Validate a row set: tensors (or row-aligned dict values) with a row dimension and finite floating values."
+    items = dict(x) if isinstance(x, Mapping) else {None: x}
+    if not items: raise ValueError(f"{name} is an empty dict")
+    out = {}
+    for key, v in items.items():
+        v, what = torch.as_tensor(v), name if key is None else f"{name}[{key!r}]"
+        if v.ndim == 0: raise ValueError(f"{what} is a scalar; it needs a first (row) dimension")
+        if v.is_floating_point() and (r := _first_nonfinite_row(v)) is not None:
+            raise ValueError(f"{what} row {r} contains NaN or infinity")
+        out[key] = v
+    sizes = {k: len(v) for k, v in out.items()}
+    if len(set(sizes.values())) > 1: raise ValueError(f"{name}: values are not row-aligned, first dimensions {sizes}")
+    return out if isinstance(x, Mapping) else out[None]
+
+def _embeds(x, name):
+    "The [N, D] tensor the dot-product scorer uses: the tensor itself or the dict's 'embeds'."
+    if isinstance(x, dict):
+        if 'embeds' not in x: raise ValueError(f"{name} is a dict without 'embeds' (keys {sorted(x)}): pass a score_fn for it")
+        x = x['embeds']
+    if x.ndim != 2: raise ValueError(f"{name} must be [N, D] embeddings for the dot-product scorer, got shape {tuple(x.shape)}")
+    return x
+
+def dot_product_scores(q_rows,  # [q, D] tensor or dict with 'embeds' [q, D]
+                       g_rows,  # [g, D] tensor or dict with 'embeds' [g, D]
+                      ) -> Tensor:  # [q, g]
+    "Default scorer: q @ g.T (dtypes promoted, integer inputs scored as float64)."
+    q, g = _embeds(q_rows, 'queries'), _embeds(g_rows, 'gallery')
+    dt = torch.promote_types(q.dtype, g.dtype)
+    if not dt.is_floating_point: dt = torch.float64
+    return q.to(dt) @ g.to(dt).T
+
+def _check_widths(queries, gallery):
+    "For the dot-product scorer: both [N, D] with the same D."
+    q, g = _embeds(queries, 'queries'), _embeds(gallery, 'gallery')
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"queries have width D={q.shape[1]} but gallery rows D={g.shape[1]}: embeddings must share a space")
+
+def _checked_scores(s, n_q, n_g, q0, g0, cols=None):
+    "A score block from score_fn: a [n_q, n_g] real tensor with finite values, else a ValueError naming the rows."
+    if not isinstance(s, Tensor) or tuple(s.shape) != (n_q, n_g):
+        raise ValueError(f"score_fn returned {tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__} for {n_q} "
+                         f"queries x {n_g} gallery rows; expected a [{n_q}, {n_g}] tensor")
+    if not s.is_floating_point(): s = s.double()
+    if not torch.isfinite(s).all():
+        r, c = (~torch.isfinite(s)).nonzero()[0].tolist()
+        g = g0 + c if cols is None else int(cols[c])
+        raise ValueError(f"score of query row {q0 + r} against gallery row {g} is {s[r, c].item()}; scores must be finite")
+    return s
+
+def _search_inputs(queries, gallery, score_fn, chunk_size, query_chunk_size):
+    "Validated row sets, sizes and scorer shared by the chunked search functions."
+    queries, gallery = as_row_set(queries, 'queries'), as_row_set(gallery, 'gallery')
+    n_q, n_g = _n_rows(queries), _n_rows(gallery)
+    if n_q == 0: raise ValueError("there are no queries")
+    if n_g == 0: raise ValueError("the gallery is empty")
+    _check_k(chunk_size, 'chunk_size'); _check_k(query_chunk_size, 'query_chunk_size')
+    if score_fn is None: _check_widths(queries, gallery)
+    return queries, gallery, n_q, n_g, score_fn or dot_product_scores
+
+# %% ../nbs/02_metrics.ipynb #3c2b6f91
+def chunked_topk(queries,  # [Q, D] tensor or dict of row-aligned tensors (the scorer's input)
+                 gallery,  # [G, D] tensor or dict of row-aligned tensors
+                 k: int = 10,  # number of neighbours (at most G)
                  chunk_size: int = 32768,  # gallery rows scored at a time
                  query_chunk_size: int = 1024,  # queries scored at a time (score block: 1024 x 32768 x 4 B = 128 MiB)
                  progress: bool = False,  # show a tqdm progress bar over query chunks
+                 score_fn: Callable | None = None,  # score_fn(q_rows, g_rows) -> [q, g], higher = better; None = dot product
                 ) -> tuple[Tensor, Tensor]:  # (scores [Q, k] decreasing, indices [Q, k] long)
-    "Exact top-k inner-product search without materialising the [Q, G] score matrix."
-    queries, gallery = torch.as_tensor(queries), torch.as_tensor(gallery)
-    if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
-        raise ValueError(f"need queries [Q, D] and gallery [G, D], got {tuple(queries.shape)} and {tuple(gallery.shape)}")
-    k = min(k, gallery.shape[0])
+    "Exact top-k search under any scorer without materialising the [Q, G] score matrix."
+    queries, gallery, n_q, n_g, score_fn = _search_inputs(queries, gallery, score_fn, chunk_size, query_chunk_size)
+    k = min(_check_k(k), n_g)
     scores, indices = [], []
     from tqdm.auto import tqdm
-    for q0 in tqdm(range(0, queries.shape[0], query_chunk_size), desc='top-k', disable=not progress):
-        q = queries[q0:q0 + query_chunk_size]
-        best_s = torch.full((q.shape[0], k), -math.inf, dtype=q.dtype)
-        best_i = torch.zeros((q.shape[0], k), dtype=torch.long)
-        for g0 in range(0, gallery.shape[0], chunk_size):
-            s = q @ gallery[g0:g0 + chunk_size].T
-            top = s.topk(min(k, s.shape[1]), dim=1)
-            cand_s, cand_i = torch.cat([best_s, top.values], 1), torch.cat([best_i, top.indices + g0], 1)
-            keep = cand_s.topk(k, dim=1).indices
+    for q0 in tqdm(range(0, n_q, query_chunk_size), desc='top-k', disable=not progress):
+        q = _rows(queries, slice(q0, q0 + query_chunk_size))
+        nq, best_s, best_i = min(query_chunk_size, n_q - q0), None, None
+        for g0 in range(0, n_g, chunk_size):
+            ng = min(chunk_size, n_g - g0)
+            top = _checked_scores(score_fn(q, _rows(gallery, slice(g0, g0 + ng))), nq, ng, q0, g0).topk(min(k, ng), dim=1)
+            if best_s is None: best_s, best_i = top.values, top.indices + g0; continue
+            cand_s, cand_i = torch.cat([best_s, top.values.to(best_s.dtype)], 1), torch.cat([best_i, top.indices + g0], 1)
+            keep = cand_s.topk(min(k, cand_s.shape[1]), dim=1).indices
             best_s, best_i = cand_s.gather(1, keep), cand_i.gather(1, keep)
         scores.append(best_s); indices.append(best_i)
     return torch.cat(scores), torch.cat(indices)
 
-# %% ../nbs/02_metrics.ipynb #3c2b6f91
+# %% ../nbs/02_metrics.ipynb #9f661175
 def faiss_available() -> bool:
     "True when the optional faiss package can be imported."
     try: import faiss  # noqa: F401
     except ImportError: return False
     return True
 
-def _f32(x): return np.ascontiguousarray(torch.as_tensor(x).detach().cpu().numpy(), dtype=np.float32)
+def _f32(x, name='embeddings'):
+    "Contiguous float32 numpy copy of a 2-D, finite embedding matrix (FAISS's input)."
+    if isinstance(x, Mapping): raise ValueError(f"FAISS scores inner products of [N, D] {name}; use chunked_topk(score_fn=...) for dict row sets")
+    a = np.ascontiguousarray(torch.as_tensor(x).detach().cpu().numpy(), dtype=np.float32)
+    if a.ndim != 2: raise ValueError(f"{name} must be [N, D], got shape {a.shape}")
+    bad = ~np.isfinite(a).all(1)
+    if bad.any(): raise ValueError(f"{name} row {int(np.flatnonzero(bad)[0])} contains NaN or infinity (or overflows float32)")
+    return a
 
 def faiss_flat_index(gallery_chunks,  # [G, D] tensor/array, or an iterable of [n_i, D] chunks (added in order)
                     ):
@@ -319,68 +507,131 @@ def faiss_flat_index(gallery_chunks,  # [G, D] tensor/array, or an iterable of [
     if not faiss_available(): raise ImportError("faiss is not installed: pip install faiss-cpu (or use chunked_topk)")
     import faiss
     if isinstance(gallery_chunks, (Tensor, np.ndarray)): gallery_chunks = [gallery_chunks]
-    index = None
+    index, n = None, 0
     for chunk in gallery_chunks:
-        chunk = _f32(chunk)
+        chunk = _f32(chunk, 'gallery')
         if index is None: index = faiss.IndexFlatIP(chunk.shape[1])
-        index.add(chunk)
-    if index is None: raise ValueError("empty gallery")
+        if chunk.shape[1] != index.d: raise ValueError(f"gallery chunk starting at row {n} has width {chunk.shape[1]}, the index {index.d}")
+        index.add(chunk); n += len(chunk)
+    if index is None or index.ntotal == 0: raise ValueError("the gallery is empty")
     return index
 
 def faiss_topk(queries,  # [Q, D] query embeddings
                gallery,  # [G, D] gallery embeddings, or an index from `faiss_flat_index`
-               k: int = 10,  # number of neighbours
+               k: int = 10,  # number of neighbours (at most G)
               ) -> tuple[Tensor, Tensor]:  # (scores [Q, k] decreasing, indices [Q, k] long)
     "Exact top-k inner-product search with a FAISS IndexFlatIP (requires faiss; see `chunked_topk` otherwise)."
     index = gallery if hasattr(gallery, 'search') else faiss_flat_index(gallery)
-    q = _f32(queries)
-    if q.ndim != 2 or q.shape[1] != index.d: raise ValueError(f"need queries [Q, {index.d}], got {q.shape}")
+    q, k = _f32(queries, 'queries'), _check_k(k)
+    if q.shape[1] != index.d: raise ValueError(f"queries have width D={q.shape[1]} but the gallery index D={index.d}")
+    if index.ntotal == 0: raise ValueError("the gallery index is empty")
     s, i = index.search(q, min(k, index.ntotal))
     return torch.from_numpy(s), torch.from_numpy(i).long()
 
 # %% ../nbs/02_metrics.ipynb #da2948e7
-def _relevant_index_matrix(relevant, n_queries):
-    "Ragged relevant indices -> padded [Q, R_max] long matrix and [Q] counts."
-    if isinstance(relevant, (Tensor, np.ndarray)) and torch.as_tensor(relevant).ndim == 1:
-        relevant = torch.as_tensor(relevant).long()[:, None]
-        return relevant, torch.ones(len(relevant), dtype=torch.long)
-    lists = [torch.as_tensor(r, dtype=torch.long).reshape(-1) for r in relevant]
-    if len(lists) != n_queries: raise ValueError(f"relevant has {len(lists)} entries for {n_queries} queries")
-    n_rel = torch.tensor([len(x) for x in lists], dtype=torch.long)
-    idx = torch.full((n_queries, max(int(n_rel.max()) if len(n_rel) else 1, 1)), -1, dtype=torch.long)
-    for q, x in enumerate(lists): idx[q, :len(x)] = x
-    return idx, n_rel
+def _index_list(x, where):
+    "Gallery indices of one query as a 1-D long tensor (integers only: no masks, no fractional values)."
+    t = torch.as_tensor(x)
+    if t.dtype == torch.bool: raise ValueError(f"{where} is boolean: give gallery indices, not a mask")
+    if t.is_floating_point() and not (t == t.round()).all(): raise ValueError(f"{where} holds non-integer indices")
+    return t.reshape(-1).long()
 
-def chunked_relevant_ranks(queries: Tensor,  # [Q, D] query embeddings
-                           gallery: Tensor,  # [G, D] gallery embeddings
+def _relevant_index_matrix(relevant, n_queries, n_gallery):
+    "Ragged relevant indices -> padded [Q, R_max] long matrix (-1 padding) and [Q] counts, validated."
+    if isinstance(relevant, (Tensor, np.ndarray)) and torch.as_tensor(relevant).ndim == 1:
+        idx = _index_list(relevant, 'relevant')[:, None]; n_rel = torch.ones(len(idx), dtype=torch.long)
+    else:
+        lists = [_index_list(r, f"relevant[{q}]") for q, r in enumerate(relevant)]
+        n_rel = torch.tensor([len(x) for x in lists], dtype=torch.long)
+        idx = torch.full((len(lists), max(int(n_rel.max()) if len(n_rel) else 1, 1)), -1, dtype=torch.long)
+        for q, x in enumerate(lists): idx[q, :len(x)] = x
+    if len(idx) != n_queries: raise ValueError(f"relevant has {len(idx)} entries for {n_queries} queries")
+    valid = torch.arange(idx.shape[1]) < n_rel[:, None]
+    out = valid & ((idx < 0) | (idx >= n_gallery))
+    if out.any():
+        q, j = out.nonzero()[0].tolist()
+        raise ValueError(f"relevant index {int(idx[q, j])} of query row {q} is out of range for a gallery of {n_gallery} rows")
+    srt = idx.masked_fill(~valid, -1).sort(1).values
+    dup = (srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)
+    if dup.any():
+        q, j = dup.nonzero()[0].tolist()
+        raise ValueError(f"query row {q} lists gallery index {int(srt[q, j])} as relevant twice")
+    return idx, n_rel, valid
+
+def _relevant_pair_scores(q, gallery, ix, ok, q0, score_fn, pair_fn, block):
+    "Scores [q, R] of each query's relevant gallery rows (-inf padding), from pair_fn or from score_fn blocks."
+    qi, gi = ok.nonzero(as_tuple=True)[0], ix[ok]
+    if pair_fn is not None:
+        vals = pair_fn(_rows(q, qi), _rows(gallery, gi))
+        if not isinstance(vals, Tensor) or tuple(vals.shape) != (len(gi),):
+            raise ValueError(f"pair_fn returned {tuple(vals.shape) if isinstance(vals, Tensor) else type(vals).__name__} "
+                             f"for {len(gi)} pairs; expected a [{len(gi)}] tensor")
+        bad = ~torch.isfinite(vals.double())
+        if bad.any():
+            b = int(bad.nonzero()[0])
+            raise ValueError(f"pair score of query row {q0 + int(qi[b])} and gallery row {int(gi[b])} is {vals[b].item()}; scores must be finite")
+    else:  # the same scorer on the distinct relevant rows: bit-identical to the gallery scan's values
+        uniq, inv = torch.unique(gi, return_inverse=True)
+        vals = None
+        for u0 in range(0, len(uniq), block):
+            sub = uniq[u0:u0 + block]
+            s = _checked_scores(score_fn(q, _rows(gallery, sub)), _n_rows(q), len(sub), q0, 0, cols=sub)
+            sel = (inv >= u0) & (inv < u0 + len(sub))
+            if vals is None: vals = torch.empty(len(gi), dtype=s.dtype)
+            vals[sel] = s[qi[sel], inv[sel] - u0]
+        if vals is None: vals = torch.empty(0)
+    if not vals.is_floating_point(): vals = vals.double()
+    out = torch.full(ix.shape, -math.inf, dtype=vals.dtype)
+    out[ok] = vals
+    return out
+
+def _count_at_or_above(s, rs, ties):
+    "[q, R] number of entries of each row of s that are >= (pessimistic) or > (optimistic) each threshold rs[:, i]."
+    if rs.shape[1] <= 8:  # a few comparison passes
+        cmp = torch.ge if ties == 'pessimistic' else torch.gt
+        return torch.stack([cmp(s, rs[:, i:i + 1]).sum(1) for i in range(rs.shape[1])], 1)
+    dt = torch.promote_types(s.dtype, rs.dtype)  # many thresholds: sort the chunk once, binary-search each
+    below = torch.searchsorted(s.to(dt).sort(1).values, rs.to(dt).contiguous(), right=ties != 'pessimistic')
+    return s.shape[1] - below
+
+def chunked_relevant_ranks(queries,  # [Q, D] tensor or dict of row-aligned tensors (the scorer's input)
+                           gallery,  # [G, D] tensor or dict of row-aligned tensors
                            relevant,  # [Q] target index per query (one-to-one) or list of Q index lists
                            ties: str = 'pessimistic',  # tie policy, see `relevant_ranks`
                            chunk_size: int = 32768,  # gallery rows scored at a time
                            query_chunk_size: int = 1024,  # queries scored at a time
                            progress: bool = False,  # tqdm progress bar over query chunks
+                           score_fn: Callable | None = None,  # score_fn(q_rows, g_rows) -> [q, g], higher = better; None = dot product
+                           pair_fn: Callable | None = None,  # pair_fn(q_rows, g_rows) -> [n] for row-aligned pairs; None = from score_fn
                           ) -> RelevantRanks:
-    "Exact `relevant_ranks` of queries @ gallery.T without a [Q, G] matrix: pos_i = 1 + i + #{irrelevant j: s_j >= r_i}."
+    "Exact `relevant_ranks` of score_fn(queries, gallery) without a [Q, G] matrix: pos_i = 1 + i + #{irrelevant j: s_j >= r_i}."
     from tqdm.auto import tqdm
     _check_ties(ties)
-    queries, gallery = torch.as_tensor(queries), torch.as_tensor(gallery)
-    idx, n_rel = _relevant_index_matrix(relevant, len(queries))
-    if len(idx) != len(queries): raise ValueError(f"relevant has {len(idx)} entries for {len(queries)} queries")
-    if ((idx >= len(gallery)) | (idx < -1)).any(): raise ValueError(f"relevant index out of range for a gallery of {len(gallery)}")
-    valid = torch.arange(idx.shape[1]) < n_rel[:, None]
-    cmp = torch.ge if ties == 'pessimistic' else torch.gt
+    queries, gallery, n_q, n_g, score_fn = _search_inputs(queries, gallery, score_fn, chunk_size, query_chunk_size)
+    idx, n_rel, valid = _relevant_index_matrix(relevant, n_q, n_g)
     pos = []
-    for q0 in tqdm(range(0, len(queries), query_chunk_size), desc='ranks', disable=not progress):
-        q, ix, ok = queries[q0:q0 + query_chunk_size], idx[q0:q0 + query_chunk_size], valid[q0:q0 + query_chunk_size]
-        rs = torch.where(ok, (q[:, None, :] * gallery[ix.clamp(min=0)]).sum(-1), -math.inf).sort(1, descending=True).values
+    for q0 in tqdm(range(0, n_q, query_chunk_size), desc='ranks', disable=not progress):
+        q, ix, ok = _rows(queries, slice(q0, q0 + query_chunk_size)), idx[q0:q0 + query_chunk_size], valid[q0:q0 + query_chunk_size]
+        rel_scores = _relevant_pair_scores(q, gallery, ix, ok, q0, score_fn, pair_fn, chunk_size)
+        rs = rel_scores.sort(1, descending=True).values
         counts = torch.zeros(rs.shape, dtype=torch.long)
-        for g0 in range(0, len(gallery), chunk_size):
-            s = q @ gallery[g0:g0 + chunk_size].T
-            inside = ok & (ix >= g0) & (ix < g0 + s.shape[1])
-            s[inside.nonzero(as_tuple=True)[0], ix[inside] - g0] = -math.inf   # relevant items are not counted
-            counts += torch.stack([cmp(s, rs[:, i:i + 1]).sum(1) for i in range(rs.shape[1])], 1)
+        for g0 in range(0, n_g, chunk_size):
+            ng = min(chunk_size, n_g - g0)
+            s = _checked_scores(score_fn(q, _rows(gallery, slice(g0, g0 + ng))), len(ix), ng, q0, g0)
+            inside = ok & (ix >= g0) & (ix < g0 + ng)
+            r_in, c_in = inside.nonzero(as_tuple=True)[0], ix[inside] - g0
+            if pair_fn is not None:  # the pair scores must be the block scores of the same pairs
+                got, want = s[r_in, c_in].double(), rel_scores[inside].double()
+                off = (got - want).abs() > 1e-5 * (1 + want.abs())
+                if off.any():
+                    b = int(off.nonzero()[0])
+                    raise ValueError(f"pair_fn disagrees with score_fn for query row {q0 + int(r_in[b])} and gallery row "
+                                     f"{g0 + int(c_in[b])}: {want[b].item()} vs {got[b].item()}")
+            s = s.index_put((r_in, c_in), torch.tensor(-math.inf, dtype=s.dtype))  # relevant items are not counted
+            counts += _count_at_or_above(s, rs, ties)
         pos.append(counts.double() + torch.arange(1, rs.shape[1] + 1, dtype=torch.float64))
     pos = torch.cat(pos).masked_fill(~valid, math.inf)
-    return RelevantRanks(pos, n_rel, len(gallery))
+    return RelevantRanks(pos, n_rel, n_g)
 
 # %% ../nbs/02_metrics.ipynb #0506964a
 UNCERTAIN_POLICIES = ('ignore', 'positive', 'negative')
@@ -390,11 +641,12 @@ def binary_targets(labels,  # [N, L] or [N] CheXpert labels: 1 / 0 / -1 (uncerta
                   ) -> tuple[Tensor, Tensor]:  # (targets 0/1 float64, valid bool mask), same shape as labels
     "Map CheXpert labels to binary targets and a mask of the entries to score (NaN never scored)."
     if uncertain not in UNCERTAIN_POLICIES: raise ValueError(f"uncertain must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
-    labels = torch.as_tensor(np.asarray(labels, dtype=np.float64))
+    try: labels = torch.as_tensor(np.asarray(_as_tensor(labels) if isinstance(labels, Tensor) else labels, dtype=np.float64))
+    except (TypeError, ValueError) as e: raise ValueError(f"labels must be numbers 1, 0, -1 or NaN ({e})") from None
     known = (labels == 1) | (labels == 0) | (labels == -1)
     if (~known & ~labels.isnan()).any():
         bad = sorted(set(labels[~known & ~labels.isnan()].tolist()))[:5]
-        raise ValueError(f"labels must be 1, 0, -1 or NaN; found {bad}")
+        raise ValueError(f"labels must be 1, 0, -1 or NaN; found {bad} (first at index {(~known & ~labels.isnan()).nonzero()[0].tolist()})")
     valid = known & ~((labels == -1) & (uncertain == 'ignore'))
     targets = (labels == 1) | ((labels == -1) & (uncertain == 'positive'))
     return targets.double(), valid
@@ -409,20 +661,35 @@ def _average_ranks(x: Tensor) -> Tensor:
     ranks[order] = ((ends - counts + 1 + ends).double() / 2)[inv]
     return ranks
 
-def auroc(scores: Tensor,  # [N] scores, higher = more likely positive
-          targets: Tensor,  # [N] 0/1
-         ) -> float:  # NaN when only one class is present
+def _scores_targets(scores, targets):
+    "Validated 1-D float64 finite scores and bool 0/1 targets of the same length."
+    s, t = _as_tensor(scores), _as_tensor(targets)
+    if s.ndim != 1 or t.ndim != 1: raise ValueError(f"scores and targets must be 1-D, got shapes {tuple(s.shape)} and {tuple(t.shape)}")
+    if len(s) != len(t): raise ValueError(f"{len(s)} scores for {len(t)} targets")
+    if s.dtype == torch.bool or s.is_complex(): raise ValueError(f"scores must be real numbers, got dtype {s.dtype}")
+    s = s.double()
+    if not torch.isfinite(s).all(): raise ValueError(f"scores must be finite; score {int((~torch.isfinite(s)).nonzero()[0])} is {s[~torch.isfinite(s)][0].item()}")
+    if t.dtype != torch.bool:
+        bad = ~((t == 0) | (t == 1))
+        if bad.any(): raise ValueError(f"targets must be 0/1 or bool; found {sorted(set(t[bad].tolist()))[:5]} (first at index {int(bad.nonzero()[0])})")
+        t = t == 1
+    return s, t
+
+def auroc(scores: Tensor,  # [N] finite scores, higher = more likely positive
+          targets: Tensor,  # [N] 0/1 or bool
+         ) -> float:  # NaN when a class is missing (also for N = 0)
     "AUROC = (sum of positive average ranks - P(P+1)/2) / (P·N_neg), ties counted 1/2."
-    scores, targets = torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(targets).bool()
+    scores, targets = _scores_targets(scores, targets)
     n_pos, n_neg = int(targets.sum()), int((~targets).sum())
     if n_pos == 0 or n_neg == 0: return math.nan
     return ((_average_ranks(scores)[targets].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).item()
 
-def auprc(scores: Tensor,  # [N] scores, higher = more likely positive
-          targets: Tensor,  # [N] 0/1
-         ) -> float:  # NaN when only one class is present
+def auprc(scores: Tensor,  # [N] finite scores, higher = more likely positive
+          targets: Tensor,  # [N] 0/1 or bool
+         ) -> float:  # NaN when a class is missing (also for N = 0)
     "AUPRC as average precision: sum_n (R_n - R_{n-1}) P_n over distinct thresholds (no interpolation)."
-    scores, targets = torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(targets).double()
+    scores, targets = _scores_targets(scores, targets)
+    targets = targets.double()
     n_pos = targets.sum()
     if n_pos == 0 or n_pos == len(targets): return math.nan
     s, order = scores.sort(descending=True)
@@ -448,11 +715,14 @@ def classification_metrics(scores,  # [N, L] scores (higher = positive); an all-
         from cxrlab.core import CHEXPERT_LABELS
         label_names = CHEXPERT_LABELS if scores.shape[1] == len(CHEXPERT_LABELS) else [f'label_{i}' for i in range(scores.shape[1])]
     if len(label_names) != scores.shape[1]: raise ValueError(f"{len(label_names)} label names for {scores.shape[1]} columns")
+    if len(set(label_names)) != len(label_names): raise ValueError(f"label_names repeat a name: {list(label_names)}")
     out, aurocs, auprcs = {}, [], []
     for j, name in enumerate(label_names):
         s, v = scores[:, j], valid[:, j]
         if s.isnan().all(): continue
-        if s[v].isnan().any(): raise ValueError(f"label {name!r}: {int(s[v].isnan().sum())} NaN scores among scored images")
+        if not torch.isfinite(s[v]).all():
+            rows = (v & ~torch.isfinite(s)).nonzero(as_tuple=True)[0]
+            raise ValueError(f"label {name!r}: {len(rows)} non-finite (NaN/inf) scores among scored images, first at row {int(rows[0])}")
         a, p = auroc(s[v], targets[v, j]), auprc(s[v], targets[v, j])
         if math.isnan(a): continue
         out[f'AUROC/{name}'], out[f'AUPRC/{name}'] = a, p
@@ -464,19 +734,37 @@ def classification_metrics(scores,  # [N, L] scores (higher = positive); an all-
     return {prefix + k: v for k, v in out.items()}
 
 # %% ../nbs/02_metrics.ipynb #c43e29c1
-def _l2n(x): return torch.nn.functional.normalize(torch.as_tensor(x, dtype=torch.float32), dim=-1)
+def _l2n(x, name='embeddings', ndim=None):
+    "Unit vectors along the last dim (float32); NaN/inf, empty or all-zero vectors are errors naming the vector."
+    x = _as_tensor(x)
+    if ndim is not None and x.ndim != ndim: raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+    if x.ndim == 0 or x.shape[-1] == 0 or x.numel() == 0: raise ValueError(f"{name} is empty or has no feature dimension: shape {tuple(x.shape)}")
+    flat = x.reshape(-1, x.shape[-1]).float()
+    bad = ~torch.isfinite(flat).all(1) | (flat.norm(dim=1) == 0)
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"{name} vector {i} is {'all zeros' if torch.isfinite(flat[i]).all() else 'not finite'}: it has no direction")
+    return torch.nn.functional.normalize(x.float(), dim=-1)
 
 def prompt_ensemble(prompt_embeds,  # [L, P, D] tensor, [P, D] (one class) or list of L tensors [P_l, D]
                    ) -> Tensor:  # [L, D] (or [D] for a single [P, D] input), unit norm
     "Class embedding of a prompt ensemble: normalise(mean_p normalise(e_p))."
-    if isinstance(prompt_embeds, (list, tuple)): return torch.stack([prompt_ensemble(p) for p in prompt_embeds])
-    return _l2n(_l2n(prompt_embeds).mean(-2))
+    if isinstance(prompt_embeds, (list, tuple)):
+        if not prompt_embeds: raise ValueError("prompt_embeds is an empty list: no classes")
+        out = [prompt_ensemble(p) for p in prompt_embeds]
+        if len({e.shape for e in out}) > 1: raise ValueError(f"classes have different embedding widths {sorted({e.shape[-1] for e in out})}")
+        return torch.stack(out)
+    x = _as_tensor(prompt_embeds)
+    if x.ndim not in (2, 3): raise ValueError(f"prompt_embeds must be [P, D] or [L, P, D], got shape {tuple(x.shape)}")
+    return _l2n(_l2n(x, 'prompt embeddings').mean(-2), 'mean of the normalised prompts of a class')
 
 def zero_shot_similarity_scores(image_embeds,  # [N, D] image embeddings
                                 class_embeds,  # [L, D] class (prompt-ensemble) embeddings
                                ) -> Tensor:  # [N, L] cosine similarities
     "Zero-shot single-prompt score: cos(image, class prompt ensemble)."
-    return _l2n(image_embeds) @ _l2n(class_embeds).T
+    img, cls = _l2n(image_embeds, 'image_embeds', 2), _l2n(class_embeds, 'class_embeds', 2)
+    if img.shape[1] != cls.shape[1]: raise ValueError(f"image_embeds have width {img.shape[1]} but class_embeds {cls.shape[1]}")
+    return img @ cls.T
 
 def zero_shot_pos_neg_probs(image_embeds,  # [N, D] image embeddings
                             pos_embeds,  # [L, D] positive prompt-ensemble embeddings
@@ -484,6 +772,9 @@ def zero_shot_pos_neg_probs(image_embeds,  # [N, D] image embeddings
                             logit_scale: float = 100.0,  # tau: the model's exp(logit_scale), e.g. 1/0.01
                            ) -> Tensor:  # [N, L] probabilities of the positive prompt
     "Zero-shot positive-vs-negative prompt softmax: sigmoid(tau * (cos(x, pos) - cos(x, neg)))."
+    if _as_tensor(pos_embeds).shape != _as_tensor(neg_embeds).shape:
+        raise ValueError(f"pos_embeds {tuple(_as_tensor(pos_embeds).shape)} and neg_embeds {tuple(_as_tensor(neg_embeds).shape)} must pair up [L, D]")
+    if not (math.isfinite(logit_scale) and logit_scale > 0): raise ValueError(f"logit_scale must be a positive number, got {logit_scale!r}")
     return torch.sigmoid(logit_scale * (zero_shot_similarity_scores(image_embeds, pos_embeds)
                                         - zero_shot_similarity_scores(image_embeds, neg_embeds)))
 
@@ -497,8 +788,14 @@ def linear_probe_scores(train_embeds,  # [N, D] frozen image embeddings of the t
                        ) -> tuple[Tensor, list[int]]:  # (probabilities [M, L], NaN columns; indices of skipped labels)
     "Linear probe: one sklearn LogisticRegression per label on frozen embeddings -> P(label | test embedding)."
     from sklearn.linear_model import LogisticRegression
-    X, Xt = np.asarray(train_embeds, dtype=np.float64), np.asarray(test_embeds, dtype=np.float64)
+    X, Xt = np.asarray(_as_tensor(train_embeds), dtype=np.float64), np.asarray(_as_tensor(test_embeds), dtype=np.float64)
+    for name, a in (('train_embeds', X), ('test_embeds', Xt)):
+        if a.ndim != 2 or a.shape[1] == 0: raise ValueError(f"{name} must be [N, D] with D >= 1, got shape {a.shape}")
+        if not np.isfinite(a).all(): raise ValueError(f"{name} row {int(np.flatnonzero(~np.isfinite(a).all(1))[0])} contains NaN or infinity")
+    if X.shape[1] != Xt.shape[1]: raise ValueError(f"train_embeds have width {X.shape[1]} but test_embeds {Xt.shape[1]}")
+    if not (C > 0 and math.isfinite(C)): raise ValueError(f"C must be a positive number, got {C!r}")
     targets, valid = binary_targets(train_labels, uncertain)
+    if targets.ndim != 2: raise ValueError(f"train_labels must be [N, L], got shape {tuple(targets.shape)}")
     if len(X) != len(targets): raise ValueError(f"{len(X)} train embeddings but {len(targets)} label rows")
     probs, skipped = np.full((len(Xt), targets.shape[1]), np.nan), []
     for j in range(targets.shape[1]):
@@ -509,16 +806,38 @@ def linear_probe_scores(train_embeds,  # [N, D] frozen image embeddings of the t
     return torch.from_numpy(probs), skipped
 
 # %% ../nbs/02_metrics.ipynb #c5514064
-def _binary_masks(x, threshold, name):
-    "Flatten [B, ...] to [B, HW] bool; floats are thresholded with >= threshold."
-    x = torch.as_tensor(x)
+def _check_unit_interval(x, name):
+    "A real number in [0, 1]."
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)) or not 0 <= x <= 1:
+        raise ValueError(f"{name} must be a number in [0, 1], got {x!r}")
+    return float(x)
+
+def _binary_masks(x, threshold, name, binary_only):
+    "Validate [B, ...] masks and flatten to [B, HW] bool; non-bool values are thresholded with >= threshold."
+    x = _as_tensor(x)
     if x.ndim < 2: raise ValueError(f"{name} must be batched [B, ...], got shape {tuple(x.shape)}")
-    if x.dtype != torch.bool: x = x >= threshold
-    return x.reshape(len(x), -1)
+    if math.prod(x.shape[1:]) == 0: raise ValueError(f"{name} images have no pixels: shape {tuple(x.shape)}")
+    if x.dtype != torch.bool:
+        if x.is_complex(): raise ValueError(f"{name} must be real-valued, got dtype {x.dtype}")
+        flat = x.reshape(x.shape[0], math.prod(x.shape[1:]))
+        bad = ~torch.isfinite(flat.double()).all(1)
+        if bad.any(): raise ValueError(f"{name} image {int(bad.nonzero()[0])} contains NaN or infinity")
+        if binary_only and not ((flat == 0) | (flat == 1)).all():
+            raise ValueError(f"{name} must be 0/1 or bool masks; found {sorted(set(flat[(flat != 0) & (flat != 1)].unique()[:5].tolist()))} "
+                             "(divide 0/255 masks by 255)")
+        if len(flat) and (flat.min() < 0 or flat.max() > 1):
+            raise ValueError(f"{name} values span [{flat.min().item():g}, {flat.max().item():g}], outside [0, 1]: pass probabilities "
+                             "(e.g. the sigmoid of logits) or bool masks")
+        x = x >= threshold
+    return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
 def _pred_target(pred, target, threshold):
-    p, t = _binary_masks(pred, threshold, 'pred'), _binary_masks(target, 0.5, 'target')
-    if p.shape != t.shape: raise ValueError(f"pred {tuple(torch.as_tensor(pred).shape)} and target {tuple(torch.as_tensor(target).shape)} differ")
+    "Validated flat bool prediction and target masks of the same image shape ([B, H, W] or [B, 1, H, W])."
+    _check_unit_interval(threshold, 'threshold')
+    p, t = _binary_masks(pred, threshold, 'pred', False), _binary_masks(target, 0.5, 'target', True)
+    ps, ts = _as_tensor(pred).shape, _as_tensor(target).shape
+    if ps[0] != ts[0] or [d for d in ps[1:] if d != 1] != [d for d in ts[1:] if d != 1]:
+        raise ValueError(f"pred {tuple(ps)} and target {tuple(ts)} differ (same [B, H, W] needed; a size-1 channel is allowed)")
     return p, t
 
 def dice_score(pred,  # [B, ...] probabilities or bool masks
@@ -545,6 +864,7 @@ def pixel_accuracy(pred, target, threshold: float = 0.5) -> Tensor:
 def segmentation_metrics(pred, target, threshold: float = 0.5, empty: float = 1.0, prefix: str = '') -> dict[str, float]:
     "Mean Dice, IoU and pixel accuracy over images, with the count of both-empty images."
     p, t = _pred_target(pred, target, threshold)
+    if len(p) == 0: raise ValueError("segmentation_metrics got a batch of 0 images: nothing to average")
     out = {}
     for name, fn in (('Dice', dice_score), ('IoU', iou_score)):
         out[name], _ = nanmean_counted(fn(p, t, empty=empty))
@@ -558,7 +878,16 @@ def boxes_to_masks(boxes,  # [B, 4] (x0, y0, x1, y1) pixels, or list of [N_b, 4]
                    width: int,  # mask width
                   ) -> Tensor:  # [B, H, W] bool
     "Masks of the pixels whose centre (c + 0.5, r + 0.5) lies inside a box: x0 <= c + .5 <= x1, y0 <= r + .5 <= y1."
-    per_image = [torch.as_tensor(b, dtype=torch.float64).reshape(-1, 4) for b in boxes]
+    height, width = _check_k(height, 'height'), _check_k(width, 'width')
+    per_image = []
+    for i, b in enumerate(boxes):
+        b = _as_tensor(b).double()
+        if b.ndim not in (1, 2) or b.shape[-1] != 4: raise ValueError(f"boxes[{i}] must be [4] or [N, 4] (x0, y0, x1, y1), got shape {tuple(b.shape)}")
+        b = b.reshape(-1, 4)
+        bad = ~torch.isfinite(b).all(1) | (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+        if bad.any(): raise ValueError(f"boxes[{i}] box {int(bad.nonzero()[0])} = {b[bad][0].tolist()} is not finite with x0 <= x1, y0 <= y1")
+        per_image.append(b)
+    if not per_image: return torch.zeros(0, height, width, dtype=torch.bool)
     cx, cy = torch.arange(width, dtype=torch.float64) + .5, torch.arange(height, dtype=torch.float64) + .5
     def one(b):
         inside_x = (cx >= b[:, 0:1]) & (cx <= b[:, 2:3])       # [N, W]
@@ -567,11 +896,16 @@ def boxes_to_masks(boxes,  # [B, 4] (x0, y0, x1, y1) pixels, or list of [N_b, 4]
     return torch.stack([one(b) for b in per_image])
 
 def _maps_regions(maps, regions):
-    maps = torch.as_tensor(maps, dtype=torch.float64); regions = torch.as_tensor(regions).bool()
+    "Validated [B, HW] float64 maps and bool regions (same [B, H, W] shape, finite maps, 0/1 regions)."
+    maps, regions = _as_tensor(maps), _as_tensor(regions)
     if maps.shape != regions.shape or maps.ndim < 2:
         raise ValueError(f"maps {tuple(maps.shape)} and regions {tuple(regions.shape)} must have the same [B, H, W] shape")
-    if not torch.isfinite(maps).all(): raise ValueError("maps contain non-finite values")
-    return maps.reshape(len(maps), -1), regions.reshape(len(regions), -1)
+    regions = _binary_masks(regions, 0.5, 'regions', True)
+    if maps.dtype == torch.bool or maps.is_complex(): raise ValueError(f"maps must be real-valued, got dtype {maps.dtype}")
+    m = maps.double().reshape(regions.shape)
+    bad = ~torch.isfinite(m).all(1)
+    if bad.any(): raise ValueError(f"maps image {int(bad.nonzero()[0])} contains NaN or infinity")
+    return m, regions
 
 # %% ../nbs/02_metrics.ipynb #54602e65
 def contrast_to_noise_ratio(maps,  # [B, H, W] similarity / saliency maps
@@ -599,6 +933,10 @@ def miou_over_thresholds(maps, regions,
                         ) -> Tensor:  # [B], NaN for an empty region
     "mIoU = mean_t IoU(norm(map) >= t, region), norm = per-map min-max scaling (constant map -> 0)."
     m, r = _maps_regions(maps, regions)
+    if isinstance(thresholds, (str, bytes)) or not isinstance(thresholds, Sequence) or not thresholds:
+        raise ValueError(f"thresholds must be a non-empty sequence of numbers in [0, 1], got {thresholds!r}")
+    thresholds = [_check_unit_interval(t, 'every threshold') for t in thresholds]
+    if len(m) == 0: return torch.zeros(0, dtype=torch.float64)
     lo, hi = m.min(1, keepdim=True).values, m.max(1, keepdim=True).values
     norm = torch.where(hi > lo, (m - lo) / (hi - lo).clamp(min=1e-300), 0.0)
     ious = torch.stack([iou_score(norm >= t, r, empty=math.nan) for t in thresholds], 1)
@@ -611,7 +949,9 @@ def grounding_metrics(maps,  # [B, H, W] similarity maps
                       prefix: str = '',  # prepended to every key
                      ) -> dict[str, float]:
     "Mean CNR, pointing-game accuracy and mIoU over images where each is defined, with the exclusion counts."
-    out = {'n_images': float(len(torch.as_tensor(maps)))}
+    m, _ = _maps_regions(maps, regions)
+    if len(m) == 0: raise ValueError("grounding_metrics got a batch of 0 images: nothing to average")
+    out = {'n_images': float(len(m))}
     for name, v in (('CNR', contrast_to_noise_ratio(maps, regions)), ('PointingGame', pointing_game(maps, regions)),
                     ('mIoU', miou_over_thresholds(maps, regions, thresholds))):
         out[name], out[f'n_undefined/{name}'] = nanmean_counted(v)
@@ -622,9 +962,12 @@ def grounding_metrics(maps,  # [B, H, W] similarity maps
 def _group_index(groups, n):
     "Rows sorted by group, group start offsets and sizes."
     if groups is None: return np.arange(n), np.arange(n), np.ones(n, dtype=np.int64)
-    groups = np.asarray(groups)
-    if len(groups) != n: raise ValueError(f"groups has {len(groups)} entries for {n} rows")
-    _, codes = np.unique(groups, return_inverse=True)
+    groups = np.asarray(_as_tensor(groups) if isinstance(groups, Tensor) else groups)
+    if groups.ndim != 1 or len(groups) != n: raise ValueError(f"groups has shape {groups.shape} for {n} rows (one id per row)")
+    missing = np.isnan(groups) if groups.dtype.kind == 'f' else np.array([g is None or g != g for g in groups], dtype=bool) \
+              if groups.dtype == object else np.zeros(n, dtype=bool)
+    if missing.any(): raise ValueError(f"groups row {int(np.flatnonzero(missing)[0])} has no group id (None/NaN)")
+    _, codes = np.unique(groups.astype(str) if groups.dtype == object else groups, return_inverse=True)
     order = np.argsort(codes, kind='stable')
     sizes = np.bincount(codes)
     return order, np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes
@@ -650,14 +993,21 @@ def bootstrap_ci(metric_fn: Callable,  # metric_fn(*arrays) -> float or dict[str
     if not arrays: raise ValueError("bootstrap_ci needs at least one array")
     n = len(arrays[0])
     if any(len(a) != n for a in arrays): raise ValueError(f"arrays have different lengths: {[len(a) for a in arrays]}")
+    if n == 0: raise ValueError("bootstrap_ci got arrays of length 0: nothing to resample")
+    n_resamples = _check_k(n_resamples, 'n_resamples')
+    if not (isinstance(alpha, (int, float, np.floating)) and 0 < alpha < 1): raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     order, starts, sizes = _group_index(groups, n)
     estimate = metric_fn(*arrays)
+    try: [float(x) for x in (estimate.values() if isinstance(estimate, dict) else [estimate])]
+    except (TypeError, ValueError, RuntimeError): raise ValueError(f"metric_fn must return a number or a dict of numbers, got {estimate!r}") from None
     keys = list(estimate) if isinstance(estimate, dict) else [None]
     rng = np.random.default_rng(seed)
     reps = np.empty((n_resamples, len(keys)))
     for b in range(n_resamples):
         idx = _resample_rows(order, starts, sizes, rng.integers(0, len(sizes), len(sizes)))
         v = metric_fn(*[_take(a, idx) for a in arrays])
+        if isinstance(estimate, dict) and set(v) != set(keys):
+            raise ValueError(f"metric_fn returned keys {sorted(v)} on resample {b}, {sorted(keys)} on the full data")
         reps[b] = [v[k] for k in keys] if isinstance(estimate, dict) else [v]
     out = {}
     for j, k in enumerate(keys):
@@ -675,6 +1025,8 @@ def with_ci_keys(ci: dict, prefix: str = '') -> dict[str, float]:
     "Flatten {name: bootstrap_ci result} to {'name': estimate, 'name_ci_low': low, 'name_ci_high': high}."
     out = {}
     for k, c in ci.items():
+        if not isinstance(c, Mapping) or not {'estimate', 'low', 'high'} <= set(c):
+            raise ValueError(f"ci[{k!r}] is not a bootstrap_ci result (needs estimate, low, high)")
         out.update({prefix + k: c['estimate'], f'{prefix}{k}_ci_low': c['low'], f'{prefix}{k}_ci_high': c['high']})
     return out
 
@@ -690,6 +1042,11 @@ def retrieval_metrics_ci(sim,  # [Q, G] similarity
                         ) -> dict[str, float]:
     "`retrieval_metrics` plus '<name>_ci_low/_ci_high' percentile bootstrap bounds, resampling query groups."
     pq = retrieval_per_query(sim, rel, ks, ties)
+    n_q = len(pq['rank'])
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.ndim != 1 or len(groups) != n_q:
+            raise ValueError(f"groups has shape {groups.shape} but sim has {n_q} query rows (one group id per query)")
     names = list(pq)
     table = torch.stack([pq[n] for n in names], 1)
     valid = ~table[:, names.index('rank')].isnan()

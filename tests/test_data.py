@@ -374,3 +374,23 @@ def test_data_prep_notebook_under_papermill(tmp_path):
     assert st.loc['images', 'total'] == 5 and st.loc['Edema', 'train'] == 2  # d01 and d02 share the study labelled Edema
     metrics = json.loads((run/'metrics.json').read_text())
     assert metrics['all/images'] == 5 and metrics['all/qc_skipped/missing_image'] == 1 and (run/'figures/label_stats.png').exists()
+
+
+# ---------------------------------------------------------------- MIMIC addenda (issue 12)
+def test_mimic_addendum_after_underscores_stays_out_of_findings_and_impression(tmp_path):
+    "A native-format report: impression, a line of 78 underscores, then an 'ADDENDUM ...' paragraph."
+    root = materialise('mimic', tmp_path)
+    native = (FIXTURES/'reports/addendum_after_separator.txt').read_text()
+    assert '_' * 78 in native and '\n ADDENDUM The findings' in native
+    (root/'mimic-cxr-reports/files/p10/p10000032/s53189527.txt').write_text(native)  # study of d03
+    df, qc = build_manifest('mimic', root)
+    d03 = df.set_index('image_id').loc['d03']
+    assert d03['impression'] == 'Possible mild pulmonary edema.'
+    assert d03['findings'].endswith('No focal consolidation, large effusion or pneumothorax.')
+    assert d03['addendum'] == 'The findings were discussed with Dr. ___ at 10:00.'
+    assert 'ADDENDUM' not in d03['report'] and 'discussed' not in d03['report'] and '___ ADDENDUM' not in d03['impression']
+    assert df.set_index('image_id').loc['d09', 'addendum'] == 'The nasogastric tube tip is in the stomach, not the esophagus as stated.'
+    with_add, _ = build_manifest('mimic', root, include_addendum=True)
+    row = with_add.set_index('image_id').loc['d03']
+    assert row['impression'] == 'Possible mild pulmonary edema.'            # still never in the impression
+    assert row['report'].endswith('Possible mild pulmonary edema. The findings were discussed with Dr. ___ at 10:00.')

@@ -6,9 +6,9 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, ndcg_score, roc_auc_score
 
-from cxrlab import metrics as M
+import torchmetrics.functional.retrieval as tmr  # a dev requirement: a missing reference is a failure, not a skip
 
-tmr = pytest.importorskip("torchmetrics.functional.retrieval")
+from cxrlab import metrics as M
 
 
 def _tied_problem(seed, q=25, g=30, n_empty=3, max_level=5):
@@ -244,3 +244,76 @@ def test_chunked_relevant_ranks_match_dense_ranks():
     assert torch.equal(one.pos, M.relevant_ranks(q @ g.T, rel1).pos)
     with pytest.raises(ValueError, match="out of range"):
         M.chunked_relevant_ranks(q, g, targets + 1000)
+
+
+def _neg_sq_dist(a, b):
+    "A scorer that is not a dot product: -||q - g||^2 on the 'embeds' of dict row sets."
+    return -((a["embeds"][:, None, :] - b["embeds"][None, :, :]) ** 2).sum(-1)
+
+
+@pytest.mark.parametrize("ties", M.TIE_POLICIES)
+def test_chunked_ranks_and_topk_with_a_non_dot_scorer_equal_dense_results(ties):
+    gen = torch.Generator().manual_seed(11)
+    q = {"embeds": torch.randn(23, 5, generator=gen), "logvar": torch.zeros(23, 5)}
+    g = {"embeds": torch.randn(301, 5, generator=gen), "logvar": torch.zeros(301, 5)}
+    g["embeds"][150:] = g["embeds"][:151].clone()                        # duplicated gallery rows: exact ties across chunks
+    dense = _neg_sq_dist(q, g)
+    lists = [torch.randperm(301, generator=gen)[: int(n)] for n in torch.randint(0, 30, (23,), generator=gen)]
+    rel = torch.zeros(23, 301, dtype=torch.bool)
+    for i, l in enumerate(lists):
+        rel[i, l] = True
+    blocks = []
+    def scorer(a, b):
+        blocks.append((len(a["embeds"]), len(b["embeds"])))
+        return _neg_sq_dist(a, b)
+    chunked = M.chunked_relevant_ranks(q, g, lists, ties, chunk_size=40, query_chunk_size=6, score_fn=scorer)
+    ref = M.relevant_ranks(dense, rel, ties)
+    assert torch.equal(chunked.n_rel, ref.n_rel) and torch.equal(chunked.pos, ref.pos)
+    assert max(b[0] for b in blocks) <= 6 and max(b[1] for b in blocks) <= 40   # no [Q, G] block was ever scored
+    s, i = M.chunked_topk(q, g, k=7, chunk_size=40, query_chunk_size=6, score_fn=scorer)
+    assert torch.equal(s, dense.topk(7, dim=1).values) and torch.equal(dense.gather(1, i), s)
+
+
+def test_chunked_ranks_name_the_query_row_of_a_nan_score():
+    gen = torch.Generator().manual_seed(12)
+    q, g = torch.randn(9, 4, generator=gen), torch.randn(50, 4, generator=gen)
+    def scorer(a, b):  # NaN for the pair (query 7, gallery 33) only
+        s = a @ b.T
+        return s.masked_fill((a[:, :1] == q[7, 0]) & (b[:, :1] == g[33, 0]).T, float("nan"))
+    with pytest.raises(ValueError, match="query row 7 against gallery row 33"):
+        M.chunked_relevant_ranks(q, g, torch.arange(9), chunk_size=16, query_chunk_size=4, score_fn=scorer)
+    with pytest.raises(ValueError, match="query row 7 against gallery row 33"):
+        M.chunked_topk(q, g, k=3, chunk_size=16, query_chunk_size=4, score_fn=scorer)
+
+
+def test_chunked_ranks_with_a_matching_pair_fn_and_the_default_scorer_agree():
+    gen = torch.Generator().manual_seed(13)
+    q, g = torch.randn(20, 6, generator=gen), torch.randn(90, 6, generator=gen)
+    t = torch.randint(0, 90, (20,), generator=gen)
+    a = M.chunked_relevant_ranks(q, g, t, chunk_size=32)
+    b = M.chunked_relevant_ranks(q, g, t, chunk_size=32, score_fn=M.dot_product_scores, pair_fn=lambda x, y: (x * y).sum(1))
+    assert torch.equal(a.pos, b.pos) and torch.equal(a.pos, M.relevant_ranks(q @ g.T, torch.nn.functional.one_hot(t, 90).bool()).pos)
+
+
+def test_label_overlap_relevance_uses_positive_findings_only():
+    nan = float("nan")
+    labels = np.array([[1., 0., nan], [1., nan, 0.], [0., 0., nan], [nan, nan, nan], [-1., 1., 1.], [nan, 1., -1.]])
+    rel = M.label_overlap_relevance(labels, labels)
+    expected = np.array([[l1 == 1 and l2 == 1 for l1, l2 in zip(a, b)] for a in labels for b in labels]).reshape(6, 6, 3).any(-1)
+    assert rel.numpy().tolist() == expected.tolist()
+    assert not rel[2, 2] and not rel[3, 3] and not rel[2, 3]       # sharing negatives or blanks is not relevance
+    assert rel[4, 5] and not rel[0, 4]                             # -1 (uncertain) is not a positive finding
+    m = M.retrieval_metrics(torch.rand(6, 6, generator=torch.Generator().manual_seed(0)), rel)
+    assert m["n_queries_without_relevant"] == 2                    # the all-negative and the all-blank study
+
+
+def test_key_sort_matches_argsort_and_counting_on_a_large_tied_problem():
+    "The integer-key sort (CPU float32 path) against the argsort path and the counting path, 300 x 500, heavy ties."
+    gen = torch.Generator().manual_seed(14)
+    sim = torch.randint(-20, 20, (300, 500), generator=gen).float() / 4
+    rel = torch.rand(300, 500, generator=gen) < torch.rand(300, 1, generator=gen) * .5
+    for ties in M.TIE_POLICIES:
+        key = M.relevant_ranks(sim, rel, ties, method="sort").pos
+        assert torch.equal(key, M.relevant_ranks(sim, rel, ties, method="count").pos)
+        # zeros shifted to 1e-300 (not a float32 value) send float64 scores down the argsort path; the order is unchanged
+        assert torch.equal(key, M.relevant_ranks(sim.double() + 1e-300, rel, ties, method="sort").pos)
