@@ -15,21 +15,21 @@ import torch
 from torch import Tensor
 
 from .core import atomic_write, load_json, save_json, get_logger, CHEXPERT_LABELS
-from .metrics import chunked_topk, faiss_available
+from .metrics import chunked_topk, faiss_available, per_query_from_ranks, summarise_per_query
 from .models import DotScorer, Scorer, make_scorer, masked_mean
 import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['INDEX_KINDS', 'PATHOLOGY_LABELS', 'DEFAULT_QUERY_TEMPLATES', 'NEGATIVE_TEMPLATES', 'EVALUATIONS', 'FAMILIES',
-           'EmbeddingSet', 'embed_split', 'build_index', 'search', 'search_recall', 'scored_relevant_ranks',
-           'per_query_metrics', 'summarise_queries', 'mean_ci', 'chance_recall', 'study_index', 'StudyRanks',
-           'study_ranks', 'study_retrieval_eval', 'recall_curve', 'study_labels', 'positive_label_sets',
-           'abnormal_studies', 'protocol_subset_eval', 'same_label_eval', 'contrast_accuracy', 'label_query_texts',
-           'encode_texts', 'prompt_scores', 'aggregate_by_study', 'label_query_retrieval', 'zero_shot_probs',
-           'manifest_fingerprint', 'embedding_path', 'run_embeddings', 'register_evaluation', 'EvalContext',
-           'RunEvaluation', 'contrast_rows', 'image_forward_cost', 'finding_sentences', 'upsample_maps',
-           'grounding_maps', 'grounding_eval', 'linear_probe_eval', 'pd_sample_patients', 'plot_recall_curves',
-           'retrieval_grid', 'plot_per_label', 'evaluate_run', 'leaderboard', 'run_data']
+           'EmbeddingSet', 'embed_split', 'build_index', 'search', 'search_recall', 'scored_relevant_ranks', 'mean_ci',
+           'chance_recall', 'study_index', 'StudyRanks', 'study_ranks', 'study_retrieval_eval', 'recall_curve',
+           'study_labels', 'positive_label_sets', 'abnormal_studies', 'protocol_subset_eval', 'same_label_eval',
+           'contrast_accuracy', 'label_query_texts', 'encode_texts', 'prompt_scores', 'aggregate_by_study',
+           'label_query_retrieval', 'zero_shot_probs', 'manifest_fingerprint', 'embedding_path', 'run_embeddings',
+           'register_evaluation', 'EvalContext', 'RunEvaluation', 'contrast_rows', 'image_forward_cost',
+           'finding_sentences', 'upsample_maps', 'grounding_maps', 'grounding_eval', 'linear_probe_eval',
+           'pd_sample_patients', 'plot_recall_curves', 'retrieval_grid', 'plot_per_label', 'evaluate_run',
+           'leaderboard', 'run_data']
 
 # %% ../nbs/07_retrieval_eval.ipynb #a36777a9
 def _as_parts(x) -> dict:
@@ -190,45 +190,6 @@ def scored_relevant_ranks(scorer: Scorer,
                                   query_chunk_size=query_chunk_size, score_fn=score_fn, pair_fn=pair_fn)
 
 
-def per_query_metrics(rr, ks: Sequence[int] = (1, 5, 10)) -> dict[str, Tensor]:
-    "Per-query values ([Q], NaN for queries without a relevant item) of the retrieval metrics from ranks."
-    from cxrlab import metrics as M
-    kmax = max(ks)
-    out = {f'R@{k}': M.recall_at_k(rr, k) for k in ks}
-    out.update({'rank': M.first_relevant_rank(rr), 'RR': M.reciprocal_rank(rr), f'nDCG@{kmax}': M.ndcg_at_k(rr, kmax),
-                'R-Precision': M.r_precision(rr), 'mAP': M.average_precision(rr)})
-    return out
-
-
-def summarise_queries(pq: Mapping[str, Tensor],  # per-query values from `per_query_metrics`
-                      groups=None,  # [Q] patient per query (the bootstrap resamples patients)
-                      keep: Tensor | None = None,  # [Q] bool: the queries to summarise (e.g. abnormal studies)
-                      n_resamples: int = 0,  # bootstrap resamples (0 = no CIs)
-                      alpha: float = 0.05,
-                      seed: int = 0,
-                      prefix: str = '',
-                     ) -> dict[str, float]:
-    "Means (MedR/MeanR for ranks) over the kept queries that have a relevant item, with patient-bootstrap CIs."
-    from cxrlab.metrics import bootstrap_ci, with_ci_keys
-    names = list(pq)
-    table = torch.stack([pq[n].double() for n in names], 1)
-    valid = ~table[:, names.index('rank') if 'rank' in names else 0].isnan()
-    if keep is not None: valid &= torch.as_tensor(keep).bool()
-    if not valid.any(): raise ValueError(f"none of the {len(table)} queries is kept and has a relevant gallery item")
-    rename = {'RR': 'MRR'}
-    def summary(t):
-        out = {}
-        for j, n in enumerate(names):
-            if n == 'rank': out['MedR'], out['MeanR'] = t[:, j].quantile(.5).item(), t[:, j].mean().item()
-            else: out[rename.get(n, n)] = t[:, j].mean().item()
-        return out
-    t, g = table[valid], None if groups is None else np.asarray(groups)[valid.numpy()]
-    out = with_ci_keys(bootstrap_ci(summary, t, groups=g, n_resamples=n_resamples, alpha=alpha, seed=seed), prefix) \
-          if n_resamples else {prefix + k: v for k, v in summary(t).items()}
-    out[prefix + 'n_queries'] = float(valid.sum())
-    return out
-
-
 def mean_ci(values: Mapping[str, Tensor],  # name -> [N] per-item values (NaN = undefined for that item)
             groups=None,  # [N] patient per item (the bootstrap resamples patients)
             n_resamples: int = 0, alpha: float = 0.05, seed: int = 0,
@@ -302,7 +263,7 @@ def study_retrieval_eval(es: EmbeddingSet,  # embeddings of one split
     out = {}
     for d in ('i2t', 't2i'):
         sr = (ranks or {}).get(d) or study_ranks(es, d, scorer)
-        out.update(summarise_queries(per_query_metrics(sr.rr, ks), sr.query_subjects, n_resamples=n_resamples,
+        out.update(summarise_per_query(per_query_from_ranks(sr.rr, ks), sr.query_subjects, n_resamples=n_resamples,
                                      alpha=alpha, seed=seed, prefix=f'{d}/'))
         out.update({f'{d}/chance_R@{k}': chance_recall(sr.rr, k) for k in ks})
     return out
@@ -352,7 +313,7 @@ def protocol_subset_eval(ranks: Mapping[str, StudyRanks],  # `study_ranks` per d
     for d, sr in ranks.items():
         keep = torch.tensor([bool(abnormal[s]) for s in sr.query_studies])
         if not keep.any(): continue
-        res = summarise_queries(per_query_metrics(sr.rr, ks), sr.query_subjects, keep, n_resamples, alpha, seed, f'abnormal/{d}/')
+        res = summarise_per_query(per_query_from_ranks(sr.rr, ks), sr.query_subjects, keep, n_resamples, alpha, seed, f'abnormal/{d}/')
         out.update({k: v for k, v in res.items() if any(k.startswith(f'abnormal/{d}/{m}') for m in [f'R@{k}' for k in ks] + ['n_queries'])})
     return out
 
@@ -378,7 +339,7 @@ def same_label_eval(es: EmbeddingSet,
             hits.append(recall_at_k(sr.rr, 1)); subj += sr.query_subjects
             inv_size += [1 / (n_studies if d == 'i2t' else len(sub))] * len(sr.query_studies)
         if not hits: continue
-        out.update(summarise_queries({'R@1': torch.cat(hits)}, subj, None, n_resamples, alpha, seed, f'same_label/{d}/'))
+        out.update(summarise_per_query({'R@1': torch.cat(hits)}, subj, None, n_resamples, alpha, seed, f'same_label/{d}/'))
         out.update({f'same_label/{d}/chance_R@1': float(np.mean(inv_size)), f'same_label/{d}/n_unique_label_set': float(skipped)})
     return out
 

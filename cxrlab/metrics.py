@@ -15,13 +15,13 @@ from torch import Tensor
 __all__ = ['TIE_POLICIES', 'UNCERTAIN_POLICIES', 'as_sim_rel', 'RelevantRanks', 'relevant_ranks', 'first_relevant_rank',
            'recall_at_k', 'recall_fraction_at_k', 'precision_at_k', 'reciprocal_rank', 'r_precision',
            'average_precision', 'average_precision_at_r', 'ndcg_at_k', 'ndcg_retrieved_list_normalised',
-           'nanmean_counted', 'check_ks', 'retrieval_per_query', 'retrieval_metrics', 'bidirectional_retrieval_metrics',
-           'label_overlap_relevance', 'tie_broken_scores', 'as_row_set', 'dot_product_scores', 'chunked_topk',
-           'faiss_available', 'faiss_flat_index', 'faiss_topk', 'chunked_relevant_ranks', 'binary_targets', 'auroc',
-           'auprc', 'classification_metrics', 'prompt_ensemble', 'zero_shot_similarity_scores',
-           'zero_shot_pos_neg_probs', 'linear_probe_scores', 'dice_score', 'iou_score', 'pixel_accuracy',
-           'segmentation_metrics', 'boxes_to_masks', 'contrast_to_noise_ratio', 'pointing_game', 'miou_over_thresholds',
-           'grounding_metrics', 'bootstrap_ci', 'with_ci_keys', 'retrieval_metrics_ci']
+           'nanmean_counted', 'check_ks', 'per_query_from_ranks', 'retrieval_per_query', 'summarise_per_query',
+           'retrieval_metrics', 'bidirectional_retrieval_metrics', 'label_overlap_relevance', 'tie_broken_scores',
+           'as_row_set', 'dot_product_scores', 'chunked_topk', 'faiss_available', 'faiss_flat_index', 'faiss_topk',
+           'chunked_relevant_ranks', 'binary_targets', 'auroc', 'auprc', 'classification_metrics', 'prompt_ensemble',
+           'zero_shot_similarity_scores', 'zero_shot_pos_neg_probs', 'linear_probe_scores', 'dice_score', 'iou_score',
+           'pixel_accuracy', 'segmentation_metrics', 'boxes_to_masks', 'contrast_to_noise_ratio', 'pointing_game',
+           'miou_over_thresholds', 'grounding_metrics', 'bootstrap_ci', 'with_ci_keys', 'retrieval_metrics_ci']
 
 # %% ../nbs/02_metrics.ipynb #fed7553a
 def _as_tensor(x):
@@ -290,14 +290,9 @@ def check_ks(ks) -> tuple[int, ...]:
     if len(set(out)) != len(out): raise ValueError(f"ks={tuple(ks)!r} repeats a cut-off")
     return out
 
-def retrieval_per_query(sim,  # [Q, G] similarity, higher is better
-                        rel=None,  # [Q, G] bool relevance; None = one-to-one
-                        ks: Sequence[int] = (1, 5, 10),  # cut-offs for R@K (nDCG and P use max(ks))
-                        ties: str = 'pessimistic',  # tie policy, see `relevant_ranks`
-                       ) -> dict[str, Tensor]:
-    "Per-query values ([Q], NaN where a query has no relevant item) of every retrieval metric."
+def per_query_from_ranks(rr: RelevantRanks, ks: Sequence[int] = (1, 5, 10)) -> dict[str, Tensor]:
+    "Per-query values ([Q], NaN where a query has no relevant item) of every retrieval metric, from relevant ranks."
     ks = check_ks(ks)
-    rr = relevant_ranks(sim, rel, ties=ties)
     kmax = max(ks)
     out = {f'R@{k}': recall_at_k(rr, k) for k in ks}
     ap, ap_r = _ap_and_ap_at_r(rr)
@@ -305,8 +300,52 @@ def retrieval_per_query(sim,  # [Q, G] similarity, higher is better
                 'R-Precision': r_precision(rr), f'P@{kmax}': precision_at_k(rr, kmax), 'AP': ap, 'AP@R': ap_r})
     return out
 
+def retrieval_per_query(sim,  # [Q, G] similarity, higher is better
+                        rel=None,  # [Q, G] bool relevance; None = one-to-one
+                        ks: Sequence[int] = (1, 5, 10),  # cut-offs for R@K (nDCG and P use max(ks))
+                        ties: str = 'pessimistic',  # tie policy, see `relevant_ranks`
+                       ) -> dict[str, Tensor]:
+    "Per-query values ([Q], NaN where a query has no relevant item) of every retrieval metric."
+    ks = check_ks(ks)
+    return per_query_from_ranks(relevant_ranks(sim, rel, ties=ties), ks)
+
 # %% ../nbs/02_metrics.ipynb #42af405c
 _AGGREGATE_NAMES = {'RR': 'MRR', 'AP': 'mAP', 'AP@R': 'mAP@R'}
+
+def summarise_per_query(pq: Mapping[str, Tensor],  # per-query values (`per_query_from_ranks`), NaN = no relevant item
+                        groups=None,  # [Q] patient id per query (bootstrap resamples groups); None = queries
+                        keep: Tensor | None = None,  # [Q] bool: summarise only these queries (e.g. abnormal studies)
+                        n_resamples: int = 0,  # bootstrap resamples (0 = no CIs)
+                        alpha: float = 0.05,  # 1 - confidence level
+                        seed: int = 0,  # resampling seed
+                        prefix: str = '',  # prepended to every key
+                       ) -> dict[str, float]:
+    "Means over the (kept) queries with a relevant item — MedR/MeanR for ranks, MRR, mAP, ... — with optional bootstrap CIs."
+    names = list(pq)
+    if not names: raise ValueError("summarise_per_query: no per-query values given")
+    table = torch.stack([torch.as_tensor(pq[n], dtype=torch.float64) for n in names], 1)
+    n_q = len(table)
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.ndim != 1 or len(groups) != n_q:
+            raise ValueError(f"groups has shape {groups.shape} but there are {n_q} query rows (one group id per query)")
+    kept = torch.ones(n_q, dtype=torch.bool) if keep is None else torch.as_tensor(keep).bool()
+    if kept.shape != (n_q,): raise ValueError(f"keep has shape {tuple(kept.shape)}; expected ({n_q},)")
+    has_rel = ~table[:, names.index('rank') if 'rank' in names else 0].isnan()
+    valid = has_rel & kept
+    if not valid.any():
+        raise ValueError(f"none of the {int(kept.sum())}{'' if keep is None else ' kept'} queries has a relevant gallery item")
+    def summary(t):
+        out = {}
+        for j, n in enumerate(names):
+            if n == 'rank': out['MedR'], out['MeanR'] = t[:, j].quantile(.5).item(), t[:, j].mean().item()
+            else: out[_AGGREGATE_NAMES.get(n, n)] = t[:, j].mean().item()
+        return out
+    t, g = table[valid], None if groups is None else groups[valid.numpy()]
+    out = with_ci_keys(bootstrap_ci(summary, t, groups=g, n_resamples=n_resamples, alpha=alpha, seed=seed)) if n_resamples \
+          else summary(t)
+    out.update({'n_queries': float(valid.sum()), 'n_queries_without_relevant': float((kept & ~has_rel).sum())})
+    return {prefix + k: v for k, v in out.items()}
 
 def retrieval_metrics(sim,  # [Q, G] similarity, higher is better
                       rel=None,  # [Q, G] bool relevance; None = one-to-one (query i <-> gallery i)
@@ -315,17 +354,7 @@ def retrieval_metrics(sim,  # [Q, G] similarity, higher is better
                       ties: str = 'pessimistic',  # tie policy, see `relevant_ranks`
                      ) -> dict[str, float]:
     "R@K, MedR, MeanR, MRR, nDCG@K, R-Precision, P@K, mAP, mAP@R averaged over queries that have a relevant item."
-    pq = retrieval_per_query(sim, rel, ks, ties)
-    ranks = pq.pop('rank')
-    valid = ~ranks.isnan()
-    if not valid.any(): raise ValueError(f"none of the {len(ranks)} queries has a relevant gallery item")
-    out = {}
-    for name, v in pq.items():
-        if name == 'RR': out['MedR'], out['MeanR'] = ranks[valid].quantile(.5).item(), ranks[valid].mean().item()
-        out[_AGGREGATE_NAMES.get(name, name)] = v[valid].mean().item()
-    out['n_queries'] = float(valid.sum())
-    out['n_queries_without_relevant'] = float((~valid).sum())
-    return {prefix + k: v for k, v in out.items()}
+    return summarise_per_query(retrieval_per_query(sim, rel, ks, ties), prefix=prefix)
 
 # %% ../nbs/02_metrics.ipynb #cf3f147c
 def bidirectional_retrieval_metrics(sim_i2t,  # [I, T] image-to-text similarity (e.g. image_embeds @ text_embeds.T)
@@ -1041,24 +1070,5 @@ def retrieval_metrics_ci(sim,  # [Q, G] similarity
                          ties: str = 'pessimistic',  # tie policy
                         ) -> dict[str, float]:
     "`retrieval_metrics` plus '<name>_ci_low/_ci_high' percentile bootstrap bounds, resampling query groups."
-    pq = retrieval_per_query(sim, rel, ks, ties)
-    n_q = len(pq['rank'])
-    if groups is not None:
-        groups = np.asarray(groups)
-        if groups.ndim != 1 or len(groups) != n_q:
-            raise ValueError(f"groups has shape {groups.shape} but sim has {n_q} query rows (one group id per query)")
-    names = list(pq)
-    table = torch.stack([pq[n] for n in names], 1)
-    valid = ~table[:, names.index('rank')].isnan()
-    if not valid.any(): raise ValueError(f"none of the {len(table)} queries has a relevant gallery item")
-    table = table[valid]
-    groups = None if groups is None else np.asarray(groups)[valid.numpy()]
-    def summary(t):
-        out = {}
-        for j, n in enumerate(names):
-            if n == 'rank': out['MedR'], out['MeanR'] = t[:, j].quantile(.5).item(), t[:, j].mean().item()
-            else: out[_AGGREGATE_NAMES.get(n, n)] = t[:, j].mean().item()
-        return out
-    out = with_ci_keys(bootstrap_ci(summary, table, groups=groups, n_resamples=n_resamples, alpha=alpha, seed=seed), prefix)
-    out.update({prefix + 'n_queries': float(valid.sum()), prefix + 'n_queries_without_relevant': float((~valid).sum())})
-    return out
+    if int(n_resamples) < 1: raise ValueError(f"n_resamples={n_resamples} must be >= 1 (use retrieval_metrics for no CIs)")
+    return summarise_per_query(retrieval_per_query(sim, rel, ks, ties), groups, None, n_resamples, alpha, seed, prefix)

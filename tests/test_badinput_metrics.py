@@ -86,6 +86,12 @@ CASES = [
     ("retrieval_metrics", "bad tie policy", lambda: M.retrieval_metrics(SIM, ties="average"), raises(ValueError, "ties must be")),
     ("bidirectional_retrieval_metrics", "equal prefixes", lambda: M.bidirectional_retrieval_metrics(SIM, prefixes=("a/", "a/")), raises(ValueError, "two different")),
     ("bidirectional_retrieval_metrics", "rel of another shape", lambda: M.bidirectional_retrieval_metrics(SIM, torch.ones(4, 3)), raises(ValueError, "rel shape")),
+    ("per_query_from_ranks", "ks=(0,)", lambda: M.per_query_from_ranks(RR, ks=(0,)), raises(ValueError, "ks")),
+    ("per_query_from_ranks", "not ranks", lambda: M.per_query_from_ranks(SIM), raises(TypeError, "expected the RelevantRanks")),
+    ("summarise_per_query", "nothing to summarise", lambda: M.summarise_per_query({}), raises(ValueError, "no per-query values")),
+    ("summarise_per_query", "keep of another length", lambda: M.summarise_per_query(M.per_query_from_ranks(RR), keep=torch.ones(3, dtype=torch.bool)), raises(ValueError, "keep has shape")),
+    ("summarise_per_query", "keep selects nothing", lambda: M.summarise_per_query(M.per_query_from_ranks(RR), keep=torch.zeros(4, dtype=torch.bool)), raises(ValueError, "none of the 0 kept queries")),
+    ("summarise_per_query", "groups of another length", lambda: M.summarise_per_query(M.per_query_from_ranks(RR), groups=[0, 1]), raises(ValueError, "4 query rows")),
     ("retrieval_metrics_ci", "groups shorter than the queries", lambda: M.retrieval_metrics_ci(SIM, REL, groups=[0, 1, 1], n_resamples=5), raises(ValueError, "4 query rows")),  # issue 12
     ("retrieval_metrics_ci", "2-D groups", lambda: M.retrieval_metrics_ci(SIM, REL, groups=np.zeros((4, 1)), n_resamples=5), raises(ValueError, "groups has shape")),
     ("retrieval_metrics_ci", "alpha = 0", lambda: M.retrieval_metrics_ci(SIM, REL, alpha=0, n_resamples=5), raises(ValueError, "alpha")),

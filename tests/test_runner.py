@@ -102,12 +102,22 @@ def test_ci_pipeline_hands_every_trained_run_to_the_evaluation(tmp_path):
     "02b and 03 train; 07 reloads each of their runs through the method registry and scores it."
     from cxrlab.report import run_pipeline
     nbs = [ROOT / "nbs" / n for n in ("02b_train.ipynb", "03_patch_ib.ipynb", "07_retrieval_eval.ipynb")]
-    res = run_pipeline("ci", nbs, reports_dir=tmp_path / "reports", out_dir=tmp_path / "runs")
+    from cxrlab.report import trained_runs
+    res = run_pipeline("ci", nbs, reports_dir=tmp_path / "reports", out_dir=tmp_path / "runs",
+                       stage_params={"03_patch_ib": {"variant": "A,C"}})
     assert [r.status for r in res] == ["ok"] * 3, [r.error for r in res]
     ev = load_json(Path(res[2].run_dir) / "params.json")["params"]
     trained = {Path(r).name for r in ev["runs"]}
-    assert trained == {Path(res[0].run_dir).name, Path(res[1].run_dir).name}
+    children = {Path(r).name for r in trained_runs(res[1].run_dir)}  # 03 with two variants: one run each
+    assert len(children) == 2 and trained == {Path(res[0].run_dir).name} | children
     m = load_json(Path(res[2].run_dir) / "metrics.json")
     for name in trained:
         assert f"test/{name}/t2i/R@10" in m and f"test/{name}/same_label/t2i/R@1" in m
-    assert any(k.endswith("grounding/n_pairs") for k in m)  # the Patch-IB run brought its own evaluation
+    assert any(k.endswith("faithfulness/deletion_auc/mask") for k in m)  # the Patch-IB C run brought its own evaluation
+    rep = tmp_path / "reports"
+    assert all((rep / f).exists() for f in ("leaderboard.md", "leaderboard.png", "index.html", "pipeline_state.json"))
+    assert "patch_ib C (tiny)" in (rep / "leaderboard.md").read_text()
+    # --resume: nothing changed, so no stage runs again
+    again = run_pipeline("ci", nbs, reports_dir=rep, out_dir=tmp_path / "runs", stage_params={"03_patch_ib": {"variant": "A,C"}},
+                         resume=True)
+    assert [r.run_dir for r in again] == [r.run_dir for r in res]
