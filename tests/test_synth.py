@@ -14,7 +14,7 @@ from cxrlab import synth as S
 SIZE = 64
 KEYWORDS = {'Atelectasis': ['atelectasis'], 'Cardiomegaly': ['cardiomegaly', 'heart', 'cardiac'],
             'Consolidation': ['consolidation'], 'Edema': ['edema'],
-            'Enlarged Cardiomediastinum': ['mediastin'], 'Fracture': ['fracture'], 'Lung Lesion': ['nodule', 'mass'],
+            'Enlarged Cardiomediastinum': ['mediastin'], 'Fracture': ['fracture'], 'Lung Lesion': ['nodul', 'mass', 'lesion'],
             'Lung Opacity': ['opacit'], 'Pleural Effusion': ['effusion'], 'Pleural Other': ['pleural thickening'],
             'Pneumonia': ['pneumonia'], 'Pneumothorax': ['pneumothorax'],
             'Support Devices': ['tube', 'catheter', 'line', 'pacemaker']}
