@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from .core import CHEXPERT_LABELS, SPLITS, atomic_write, cache_dir, get_logger, save_json
@@ -16,14 +17,15 @@ from .core import CHEXPERT_LABELS, SPLITS, atomic_write, cache_dir, get_logger, 
 # %% auto #0
 __all__ = ['SIDES', 'PATHOLOGIES', 'SEVERITIES', 'ZONES', 'LUNG_SIDES', 'FINDING_SPEC', 'SCENARIOS', 'DEVICES', 'MM_PER_UNIT',
            'REGIONS', 'RENDERERS', 'LOCATION_WORDS', 'LOCATION_ADJECTIVES', 'REGION_WORDS', 'SEVERITY_WORDS', 'ASPECTS',
-           'NEGATIVES', 'MASK_BITS', 'SYNTH_VERSION', 'DEFAULT_CONFIG', 'MIMIC_METADATA_COLUMNS', 'IU_REPORT_COLUMNS',
-           'CHEXPERT_PLUS_COLUMNS', 'MEDPROBCLIP_COLUMNS', 'MS_CXR_COLUMNS', 'MS_CXR_CATEGORIES', 'MESH_TERMS',
-           'LAYOUTS', 'sample_anatomy', 'sample_pose', 'render_frontal', 'compose', 'sample_findings',
+           'NEGATIVES', 'MASK_BITS', 'SYNTH_VERSION', 'DEFAULT_CONFIG', 'ORACLE_LEVELS', 'MIMIC_METADATA_COLUMNS',
+           'IU_REPORT_COLUMNS', 'CHEXPERT_PLUS_COLUMNS', 'MEDPROBCLIP_COLUMNS', 'MS_CXR_COLUMNS', 'MS_CXR_CATEGORIES',
+           'MESH_TERMS', 'LAYOUTS', 'sample_anatomy', 'sample_pose', 'render_frontal', 'compose', 'sample_findings',
            'render_frontal_image', 'measure_ctr', 'finding_facts', 'finding_sentence', 'label_from_sentences',
            'write_report', 'report_sections', 'report_text', 'render_lateral_image', 'thorax_mask', 'render_image',
            'patient_splits', 'generate_patient', 'synth_reports', 'masks_to_bits', 'read_mask', 'encode_png',
-           'generate_synthcxr', 'load_synth_manifest', 'synth_config_hash', 'ensure_synthcxr', 'write_layout',
-           'synth_cli', 'synth_statistics', 'synth_grid']
+           'generate_synthcxr', 'load_synth_manifest', 'synth_config_hash', 'ensure_synthcxr', 'load_contrast_set',
+           'oracle_embeddings', 'oracle_retrieval', 'prior_localization_metrics', 'write_layout', 'synth_cli',
+           'synth_statistics', 'synth_grid']
 
 # %% ../nbs/01b_synth.ipynb #66fd45aa
 SIDES = {'right': -1.0, 'left': 1.0}  # patient side -> sign of u (patient's right is image left)
@@ -1115,7 +1117,7 @@ def _noun_phrase_raw(f: Mapping, rng, a: Mapping | None = None) -> tuple[str, se
     if n == 'Enlarged Cardiomediastinum': return _np_mediastinum(f, rng, a)
     raise KeyError(n)
 
-def _ctr_token(ctr: float) -> str: return f"heart|ctr:{round(ctr * 20) / 20:.2f}"  # stated ratio, to the nearest 0.05
+def _ctr_token(ctr: float) -> str: return f"heart|ctr:{ctr:.2f}"  # the ratio as the report states it (two decimals)
 
 def finding_facts(f: Mapping,  # a finding
                   stated: Iterable[str] = ASPECTS,  # aspects a sentence states (all of them: what was drawn)
@@ -1129,9 +1131,9 @@ def finding_facts(f: Mapping,  # a finding
     for g in f['geom']:
         if 'zone' in stated: out.add(f"{n}|zone:{g['side']}/{g['zone']}")
         if 'region' in stated: out.add(f"{n}|region:{g['side']}/{g['region']}")
-        if 'size' in stated and 'mm' in g: out.add(f"{n}|size:{g['side']}/{5 * round(g['mm'] / 5)}mm")
+        if 'size' in stated and 'mm' in g: out.add(f"{n}|size:{g['side']}/{g['mm']}mm")
         if 'rib' in stated and 'rib' in g: out.add(f"{n}|rib:{g['side']}/{g['rib']}")
-        if 'depth' in stated and 'depth_cm' in g: out.add(f"{n}|depth:{round(g['depth_cm'])}cm")
+        if 'depth' in stated and 'depth_cm' in g: out.add(f"{n}|depth:{g['depth_cm']:.1f}cm")
     if n == 'Support Devices' and 'device' in stated:
         for d, info in f['device_info'].items(): out.update(_device_facts(d, info))
     return sorted(out)
@@ -1139,7 +1141,7 @@ def finding_facts(f: Mapping,  # a finding
 def _device_facts(d: str, info: Mapping) -> list[str]:
     "Fact tokens of one device: kind, side, route and where its tip is."
     out = [f"device:{d}"]
-    if d == 'ett': out.append(f"device:ett|tip:{round(info['tip_cm'])}cm")
+    if d == 'ett': out.append(f"device:ett|tip:{info['tip_cm']:.1f}cm")
     if d == 'cvc': out += [f"device:cvc|side:{info['side']}", f"device:cvc|route:{info['route']}", f"device:cvc|tip:{info['tip']}"]
     if d == 'ng': out.append(f"device:ng|tip:{info['tip']}")
     if d == 'pacemaker': out += [f"device:pacemaker|side:{info['side']}", f"device:pacemaker|leads:{info['leads']}"]
@@ -1350,8 +1352,8 @@ def _negatives(present: set, scenarios: Sequence[str], rng) -> list[dict]:
 def _normal_anatomy(present: set, rng, ctr: float, dome_rib: int) -> list[dict]:
     "Sentences about what the image shows when it is normal there: heart size (with its ratio), lungs, diaphragm level."
     out = []
-    if not present & {'Cardiomegaly', 'Enlarged Cardiomediastinum'} and rng.random() < 0.85:
-        if rng.random() < 0.55:
+    if not present & {'Cardiomegaly', 'Enlarged Cardiomediastinum'} and rng.random() < 0.9:
+        if rng.random() < 0.75:
             out.append(_sent(_choice(rng, [f"Heart size is normal, with a cardiothoracic ratio of {ctr:.2f}.", f"The cardiothoracic ratio is {ctr:.2f}, within normal limits.",
                                            f"The heart is normal in size (cardiothoracic ratio {ctr:.2f}).", f"Cardiac size is within normal limits, cardiothoracic ratio {ctr:.2f}."]
                                           + ([f"Heart size is at the upper limits of normal, with a cardiothoracic ratio of {ctr:.2f}."] if ctr >= 0.49 else [])),
@@ -1363,7 +1365,7 @@ def _normal_anatomy(present: set, rng, ctr: float, dome_rib: int) -> list[dict]:
             out.append(_sent(_choice(rng, ['Heart size is normal.', 'The heart is normal in size.', 'No cardiomegaly.', 'Normal heart size.']), {'Cardiomegaly': 0}))
     if not present & {'Consolidation', 'Pneumonia', 'Lung Opacity', 'Atelectasis', 'Edema', 'Lung Lesion'} and rng.random() < .55:
         out.append(_sent(_choice(rng, _CLEAR)))
-    if rng.random() < 0.45:
+    if rng.random() < 0.7:
         out.append(_sent(_choice(rng, [f"The right hemidiaphragm is at the level of the {_ORD[dome_rib]} posterior rib.",
                                        f"The lungs are well expanded, with the right hemidiaphragm at the {_ORD[dome_rib]} posterior rib.",
                                        f"Inspiration is adequate, with {_COUNT.get(dome_rib, str(dome_rib)) if dome_rib < 5 else dome_rib} posterior ribs above the right hemidiaphragm."]),
@@ -1983,6 +1985,164 @@ def ensure_synthcxr(n_patients: int = 40,  # CI-sized default
         meta['data_root'] = str(final.resolve()); save_json(meta, final / 'manifest.jsonl.meta.json')
     return final / 'manifest.jsonl'
 
+# %% ../nbs/01b_synth.ipynb #1ca07f5a
+def load_contrast_set(manifest_or_path,  # a manifest frame from build_manifest('synth', ...), or a SynthCXR folder / manifest path
+                     ) -> pd.DataFrame:
+    "Matched counterfactual test studies (`contrast.jsonl`) as manifest rows with `contrast_of` and `contrast_change`."
+    from cxrlab.data import QCReport, read_synth
+    if isinstance(manifest_or_path, pd.DataFrame):
+        meta = dict(manifest_or_path.attrs.get('meta') or {})
+        if not meta.get('data_root'):
+            raise ValueError("load_contrast_set: the manifest has no attrs['meta']['data_root']; pass the SynthCXR folder instead")
+        folder, keep = Path(meta['data_root']), set(manifest_or_path['image_id'])
+    else:
+        p = Path(manifest_or_path)
+        folder, keep = (p if p.is_dir() else p.parent), None
+        meta = dict(dataset='synth', data_root=str(folder.resolve()))
+    path = folder / 'contrast.jsonl'
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no contrast set here (SynthCXR >= 2.0 writes one for the test split unless contrast=False)")
+    df, _ = read_synth(path, QCReport())
+    if keep is not None: df = df[df['contrast_of'].isin(keep)]
+    missing = [p for p in df['image_path'] if not (folder / p).exists()]
+    if missing: raise FileNotFoundError(f"{path}: {len(missing)} counterfactual image(s) missing, first {folder / missing[0]}")
+    df = df.reset_index(drop=True)
+    df.attrs['meta'] = {**meta, 'contrast': {'file': str(path), 'rows': len(df), 'studies': int(df['study_id'].nunique())}}
+    return df
+
+# %% ../nbs/01b_synth.ipynb #d41e0ea2
+ORACLE_LEVELS = ('labels', 'structure')
+
+def _study_fact_sets(df: pd.DataFrame, level: str) -> tuple[list[set], list[set]]:
+    "Per row: the drawn fact set (image side) and the stated fact set (text side) at `level`."
+    if level not in ORACLE_LEVELS: raise ValueError(f"level={level!r}: choose one of {ORACLE_LEVELS}")
+    need = {'image_facts', 'sentences'} - set(df.columns)
+    if need: raise ValueError(f"oracle needs SynthCXR >= 2.0 columns {sorted(need)} (a manifest from build_manifest('synth') has them)")
+    img, txt = [], []
+    for i, (drawn, sents) in enumerate(zip(df['image_facts'], df['sentences'])):
+        if not isinstance(drawn, (list, tuple)) or not isinstance(sents, (list, tuple)):
+            raise ValueError(f"row {i} ({df['image_id'].iat[i]}): image_facts/sentences are not lists")
+        stated = {f"label:{l}" for l in CHEXPERT_LABELS if df[l].iat[i] in (1.0, -1.0)}
+        if level == 'structure': stated |= {t for s in sents for t in s.get('facts', ()) if not t.startswith('label:')}
+        img.append({t for t in drawn if level == 'structure' or t.startswith('label:')}); txt.append(stated)
+    return img, txt
+
+def oracle_embeddings(df: pd.DataFrame,  # SynthCXR manifest rows (image_facts, sentences, labels)
+                      level: str = 'structure',  # 'labels' | 'structure'
+                      seed: int = 0,  # seed of the random tie-break
+                     ) -> tuple['torch.Tensor', 'torch.Tensor']:  # (image_vectors [N, K], text_vectors [N, K]) float32
+    "Row-aligned oracle vectors whose dot product is -(facts in disagreement) + a random tie-break in [0, 0.2)."
+    import torch
+    img, txt = _study_fact_sets(df, level)
+    vocab = {t: j for j, t in enumerate(sorted(set().union(*img, *txt)))}
+    kinds = {c: j for j, c in enumerate(sorted({_fact_kind(t) for t in vocab}))}
+    n, k, nk = len(df), len(vocab), len(kinds)
+    a, b = np.zeros((n, k), np.float32), np.zeros((n, k), np.float32)
+    count, stated = np.zeros((n, nk), np.float32), np.zeros((n, nk), np.float32)
+    for i, (si, st) in enumerate(zip(img, txt)):
+        a[i, [vocab[t] for t in si]] = 1; b[i, [vocab[t] for t in st]] = 1
+        for t in si: count[i, kinds[_fact_kind(t)]] += 1
+        stated[i, [kinds[_fact_kind(t)] for t in st] + [kinds['label']]] = 1  # labels are always stated (present or absent)
+    u, v = np.random.default_rng(seed).random((2, n)).astype(np.float32) * np.float32(0.1)
+    ones = np.ones(n, np.float32)
+    iv = np.column_stack([2 * a, -count, ones, u, ones])   # . [b, stated, -|b|, 1, v] = 2 a.b - stated.count - |b| + u + v
+    tv = np.column_stack([b, stated, -b.sum(1), ones, v])
+    return torch.from_numpy(iv), torch.from_numpy(tv)
+
+def _fact_kind(token: str) -> str:
+    "Kind of a fact token: 'label', or what it is about ('Lung Lesion|region', 'device:ett|tip', 'heart|ctr', ...)."
+    return 'label' if token.startswith('label:') else token.rsplit(':', 1)[0]
+
+def oracle_retrieval(df: pd.DataFrame,  # SynthCXR manifest rows of one split (e.g. test)
+                     level: str = 'structure',  # 'labels' | 'structure'
+                     ks: Sequence[int] = (1, 10),  # cut-offs for R@K
+                     abnormal_only: bool = False,  # queries: only studies whose report has a finding (No Finding != 1)
+                     seed: int = 0,  # tie-break seed
+                    ) -> dict[str, float]:
+    "Study-level i2t / t2i retrieval of the oracle (cxrlab.metrics): every image vs one report per study."
+    import torch
+    from cxrlab.metrics import retrieval_metrics
+    iv, tv = oracle_embeddings(df, level, seed)
+    study = df['study_id'].astype(str).to_numpy()
+    first = torch.from_numpy(pd.Series(np.arange(len(df))).groupby(study, sort=False).first().to_numpy().copy())
+    pos = {s: j for j, s in enumerate(study[first.numpy()])}
+    idx = torch.tensor([pos[s] for s in study])
+    sim = iv.double() @ tv[first].double().T  # [N images, S reports]
+    rel = idx[:, None] == torch.arange(len(first))[None, :]
+    abn = (df['No Finding'].to_numpy() != 1.0)
+    qi, qt = (np.flatnonzero(abn), np.flatnonzero(abn[first.numpy()])) if abnormal_only else (np.arange(len(df)), np.arange(len(first)))
+    if not len(qt): raise ValueError("oracle_retrieval: no abnormal study among the rows")
+    out = {**retrieval_metrics(sim[qi], rel[qi], ks, prefix='i2t/'), **retrieval_metrics(sim.T[qt], rel.T[qt], ks, prefix='t2i/')}
+    return {k: v for k, v in out.items() if re.match(r'(i2t|t2i)/(R@\d+|n_queries)$', k)}
+
+# %% ../nbs/01b_synth.ipynb #a732e492
+def _label_masks(df: pd.DataFrame, data_root: Path) -> tuple[list[tuple], np.ndarray]:
+    "Queries (row, label, text key) and their bool target masks [Q, H, W] from frontal rows' mask files."
+    keys, masks = [], []
+    for i in range(len(df)):
+        if not bool(df['is_frontal'].iat[i]): continue
+        labs = [l for l in PATHOLOGIES if l != 'Support Devices' and df[l].iat[i] in (1.0, -1.0)]
+        if not labs: continue
+        mp = Path(df['mask_path'].iat[i]); mp = mp if mp.is_absolute() else data_root / mp
+        try: bits = np.asarray(Image.open(mp), dtype=np.int64)
+        except (FileNotFoundError, OSError) as e: raise FileNotFoundError(f"{mp}: cannot read mask of {df['image_id'].iat[i]} ({e})") from None
+        facts = {t for s in df['sentences'].iat[i] for t in s.get('facts', ())}
+        for l in labs:
+            m = (bits & MASK_BITS[l]) != 0
+            if not m.any(): continue
+            side = next((t.split(':', 1)[1] for t in facts if t.startswith(f"{l}|side:")), None)
+            zones = tuple(sorted(t.split(':', 1)[1] for t in facts if t.startswith(f"{l}|zone:")))
+            keys.append((i, l, (l, side, zones))); masks.append(m)
+    if not masks: raise ValueError("no frontal image with a positive, non-empty finding mask")
+    return keys, np.stack(masks)
+
+def _fit_threshold(maps, targets, grid=tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))) -> float:
+    "The threshold of `grid` maximising mean Dice of `maps >= t` against `targets`."
+    from cxrlab.metrics import dice_score
+    import torch
+    m, t = torch.as_tensor(maps), torch.as_tensor(targets)
+    return float(max(grid, key=lambda th: dice_score(m, t, threshold=th).mean().item()))
+
+def prior_localization_metrics(train_df: pd.DataFrame,  # train-split manifest rows (frontal images with masks)
+                               test_df: pd.DataFrame,  # test-split manifest rows
+                               data_root: str | Path | None = None,  # anchor of mask paths (default: attrs['meta']['data_root'])
+                               max_fit: int = 1500,  # train queries used to fit the thresholds (the first ones)
+                              ) -> dict[str, dict[str, float]]:
+    "Pointing game, Dice and IoU of the image-blind priors (centre, mean mask per finding, per finding + side + zone) on test masks."
+    import torch
+    from cxrlab.metrics import dice_score, iou_score, pointing_game
+    root = Path(data_root or (test_df.attrs.get('meta') or {}).get('data_root') or (train_df.attrs.get('meta') or {}).get('data_root') or '.')
+    tr_keys, tr_masks = _label_masks(train_df, root)
+    te_keys, te_masks = _label_masks(test_df, root)
+    h, w = te_masks.shape[1:]
+    if tr_masks.shape[1:] != (h, w): raise ValueError(f"train masks are {tr_masks.shape[1:]}, test masks {(h, w)}: use one image size")
+    by_label, by_key = {}, {}
+    for (_, l, key), m in zip(tr_keys, tr_masks):
+        for d, k in ((by_label, l), (by_key, key)):
+            s = d.setdefault(k, [np.zeros((h, w)), 0]); s[0] += m; s[1] += 1
+    mean = lambda d, k: (d[k][0] / d[k][1]).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    centre = np.exp(-(((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (2 * (h / 6) ** 2))).astype(np.float32)
+    zeros = np.zeros((h, w), np.float32)
+    def maps(keys, kind):
+        out, backoff = [], 0
+        for _, l, key in keys:
+            if kind == 'centre': out.append(centre)
+            elif kind == 'finding': out.append(mean(by_label, l) if l in by_label else zeros)
+            elif key in by_key: out.append(mean(by_key, key))
+            else: backoff += 1; out.append(mean(by_label, l) if l in by_label else zeros)
+        return np.stack(out), backoff
+    res = {}
+    for kind in ('centre', 'finding', 'finding_side_zone'):
+        fit, _ = maps(tr_keys[:max_fit], kind)
+        th = _fit_threshold(fit, tr_masks[:max_fit])
+        mp, backoff = maps(te_keys, kind)
+        m, t = torch.as_tensor(mp), torch.as_tensor(te_masks)
+        res[kind] = dict(PointingGame=float(pointing_game(m, t).nanmean()), Dice=float(dice_score(m, t, threshold=th).mean()),
+                         IoU=float(iou_score(m, t, threshold=th).mean()), threshold=th, n_queries=float(len(te_keys)))
+        if kind == 'finding_side_zone': res[kind]['n_backoff'] = float(backoff)
+    return res
+
 # %% ../nbs/01b_synth.ipynb #e377280d
 import textwrap
 import pandas as pd
@@ -2035,13 +2195,22 @@ def _label_csv_value(x: float):
     return '' if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):.1f}"
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence], gz: bool = False):
-    "Write a CSV (optionally gzip) with the csv module, header exactly `columns`."
+    "Write a CSV (optionally gzip, with a fixed header time so the bytes depend on the content only), header exactly `columns`."
     path.parent.mkdir(parents=True, exist_ok=True)
-    opener = (lambda: gzip.open(path, 'wt', encoding='utf-8', newline='')) if gz else (lambda: open(path, 'w', encoding='utf-8', newline=''))
-    with opener() as fh:
-        w = csv.writer(fh)
-        w.writerow(columns)
-        for row in rows: w.writerow(row)
+    with open(path, 'wb') as raw:
+        z = gzip.GzipFile(filename=path.name, mode='wb', fileobj=raw, mtime=0) if gz else None
+        with io.TextIOWrapper(z if gz else raw, encoding='utf-8', newline='') as fh:
+            w = csv.writer(fh)
+            w.writerow(columns)
+            for row in rows: w.writerow(row)
+
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # entry time of every zip member (the earliest a zip can hold), for reproducible bytes
+
+def _zip_text(z: zipfile.ZipFile, name: str, text: str):
+    "Add a text member with a fixed time and permissions."
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+    z.writestr(info, text)
 
 def _mimic_paths(r: Mapping) -> tuple[str, str]:
     "MIMIC-CXR-JPG relative image path and report path of a manifest row."
@@ -2072,7 +2241,7 @@ def _layout_mimic(root: Path, recs: Sequence[dict], out: Path):
         for s in studies:
             txt, rel = _mimic_report(s), _mimic_paths(s[0])[1]
             (out / rel).write_text(txt, encoding='utf-8')
-            z.writestr(rel, txt)
+            _zip_text(z, rel, txt)
 
 def _mesh(r: Mapping) -> tuple[str, str]:
     "IU-style MeSH and Problems strings from the stated (1.0) labels."
