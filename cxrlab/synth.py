@@ -19,13 +19,14 @@ __all__ = ['SIDES', 'PATHOLOGIES', 'SEVERITIES', 'ZONES', 'LUNG_SIDES', 'FINDING
            'REGIONS', 'RENDERERS', 'LOCATION_WORDS', 'LOCATION_ADJECTIVES', 'REGION_WORDS', 'SEVERITY_WORDS', 'ASPECTS',
            'NEGATIVES', 'MASK_BITS', 'SYNTH_VERSION', 'DEFAULT_CONFIG', 'ORACLE_LEVELS', 'MIMIC_METADATA_COLUMNS',
            'IU_REPORT_COLUMNS', 'CHEXPERT_PLUS_COLUMNS', 'MEDPROBCLIP_COLUMNS', 'MS_CXR_COLUMNS', 'MS_CXR_CATEGORIES',
-           'MESH_TERMS', 'LAYOUTS', 'sample_anatomy', 'sample_pose', 'render_frontal', 'compose', 'sample_findings',
-           'render_frontal_image', 'measure_ctr', 'finding_facts', 'finding_sentence', 'label_from_sentences',
-           'write_report', 'report_sections', 'report_text', 'render_lateral_image', 'thorax_mask', 'render_image',
-           'patient_splits', 'generate_patient', 'synth_reports', 'masks_to_bits', 'read_mask', 'encode_png',
-           'generate_synthcxr', 'load_synth_manifest', 'synth_config_hash', 'ensure_synthcxr', 'load_contrast_set',
-           'oracle_embeddings', 'oracle_retrieval', 'prior_localization_metrics', 'write_layout', 'synth_cli',
-           'synth_statistics', 'synth_grid']
+           'MESH_TERMS', 'LAYOUTS', 'IU_DEV_MAX_UID', 'sample_anatomy', 'sample_pose', 'render_frontal', 'compose',
+           'sample_findings', 'render_frontal_image', 'measure_ctr', 'finding_facts', 'finding_sentence',
+           'label_from_sentences', 'write_report', 'report_sections', 'report_text', 'render_lateral_image',
+           'thorax_mask', 'render_image', 'patient_splits', 'generate_patient', 'synth_reports', 'masks_to_bits',
+           'read_mask', 'encode_png', 'generate_synthcxr', 'load_synth_manifest', 'synth_config_hash',
+           'ensure_synthcxr', 'load_contrast_set', 'oracle_embeddings', 'oracle_retrieval',
+           'prior_localization_metrics', 'write_layout', 'synth_cli', 'synth_statistics', 'synth_grid',
+           'vocabulary_stats', 'iu_reference_reports', 'contrast_pair_figure']
 
 # %% ../nbs/01b_synth.ipynb #66fd45aa
 SIDES = {'right': -1.0, 'left': 1.0}  # patient side -> sign of u (patient's right is image left)
@@ -449,6 +450,10 @@ def _finding_geometry(name: str, f: Mapping, a: Mapping, rng, difficulty: float)
             g['gap'] = {'small': (.04, .06), 'moderate': (.08, .12), 'large': (.17, .23)}[f['severity']]
             g['gap'] = rng.uniform(*g['gap']) * (0.7 + 0.3 * k / _SIZE[f['severity']])
             g['depth_cm'] = round(g['gap'] * MM_PER_UNIT / 10, 1)
+        if name == 'Pleural Other':
+            g['th'] = {'small': 0.018, 'moderate': 0.03, 'large': 0.045}[f['severity']] * float(rng.uniform(0.85, 1.2))
+            g['th_mm'] = int(round(g['th'] * MM_PER_UNIT))
+        if name == 'Atelectasis': g['length_cm'] = round(2.4 * g['ru'] * MM_PER_UNIT / 10, 1)  # the drawn band length
         if name in ('Consolidation', 'Pneumonia', 'Lung Opacity'):
             g['extent_cm'] = (round(2 * g['ru'] * MM_PER_UNIT / 10, 1), round(2 * g['rv'] * MM_PER_UNIT / 10, 1))
         out.append({kk: float(vv) if isinstance(vv, (float, np.floating)) else vv for kk, vv in g.items()})
@@ -630,7 +635,7 @@ def _r_pleural_other(L, a, f, c, ctx):
     "Pleural thickening along the lateral chest wall of the zone (apical cap in the upper zone)."
     att, mask = 0, False
     for g in f['geom']:
-        th = {'small': 0.018, 'moderate': 0.03, 'large': 0.045}[f['severity']]
+        th = g.get('th', {'small': 0.018, 'moderate': 0.03, 'large': 0.045}[f['severity']])
         side = (L['U'] * g['sign']) > 0
         band = _ramp(th - (L['s_lat'] - L['S']), L['w']) * _ramp(L['d_lung'] + 0.005, L['w'])
         band = band * _ramp(0.13 - np.abs(L['V'] - g['cv']), 0.04) * side
@@ -977,7 +982,9 @@ def _np_atelectasis(f, rng):
         return _noun_or_adj(rng, [(f"{sev} atelectasis in the {where} with volume loss and elevation of the {side} {hemi}", st | {'severity'})],
                             aw and (lambda: [(f"{sev} {adj} atelectasis with associated volume loss", st_adj | {'severity'})]))
     kind = _choice(rng, ['linear', 'plate-like', 'bandlike', 'subsegmental', 'discoid', 'streaky', 'curvilinear'])
-    return _noun_or_adj(rng, [(f"{sev} {kind} atelectasis in the {where}", st | {'severity'})],
+    length = f"{f['geom'][0]['length_cm']:.1f} cm"
+    return _noun_or_adj(rng, [(f"{sev} {kind} atelectasis in the {where}", st | {'severity'}),
+                              (f"{kind} atelectasis in the {where}, approximately {length} in length", st)],
                         aw and (lambda: [(f"{sev} {adj} {kind} atelectasis", st_adj | {'severity'}), (f"{kind} {adj} atelectasis", st_adj)]))
 
 def _np_effusion(f, rng, a):
@@ -990,8 +997,10 @@ def _np_effusion(f, rng, a):
         tail = _choice(rng, [f" blunting the {side} costophrenic angle", f" with blunting of the {side} costophrenic angle", ''])
     else:
         rib = _effusion_rib(f, a)
+        height = round((a['cp_v'] - _effusion_top(f, a)[0]) * MM_PER_UNIT / 10, 1)
         tail = _choice(rng, [f" extending to the level of the {_ORD[rib]} posterior rib laterally", f" with a meniscus reaching the {_ORD[rib]} posterior rib",
-                             f" obscuring the {side} hemidiaphragm", f" layering along the lateral chest wall to the {_ORD[rib]} posterior rib", ''])
+                             f" obscuring the {side} hemidiaphragm", f" layering along the lateral chest wall to the {_ORD[rib]} posterior rib",
+                             f" with fluid tracking {height:.1f} cm above the costophrenic angle", ''])
     return _pick(rng, [(f"{sev} {side} pleural effusion{tail}", {'side', 'severity'}), (f"{sev} {side}-sided pleural effusion{tail}", {'side', 'severity'}),
                        (f"{sev} {side} effusion{tail}", {'side', 'severity'})])
 
@@ -1014,7 +1023,7 @@ def _np_pneumothorax(f, rng):
 
 def _np_pleural_other(f, rng):
     sev, side = _sev(f, rng), f['side']
-    mm = {'small': 3, 'moderate': 5, 'large': 8}[f['severity']]
+    mm = max(g.get('th_mm', 3) for g in f['geom'])
     if f['zone'] == 'upper':
         return _pick(rng, [(f"{sev} {'biapical' if side == 'bilateral' else side + ' apical'} pleural thickening", {'side', 'zone', 'region', 'severity'}),
                            (f"{'biapical' if side == 'bilateral' else side + ' apical'} pleural capping measuring up to {mm} mm", {'side', 'zone', 'region'})])
@@ -1055,15 +1064,19 @@ def _np_mediastinum(f, rng, a):
                        (f"{_sev(f, rng)} enlargement of the cardiomediastinal silhouette", {'severity'}),
                        (f"{_sev(f, rng)} widening of the mediastinum", {'severity'})])
 
-def _effusion_rib(f: Mapping, a: Mapping) -> int:
-    "Posterior rib at the top of the meniscus of a one-sided effusion (where the fluid is highest, at the chest wall)."
+def _effusion_top(f: Mapping, a: Mapping) -> tuple[float, float]:
+    "Height v and |u| of the top of the meniscus of a one-sided effusion (where the fluid is highest, at the chest wall)."
     g = f['geom'][0]
     lv, rise = {'small': (a['cp_v'] - 0.03, 0.16), 'moderate': (a['dome_r'] - 0.04, 0.22), 'large': (a['dome_r'] - 0.28, 0.3)}[f['severity']]
     lv = lv + 0.05 * (1 - g['k'] / _SIZE[f['severity']])
     w = a['w_r'] if g['sign'] < 0 else a['w_l']
     s = 0.92 * w
     x = (s - 0.1) / (w - 0.1)
-    return _rib_at(a, lv + 0.04 * g['sign'] - rise * x * x, s)
+    return lv + 0.04 * g['sign'] - rise * x * x, s
+
+def _effusion_rib(f: Mapping, a: Mapping) -> int:
+    "Posterior rib at the top of the meniscus of a one-sided effusion."
+    return _rib_at(a, *_effusion_top(f, a))
 
 def _hedged_np(f: Mapping, rng) -> tuple[str, set]:
     "Compact noun phrase for a hedged finding: the finding's noun within a few words of the hedge that precedes it."
@@ -1314,7 +1327,8 @@ _INDICATIONS = {
     'oncology': ['with history of lung cancer, follow-up.', 'with weight loss and hemoptysis. Evaluate for mass.'],
     None: ['with chest pain.', 'preoperative evaluation.', 'with shortness of breath.', 'with cough.'],
 }
-_CLEAR = ['The lungs are clear.', 'Lungs are well expanded and clear.', 'The lungs are clear bilaterally.', 'Both lungs are clear.']
+_CLEAR = ['The lungs are clear.', 'Lungs are well expanded and clear.', 'The lungs are clear bilaterally.', 'Both lungs are clear.',
+          'The lungs are well aerated.', 'The lung parenchyma is clear.', 'Clear lungs.']
 _OTHER_NORMAL = ['The trachea is midline.', 'The visualized osseous structures are unremarkable.', 'The soft tissues are unremarkable.',
                  'The hilar contours are normal.', 'Visualized upper abdomen is unremarkable.', 'The bony thorax is intact.',
                  'The gastric bubble is seen beneath the left hemidiaphragm.', 'Both hemidiaphragms are well defined.',
@@ -1360,7 +1374,8 @@ def _normal_anatomy(present: set, rng, ctr: float, dome_rib: int) -> list[dict]:
                              {'Cardiomegaly': 0}, [_ctr_token(ctr)]))
         elif rng.random() < 0.5:
             out.append(_sent(_choice(rng, ['The cardiomediastinal silhouette is within normal limits.', 'Cardiomediastinal silhouette is normal.',
-                                           'Normal cardiomediastinal contours.']), {'Cardiomegaly': 0, 'Enlarged Cardiomediastinum': 0}))
+                                           'Normal cardiomediastinal contours.', 'The cardiomediastinal contours are unremarkable.',
+                                           'The cardiomediastinal silhouette is unremarkable.']), {'Cardiomegaly': 0, 'Enlarged Cardiomediastinum': 0}))
         else:
             out.append(_sent(_choice(rng, ['Heart size is normal.', 'The heart is normal in size.', 'No cardiomegaly.', 'Normal heart size.']), {'Cardiomegaly': 0}))
     if not present & {'Consolidation', 'Pneumonia', 'Lung Opacity', 'Atelectasis', 'Edema', 'Lung Lesion'} and rng.random() < .55:
@@ -1388,7 +1403,8 @@ def _impression(findings: Sequence[dict], rng, a: Mapping | None = None) -> list
 
 def _technique(frontal_view: str, lateral: bool, prior: bool, rng) -> list[dict]:
     "Opening sentences on the views obtained (and the comparison), as many reports begin."
-    views = (['Portable AP upright view of the chest.', 'Single portable view of the chest.', 'Semi-upright portable radiograph of the chest.']
+    views = (['Portable AP upright view of the chest.', 'Single portable view of the chest.', 'Semi-upright portable radiograph of the chest.',
+              'Single frontal portable radiograph of the chest was obtained.', 'AP portable chest radiograph.']
              if frontal_view == 'AP' else ['PA and lateral views of the chest.', 'PA and lateral chest radiographs were obtained.',
                                            'Frontal and lateral views of the chest were obtained.'] if lateral else
              ['Single PA view of the chest.', 'Frontal view of the chest.'])
@@ -1762,6 +1778,10 @@ def _resized(a: Mapping, f: Mapping, severity: str, rng, difficulty: float) -> d
         if f['name'] == 'Pneumothorax':
             h['gap'] = rng.uniform(*{'small': (.04, .06), 'moderate': (.08, .12), 'large': (.17, .23)}[severity]) * (1 - 0.105 * difficulty)
             h['depth_cm'] = round(h['gap'] * MM_PER_UNIT / 10, 1)
+        if 'th' in h:
+            h['th'] = {'small': 0.018, 'moderate': 0.03, 'large': 0.045}[severity] * h['th'] / {'small': 0.018, 'moderate': 0.03, 'large': 0.045}[f['severity']]
+            h['th_mm'] = int(round(h['th'] * MM_PER_UNIT))
+        if 'length_cm' in h: h['length_cm'] = round(2.4 * h['ru'] * MM_PER_UNIT / 10, 1)
         if 'extent_cm' in h: h['extent_cm'] = (round(2 * h['ru'] * MM_PER_UNIT / 10, 1), round(2 * h['rv'] * MM_PER_UNIT / 10, 1))
         h['region'] = _site_region(f['name'], severity, h)
         geoms.append(h)
@@ -2491,5 +2511,76 @@ def synth_grid(manifest: str | Path,  # SynthCXR manifest (or folder)
             sent = r['impression']
         ax.set_title(l, fontsize=10, fontweight='bold')
         ax.text(0.5, -0.02, textwrap.fill(sent, 42), transform=ax.transAxes, ha='center', va='top', fontsize=7)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/01b_synth.ipynb #501f4a45
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+(?:\.\d+)?")
+IU_DEV_MAX_UID = 1500  # IU X-Ray reports above this uid are held out: never read
+
+def vocabulary_stats(reports: Sequence[str],  # one text per study (findings + impression)
+                     max_tokens: int = 100_000,  # the type/token ratio is taken over this many first tokens
+                    ) -> dict[str, float]:
+    "Word types, type/token ratio, top-20 sentence share and finding-sentence share of a report corpus."
+    from cxrlab.data import split_sentences
+    from cxrlab.labels import label_reports
+    toks = [w for t in reports for w in _WORD.findall(t.lower())]
+    sents = [s for t in reports for s in split_sentences(t)]
+    if not toks or not sents: raise ValueError("vocabulary_stats: empty corpus")
+    counts = pd.Series(sents).value_counts()
+    lab = label_reports(list(sents), mode='both')
+    finding = lab[[l for l in PATHOLOGIES]].isin([1.0, -1.0]).any(axis=1)
+    return {'studies': float(len(reports)), 'tokens': float(len(toks)), 'word types': float(len(set(toks))),
+            'word types (letters only)': float(len({w for w in toks if w[0].isalpha()})),
+            f'type/token ratio (first {max_tokens // 1000}k tokens)': len(set(toks[:max_tokens])) / min(len(toks), max_tokens),
+            'share of sentences covered by the top 20': float(counts.iloc[:20].sum() / len(sents)),
+            'share of sentences describing a finding': float(finding.mean())}
+
+def iu_reference_reports(max_uid: int = IU_DEV_MAX_UID,  # last uid read (at most 1500)
+                        ) -> list[str] | None:
+    "Findings + impression of the IU X-Ray (Open-i) reports with uid <= max_uid from torchxrayvision's data, or None if absent."
+    import importlib.util, tarfile
+    if max_uid > IU_DEV_MAX_UID: raise ValueError(f"max_uid={max_uid}: IU X-Ray reports above uid {IU_DEV_MAX_UID} are held out")
+    spec = importlib.util.find_spec('torchxrayvision')
+    if spec is None or not spec.submodule_search_locations: return None
+    path = Path(list(spec.submodule_search_locations)[0]) / 'data' / 'NLMCXR_reports.tgz'
+    if not path.exists(): raise FileNotFoundError(f"{path}: torchxrayvision is installed but has no NLMCXR_reports.tgz")
+    out = {}
+    with tarfile.open(path) as tf:
+        for m in tf:
+            uid = re.search(r'(\d+)\.xml$', m.name)
+            if not uid or int(uid.group(1)) > max_uid: continue  # held-out reports are skipped unparsed
+            root = ET.parse(tf.extractfile(m)).getroot()
+            sec = {a.get('Label'): (a.text or '').strip() for a in root.iter('AbstractText')}
+            text = ' '.join(t for t in (sec.get('FINDINGS', ''), sec.get('IMPRESSION', '')) if t)
+            if text: out[int(uid.group(1))] = text
+    return [out[k] for k in sorted(out)]
+
+# %% ../nbs/01b_synth.ipynb #ba6816ec
+def contrast_pair_figure(dataset: str | Path,  # a SynthCXR folder or manifest
+                         prefer: Sequence[str] = ('swap_sides', 'side', 'zone', 'severity'),  # change kinds, most wanted first
+                         panel: float = 3.6):
+    "Matplotlib figure: an original test image and its counterfactual, masks outlined, the sentences that differ."
+    import matplotlib.pyplot as plt
+    from scipy.ndimage import binary_erosion
+    p = Path(dataset); root = p if p.is_dir() else p.parent
+    cs = [r for r in load_synth_manifest(root / 'contrast.jsonl') if r['is_frontal']]
+    if not cs: raise ValueError(f"{root}: the contrast set has no frontal image")
+    orig = {r['image_id']: r for r in load_synth_manifest(root)}
+    rank = lambda r: (next((i for i, k in enumerate(prefer) if r['contrast_change'].startswith(k + ':')), len(prefer)),
+                      -min(an['area'] for an in r['annotations']) if r['annotations'] else 0)
+    c = min(cs, key=rank)
+    pair = [orig[c['contrast_of']], c]
+    changed = re.split('[:,]', c['contrast_change'])[1:] if c['contrast_change'].startswith('swap') else [c['contrast_change'].split(':')[1]]
+    fig, axes = plt.subplots(1, 2, figsize=(2 * panel, panel + 1.3))
+    for ax, r, title in zip(axes, pair, ('original', f"counterfactual ({c['contrast_change']})")):
+        img = np.asarray(Image.open(root / r['image_path']))
+        ax.imshow(img, cmap='gray', vmin=0, vmax=255); ax.axis('off'); ax.set_title(title, fontsize=8)
+        m = read_mask(root / r['mask_path'], [l for l in changed if l in MASK_BITS])
+        edge = m & ~binary_erosion(m)
+        ov = np.zeros(img.shape + (4,)); ov[edge] = (1, 0.15, 0.1, 1); ov[m & ~edge] = (1, 0.3, 0.1, 0.2)
+        ax.imshow(ov)
+        sent = ' '.join(s['text'] for s in r['sentences'] if s['section'] == 'findings' and set(s['findings']) & set(changed))
+        ax.text(0.5, -0.02, textwrap.fill(sent, 52), transform=ax.transAxes, ha='center', va='top', fontsize=7)
     fig.tight_layout()
     return fig
