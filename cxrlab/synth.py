@@ -811,14 +811,20 @@ def render_frontal_image(a: Mapping,  # patient anatomy
     masks, parts = _split_parts(masks)
     return img, masks, dict(ctr=round(ctr, 4), parts=parts)
 
+@lru_cache(maxsize=2)
+def _measure_grid(cols: int, rows: int):
+    "Anatomical (u, v) grid for measurements: fine across (widths), coarser down."
+    u, v = np.linspace(-1, 1, cols, dtype=np.float32), np.linspace(-1, 1, rows, dtype=np.float32)
+    return np.broadcast_to(u[None, :], (rows, cols)), np.broadcast_to(v[:, None], (rows, cols))
+
 def measure_ctr(a: Mapping,  # patient anatomy
                 findings: Sequence[dict],  # the study's findings (cardiomegaly / mediastinal widening change the heart)
                 ap: bool = False,  # AP projection magnifies the heart
-                res: int = 256,  # measuring grid (anatomical frame, no pose)
+                cols: int = 400, rows: int = 64,  # measuring grid (anatomical frame, no pose): widths to 0.005
                ) -> float:
     "Cardiothoracic ratio of the drawn geometry: widest cardiac span / widest thoracic (lung) span."
     pose = dict(rot=0.0, tx=0.0, ty=0.0, scale=1.0, insp=0.0, ap=ap)
-    U, V = _pose_grid(res, pose)
+    U, V = _measure_grid(cols, rows)
     mods = _anatomy_mods(a, findings)
     d_lung, *_, dome_v, _, _ = _lung_geometry(a, pose, U, V, mods)
     d_heart, _ = _heart_field(a, pose, U, V, mods)
