@@ -307,7 +307,8 @@ SCENARIOS = {  # probability per study, findings it raises (probability), whethe
     'trauma':        dict(p=.04, raises={'Fracture': .85, 'Pneumothorax': .35, 'Lung Opacity': .2}),
     'oncology':      dict(p=.05, raises={'Lung Lesion': .85, 'Pleural Effusion': .25, 'Pleural Other': .2, 'Atelectasis': .15}),
 }
-DEVICES = ('ett', 'cvc', 'ng', 'pacemaker')
+DEVICES = ('ett', 'cvc', 'ng', 'pacemaker', 'chest_tube', 'sternal_wires', 'clips')
+_DEVICE_P = (.55, .6, .45, .3, .15, .12, .08)  # how often each device is among a study's support devices
 
 def _choice(rng, options, p=None):
     "Draw one option (python object, not numpy scalar)."
@@ -479,6 +480,13 @@ def _device_info(devs: Sequence[str], a: Mapping, rng) -> dict:
             out[d] = dict(tip='stomach' if rng.random() < 0.9 else 'distal esophagus')
         elif d == 'pacemaker':
             out[d] = dict(side=_choice(rng, ('right', 'left'), (.2, .8)), leads=2 if rng.random() < 0.7 else 1)
+        elif d == 'chest_tube':
+            out[d] = dict(side=_choice(rng, ('right', 'left')), kind=_choice(rng, ('chest tube', 'pigtail catheter'), (.7, .3)),
+                          tip='apex' if rng.random() < 0.7 else 'base')
+        elif d == 'sternal_wires':
+            out[d] = dict(n=int(rng.integers(4, 8)))
+        elif d == 'clips':
+            out[d] = dict(side=_choice(rng, ('right', 'left')), n=int(rng.integers(2, 5)))
     return out
 
 def _make_finding(name: str, rng, a: Mapping, difficulty: float, site: tuple | None = None) -> dict:
@@ -498,7 +506,7 @@ def _make_finding(name: str, rng, a: Mapping, difficulty: float, site: tuple | N
     if name == 'Cardiomegaly':
         f['ctr'] = float(rng.uniform(*{'small': (.53, .57), 'moderate': (.58, .63), 'large': (.64, .70)}[severity]))
     if name == 'Support Devices':
-        devs = [d for d, p in zip(DEVICES, (.55, .6, .45, .3)) if rng.random() < p] or [_choice(rng, DEVICES)]
+        devs = [d for d, p in zip(DEVICES, _DEVICE_P) if rng.random() < p] or [_choice(rng, DEVICES[:4])]
         f['devices'], f['device_info'] = devs, _device_info(devs, a, rng)
     _set_geometry(f, a, rng, difficulty)
     return f
@@ -699,6 +707,19 @@ def _device_paths(a: Mapping, f: Mapping) -> list[tuple[np.ndarray, float]]:
             paths.append((np.array([gen, (sg * 0.25, a['clav_v'] + 0.12), (0.02, carina + 0.05), (0.0, a['heart_y'] - 0.1), rv]), 0.005))
             if info['pacemaker']['leads'] == 2:
                 paths.append((np.array([gen, (sg * 0.28, a['clav_v'] + 0.16), (0.03, carina + 0.12), (-0.06, a['heart_y'] - 0.15)]), 0.005))
+        elif d == 'chest_tube':  # from the lateral chest wall, up along the pleural space to the apex (or along the base)
+            sg, w = SIDES[info[d]['side']], a['w_r' if info[d]['side'] == 'right' else 'w_l']
+            end = (sg * 0.42, a['apex_v'] + 0.14) if info[d]['tip'] == 'apex' else (sg * 0.35, a['cp_v'] - 0.12)
+            paths.append((np.array([(sg * (w + 0.15), a['cp_v'] + 0.02), (sg * (w - 0.05), a['cp_v'] - 0.1), end]), 0.009))
+        elif d == 'sternal_wires':  # small loops down the midline, over the mediastinum
+            t = np.linspace(0, 2 * math.pi, 9)
+            for v in np.linspace(a['apex_v'] + 0.42, a['heart_y'] - 0.05, info[d]['n']):
+                paths.append((np.stack([0.004 + 0.026 * np.cos(t), v + 0.014 * np.sin(t)], 1), 0.006))
+        elif d == 'clips':  # short bright dashes in the axilla
+            sg = SIDES[info[d]['side']]
+            for j in range(info[d]['n']):
+                u0, v0 = sg * (0.6 + 0.05 * j), a['clav_v'] + 0.16 + 0.04 * (j % 2)
+                paths.append((np.array([(u0, v0), (u0 + 0.02, v0 + 0.035)]), 0.007))
     return paths
 
 def _rasterise(paths, size: int, pose: Mapping) -> np.ndarray:
@@ -720,8 +741,12 @@ def _rasterise(paths, size: int, pose: Mapping) -> np.ndarray:
     return canvas
 
 def _r_devices(L, a, f, c, ctx):
-    "Support devices: radio-opaque tubes, lines and a pacemaker generator (contrast does not depend on difficulty)."
-    lines = _rasterise(_device_paths(a, f), ctx['size'], ctx['pose'])
+    "Support devices: radio-opaque tubes, lines, metal wires and clips, a pacemaker generator (contrast does not depend on difficulty)."
+    metal = {'sternal_wires', 'clips'}
+    lines = _rasterise(_device_paths(a, dict(f, devices=[d for d in f['devices'] if d not in metal])), ctx['size'], ctx['pose'])
+    if metal & set(f['devices']):  # metal is denser than tubing
+        wires = _rasterise(_device_paths(a, dict(f, devices=[d for d in f['devices'] if d in metal])), ctx['size'], ctx['pose'])
+        lines = np.maximum(lines, wires * np.float32(2.2))
     if 'pacemaker' in f['devices']:
         sg = SIDES[f['device_info']['pacemaker']['side']]
         box = (np.abs(L['U'] - sg * 0.55) < 0.075) & (np.abs(L['V'] - a['clav_v'] - 0.08) < 0.05)
@@ -864,17 +889,18 @@ REGION_WORDS = {  # region -> (noun phrases, pre-modifiers) naming the finer loc
     'costophrenic': (['lateral {side} lung base', 'lateral aspect of the {side} base'], ['lateral {side} basilar']),
 }
 SEVERITY_WORDS = {  # family -> severity -> adjectives
-    'size': {'small': ['small', 'tiny'], 'moderate': ['moderate', 'moderate-sized'], 'large': ['large']},
+    'size': {'small': ['small', 'tiny', 'trace'], 'moderate': ['moderate', 'moderate-sized'], 'large': ['large', 'sizable']},
+    'lesion': {'small': ['small', 'tiny'], 'moderate': ['moderate-sized', 'moderate'], 'large': ['large', 'sizable']},
     'degree': {'small': ['mild', 'minimal'], 'moderate': ['moderate'], 'large': ['severe', 'marked']},
-    'extent': {'small': ['small', 'mild'], 'moderate': ['moderate'], 'large': ['extensive', 'large']},
+    'extent': {'small': ['small', 'mild', 'subtle'], 'moderate': ['moderate'], 'large': ['extensive', 'large', 'substantial']},
 }
-_FAMILY = {'Pleural Effusion': 'size', 'Pneumothorax': 'size', 'Lung Lesion': 'size', 'Cardiomegaly': 'degree',
+_FAMILY = {'Pleural Effusion': 'size', 'Pneumothorax': 'size', 'Lung Lesion': 'lesion', 'Cardiomegaly': 'degree',
            'Edema': 'degree', 'Enlarged Cardiomediastinum': 'degree', 'Pleural Other': 'degree', 'Atelectasis': 'degree',
            'Consolidation': 'extent', 'Pneumonia': 'extent', 'Lung Opacity': 'extent', 'Fracture': 'degree'}
 _ADVERB = {'mild': 'mildly', 'minimal': 'minimally', 'moderate': 'moderately', 'severe': 'severely', 'marked': 'markedly'}
 _ORD = {1: 'first', 2: 'second', 3: 'third', 4: 'fourth', 5: 'fifth', 6: 'sixth', 7: 'seventh', 8: 'eighth', 9: 'ninth',
         10: 'tenth', 11: 'eleventh', 12: 'twelfth'}
-_COUNT = {2: 'two', 3: 'three', 4: 'four'}
+_COUNT = {2: 'two', 3: 'three', 4: 'four', 5: 'five', 6: 'six', 7: 'seven'}
 ASPECTS = ('side', 'zone', 'region', 'severity', 'count', 'size', 'rib', 'depth', 'device')  # what a phrase can state
 
 def _sev(f, rng):
@@ -1164,12 +1190,15 @@ def _device_facts(d: str, info: Mapping) -> list[str]:
     if d == 'cvc': out += [f"device:cvc|side:{info['side']}", f"device:cvc|route:{info['route']}", f"device:cvc|tip:{info['tip']}"]
     if d == 'ng': out.append(f"device:ng|tip:{info['tip']}")
     if d == 'pacemaker': out += [f"device:pacemaker|side:{info['side']}", f"device:pacemaker|leads:{info['leads']}"]
+    if d == 'chest_tube': out += [f"device:chest_tube|side:{info['side']}", f"device:chest_tube|tip:{info['tip']}"]
+    if d == 'clips': out.append(f"device:clips|side:{info['side']}")
     return out
 
 _STATED = ['{NP}.', 'There is {a_np}.', '{NP} is present.', '{NP} is seen.', '{NP} is noted.', 'There is evidence of {a_np}.',
            '{NP} is identified.', 'Note is made of {a_np}.', '{NP} is demonstrated.', 'The radiograph shows {a_np}.',
            '{NP} is visualized.', '{NP} is evident.', '{NP} is appreciated.', 'Also noted is {a_np}.', 'Additionally, there is {a_np}.',
-           'The frontal radiograph demonstrates {a_np}.', 'Imaging demonstrates {a_np}.', 'There is {a_np} on the frontal view.']
+           'The frontal radiograph demonstrates {a_np}.', 'Imaging demonstrates {a_np}.', 'There is {a_np} on the frontal view.',
+           'The study reveals {a_np}.', 'The chest radiograph depicts {a_np}.', 'Findings include {a_np}.']
 _HEDGED = ['Possible {np}.', 'There may be {a_np}.', 'Questionable {np}.', 'Findings may represent {a_np}.',
            'Cannot exclude {a_np}.', 'Suspected {np}.', 'Probable {np}.', 'Possibly {a_np}.', 'Cannot rule out {a_np}.',
            'Findings could reflect {a_np}.', 'Findings are suspicious for {a_np}.', 'This may represent {a_np}.',
@@ -1244,6 +1273,20 @@ def _device_sentences(f: Mapping, rng) -> list[str]:
             out.append(_choice(rng, [f"{_cap(i['side'])}-sided {kind} pacemaker with {leads}.",
                                      f"A {i['side']} chest wall {kind} pacemaker is present with {leads}.",
                                      f"{_cap(i['side'])} pectoral pacemaker generator with transvenous {leads.replace('leads terminating', 'leads').replace('a lead terminating', 'a lead')}."]))
+        if d == 'chest_tube':
+            where = {'apex': f"the {i['side']} apex", 'base': f"the {i['side']} lung base"}[i['tip']]
+            if i['kind'] == 'chest tube':
+                out.append(_choice(rng, [f"A {i['side']} chest tube is in place with its tip at {where}.",
+                                         f"{_cap(i['side'])}-sided thoracostomy tube terminates near {where}.",
+                                         f"The {i['side']} chest tube courses superiorly, with its tip projecting over {where}."]))
+            else:
+                out.append(_choice(rng, [f"A {i['side']} pigtail pleural catheter projects over {where}.",
+                                         f"{_cap(i['side'])} pigtail catheter with its tip near {where}."]))
+        if d == 'sternal_wires':
+            out.append(_choice(rng, ['Sternal cerclage wires are intact.', 'Intact sternal cerclage wires from prior median sternotomy.',
+                                     f"{_cap(_COUNT.get(i['n'], str(i['n'])))} sternal cerclage wires are in place."]))
+        if d == 'clips':
+            out.append(_choice(rng, [f"Surgical clips project over the {i['side']} axilla.", f"{_cap(i['side'])} axillary surgical clips are noted."]))
     return out
 
 def finding_sentence(f: Mapping, rng, a: Mapping | None = None, ctr: float | None = None) -> dict:
@@ -1293,9 +1336,19 @@ def _impression_sentence(f: Mapping, rng, a: Mapping | None = None) -> dict:
         facts = finding_facts(f, st)
     return dict(text=text, mentions=dict(f['mentions']), findings=[n], facts=facts)
 
-_RECOMMEND = {'Lung Lesion': ['Recommend chest CT for further characterization.', 'Nonemergent chest CT is recommended.'],
-              'Pneumonia': ['Follow-up radiographs after treatment are recommended.'],
-              'Pneumothorax': ['Findings were discussed with the referring clinician at the time of interpretation.']}
+_RECOMMEND = {'Lung Lesion': ['Recommend chest CT for further characterization.', 'Nonemergent chest CT is recommended.',
+                              'Comparison with prior outside imaging, if available, would be helpful.',
+                              'Contrast-enhanced CT of the chest is suggested for further evaluation.'],
+              'Pneumonia': ['Follow-up radiographs after treatment are recommended.',
+                            'Recommend repeat PA and lateral radiographs in 6 to 8 weeks to document resolution.',
+                            'Clinical correlation is recommended.'],
+              'Consolidation': ['Follow-up radiographs after treatment are recommended.', 'Clinical correlation is recommended.'],
+              'Pneumothorax': ['Findings were discussed with the referring clinician at the time of interpretation.',
+                               'These findings were communicated by telephone to the ordering physician.',
+                               'Short-interval follow-up radiograph is recommended.'],
+              'Pleural Effusion': ['A lateral decubitus view could help to assess for layering.', 'Ultrasound could be considered if thoracentesis is planned.'],
+              'Fracture': ['Dedicated rib views could be obtained if clinically indicated.'],
+              'Edema': ['Correlate with fluid status.']}
 
 # %% ../nbs/01b_synth.ipynb #ded1790c
 NEGATIVES = [  # (phrasings, labels negated)
@@ -1335,7 +1388,10 @@ _INDICATIONS = {
 }
 _CLEAR = ['The lungs are clear.', 'Lungs are well expanded and clear.', 'The lungs are clear bilaterally.', 'Both lungs are clear.',
           'The lungs are well aerated.', 'The lung parenchyma is clear.', 'Clear lungs.']
-_OTHER_NORMAL = ['The trachea is midline.', 'The visualized osseous structures are unremarkable.', 'The soft tissues are unremarkable.',
+_BREAST = ['Breast shadows project over both lung bases.', 'Overlying breast tissue is noted at both bases.',
+           'Bilateral breast shadows are superimposed on the lower zones.']
+_OTHER_NORMAL = ['The trachea is midline.', 'The thoracic spine is unremarkable.', 'Vertebral body heights and disc spaces are maintained.',
+                 'No acute osseous abnormality.', 'The visualized bones are intact.', 'The upper abdomen is unremarkable.', 'The visualized osseous structures are unremarkable.', 'The soft tissues are unremarkable.',
                  'The hilar contours are normal.', 'Visualized upper abdomen is unremarkable.', 'The bony thorax is intact.',
                  'The gastric bubble is seen beneath the left hemidiaphragm.', 'Both hemidiaphragms are well defined.',
                  'The aortic knob is normal in contour.', 'The clavicles and visualized ribs are intact.']
@@ -1369,9 +1425,12 @@ def _negatives(present: set, scenarios: Sequence[str], rng) -> list[dict]:
         out.append(_sent(_choice(rng, texts), {l: 0 for l in labs})); covered |= set(labs)
     return out
 
-def _normal_anatomy(present: set, rng, ctr: float, dome_rib: int) -> list[dict]:
-    "Sentences about what the image shows when it is normal there: heart size (with its ratio), lungs, diaphragm level."
+def _normal_anatomy(present: set, rng, ctr: float, dome_rib: int, breast: bool = False, ap: bool = False) -> list[dict]:
+    "Sentences about what the image shows when it is normal there: heart size (with its ratio), lungs, diaphragm level, breasts."
     out = []
+    if breast and rng.random() < 0.35: out.append(_sent(_choice(rng, _BREAST), facts=['anatomy|breast shadows']))
+    if ap and not present & {'Cardiomegaly', 'Enlarged Cardiomediastinum'} and rng.random() < 0.3:
+        out.append(_sent(_choice(rng, ['AP technique magnifies the cardiac silhouette.', 'The AP projection exaggerates the width of the mediastinum.'])))
     if not present & {'Cardiomegaly', 'Enlarged Cardiomediastinum'} and rng.random() < 0.9:
         if rng.random() < 0.75:
             out.append(_sent(_choice(rng, [f"Heart size is normal, with a cardiothoracic ratio of {ctr:.2f}.", f"The cardiothoracic ratio is {ctr:.2f}, within normal limits.",
@@ -1432,7 +1491,8 @@ def write_report(findings: Sequence[dict],  # the study's findings
     r_find, r_neg, r_imp, r_misc = (np.random.default_rng(s) for s in rng.integers(0, 2 ** 63, 4))
     sents = [dict(finding_sentence(f, r_find, anatomy, ctr), section='findings') for f in findings]
     present = {lab for f in findings for lab, v in f['mentions'].items() if v != 0}
-    sents += _negatives(present, scenarios, r_neg) + _normal_anatomy(present, r_neg, ctr, dome_rib)
+    sents += _negatives(present, scenarios, r_neg) + _normal_anatomy(present, r_neg, ctr, dome_rib, bool(anatomy and anatomy.get('breast')),
+                                                                      frontal_view == 'AP')
     group = lambda s: min([_GROUP.get(l, 1) for l in s['mentions']] or [1 if not s['facts'] or s['facts'][0].startswith('diaphragm') else 3])
     order = sorted(range(len(sents)), key=lambda i: (group(sents[i]), r_misc.random()))
     sents = _technique(frontal_view, lateral, prior, r_misc) + [sents[i] for i in order]
@@ -1512,8 +1572,9 @@ def render_lateral_image(a: Mapping, pose: Mapping, findings: Sequence[dict], si
                      'ng': [(np.array([(0.12, -1.2), (0.16, a['dome_l']), (-0.1, a['dome_l'] + 0.15)]), 0.005)],
                      'cvc': [(np.array([(0.0, -1.15), (-0.08, carina), (-0.1, carina + 0.12)]), 0.005)],
                      'pacemaker': [(np.array([(-0.66, a['clav_v'] + 0.1), (-0.3, carina), (-0.35, a['heart_y'] + 0.1)]), 0.005)]}
-            lines = _rasterise([p for d in f['devices'] for p in paths[d]], size, pose)
+            lines = _rasterise([p for d in f['devices'] for p in paths.get(d, [])], size, pose)  # wires and clips: frontal only
             a_f, m_f = 0.55 * lines, lines > 0
+            if not m_f.any(): continue
         if m_f is None: continue
         if a_f is not None: att = att + a_f
         masks[f"#{i}.0"] = np.asarray(m_f, bool)
@@ -1623,9 +1684,10 @@ def _dome_rib(a: Mapping, findings: Sequence[dict], pose: Mapping) -> int:
     shift = _anatomy_mods(a, findings).get('dome_shift_r', 0.0)
     return _rib_at(a, a['dome_r'] + shift + pose['insp'], a['dome_s'])
 
-def _drawn_facts(findings: Sequence[dict], ctr: float, dome_rib: int) -> list[str]:
+def _drawn_facts(findings: Sequence[dict], ctr: float, dome_rib: int, breast: bool = False) -> list[str]:
     "Fact tokens of everything drawn in a study (the image side of the oracle)."
     facts = {t for f in findings for t in finding_facts(f)} | {_ctr_token(ctr), f"diaphragm|rib:{dome_rib}"}
+    if breast: facts.add('anatomy|breast shadows')
     if not any(f['name'] != 'Support Devices' for f in findings): facts.add('label:No Finding')
     return sorted(facts)
 
@@ -1636,7 +1698,7 @@ def _plan_study(a: Mapping, findings: list[dict], scen: Sequence[str], views: Se
     dome = _dome_rib(a, findings, poses[0])
     rep = write_report(findings, scen, report_rng, age, sex, views[0], 'LATERAL' in views, prior=prior, anatomy=a, ctr=ctr, dome_rib=dome)
     return dict(findings=findings, scenarios=list(scen), views=list(views), poses=list(poses), report=rep, ctr_drawn=ctr,
-                dome_rib=dome, image_facts=_drawn_facts(findings, ctr, dome))
+                dome_rib=dome, image_facts=_drawn_facts(findings, ctr, dome, bool(a.get('breast'))))
 
 def _patient_plan(p: int, cfg: Mapping) -> tuple[dict, list[dict]]:
     "Anatomy and every study of patient `p` (findings, views, poses, report, noise, dates), without rendering."
