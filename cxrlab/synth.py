@@ -1356,13 +1356,15 @@ NEGATIVES = [  # (phrasings, labels negated)
       'No pneumothorax or pleural effusion is identified.', 'There is no evidence of pleural effusion or pneumothorax.'], ['Pleural Effusion', 'Pneumothorax']),
     (['No focal consolidation, pleural effusion, or pneumothorax.', 'There is no focal consolidation, effusion, or pneumothorax.'],
      ['Consolidation', 'Pleural Effusion', 'Pneumothorax']),
-    (['No pleural effusion.', 'No effusion is seen.', 'There is no pleural effusion.', 'The costophrenic angles are sharp.'], ['Pleural Effusion']),
+    (['No pleural effusion.', 'No effusion is seen.', 'There is no pleural effusion.', 'The costophrenic angles are sharp.',
+      'Both costophrenic angles are clear.', 'The costophrenic angles are sharp bilaterally.'], ['Pleural Effusion']),
     (['No pneumothorax.', 'There is no pneumothorax.', 'No pneumothorax is identified.', 'No evidence of pneumothorax.',
-      'No apical or basilar pneumothorax is seen.'], ['Pneumothorax']),
+      'No apical or basilar pneumothorax is seen.', 'No visible pneumothorax.', 'There is no pneumothorax on this frontal view.'], ['Pneumothorax']),
     (['No focal consolidation.', 'There is no focal consolidation.', 'No consolidation is seen.', 'No focal airspace consolidation.'], ['Consolidation']),
     (['No focal airspace disease.', 'No focal airspace opacity.', 'There is no focal opacity.'], ['Lung Opacity']),
     (['No pulmonary edema.', 'There is no pulmonary edema.', 'No evidence of pulmonary edema.', 'No interstitial edema.',
-      'The pulmonary vasculature is normal.'], ['Edema']),
+      'The pulmonary vasculature is normal.', 'The pulmonary vascularity is within normal limits.',
+      'No evidence of pulmonary vascular congestion.'], ['Edema']),
     (['The mediastinum is not widened.', 'No mediastinal widening.', 'The mediastinal contours are normal.'], ['Enlarged Cardiomediastinum']),
     (['No displaced rib fracture is seen.', 'No acute rib fracture.', 'No displaced fracture is identified.', 'No rib fractures are identified.'], ['Fracture']),
     (['No suspicious pulmonary nodule or mass.', 'No pulmonary nodules are identified.', 'No focal pulmonary nodule is seen.'], ['Lung Lesion']),
@@ -1377,7 +1379,8 @@ _PRIORITY = ['Pneumothorax', 'Pneumonia', 'Consolidation', 'Edema', 'Pleural Eff
              'Enlarged Cardiomediastinum', 'Lung Opacity', 'Atelectasis', 'Fracture', 'Pleural Other']
 _NORMAL_IMPRESSION = ['No acute cardiopulmonary process.', 'No acute intrathoracic abnormality.', 'No acute cardiopulmonary abnormality.',
                       'Normal chest radiograph.', 'No radiographic evidence of acute cardiopulmonary disease.', 'Unremarkable chest radiograph.',
-                      'No acute findings in the chest.', 'No acute cardiopulmonary findings.', 'No radiographic abnormality of the chest.']
+                      'No acute findings in the chest.', 'No acute cardiopulmonary findings.', 'No radiographic abnormality of the chest.',
+                      'No acute cardiopulmonary disease.', 'No active disease in the chest.', 'Normal radiographic appearance of the chest.']
 _INDICATIONS = {
     'heart_failure': ['with shortness of breath and leg swelling. Evaluate for CHF.', 'with dyspnea. Evaluate for pulmonary edema.'],
     'infection': ['with cough and fever. Evaluate for pneumonia.', 'with productive cough. Rule out pneumonia.'],
@@ -1394,7 +1397,9 @@ _OTHER_NORMAL = ['The trachea is midline.', 'The thoracic spine is unremarkable.
                  'No acute osseous abnormality.', 'The visualized bones are intact.', 'The upper abdomen is unremarkable.', 'The visualized osseous structures are unremarkable.', 'The soft tissues are unremarkable.',
                  'The hilar contours are normal.', 'Visualized upper abdomen is unremarkable.', 'The bony thorax is intact.',
                  'The gastric bubble is seen beneath the left hemidiaphragm.', 'Both hemidiaphragms are well defined.',
-                 'The aortic knob is normal in contour.', 'The clavicles and visualized ribs are intact.']
+                 'The aortic knob is normal in contour.', 'The clavicles and visualized ribs are intact.',
+                 'The hila are normal in size and configuration.', 'Soft tissues of the chest wall are unremarkable.',
+                 'The gastric air bubble is in normal position.']
 
 def label_from_sentences(sentences: Iterable[Mapping]) -> dict:
     "CheXpert-14 labels from sentence mentions: 1 > -1 > 0 > blank (NaN); No Finding derived."
@@ -1446,9 +1451,14 @@ def _normal_anatomy(present: set, rng, ctr: float, dome_rib: int, breast: bool =
     if not present & {'Consolidation', 'Pneumonia', 'Lung Opacity', 'Atelectasis', 'Edema', 'Lung Lesion'} and rng.random() < .55:
         out.append(_sent(_choice(rng, _CLEAR)))
     if rng.random() < 0.7:
-        out.append(_sent(_choice(rng, [f"The right hemidiaphragm is at the level of the {_ORD[dome_rib]} posterior rib.",
-                                       f"The lungs are well expanded, with the right hemidiaphragm at the {_ORD[dome_rib]} posterior rib.",
-                                       f"Inspiration is adequate, with {_COUNT.get(dome_rib, str(dome_rib)) if dome_rib < 5 else dome_rib} posterior ribs above the right hemidiaphragm."]),
+        o = _ORD[dome_rib]
+        out.append(_sent(_choice(rng, [f"The right hemidiaphragm is at the level of the {o} posterior rib.",
+                                       f"The lungs are well expanded, with the right hemidiaphragm at the {o} posterior rib.",
+                                       f"Inspiration is adequate, with {dome_rib} posterior ribs above the right hemidiaphragm.",
+                                       f"The dome of the right hemidiaphragm projects at the {o} posterior rib.",
+                                       f"Good inspiratory effort: the right hemidiaphragm lies at the {o} posterior rib.",
+                                       f"{_cap(_ORD[dome_rib])} posterior rib level inspiration.",
+                                       f"Lung volumes are adequate, the right hemidiaphragm reaching the {o} posterior rib."]),
                          facts=[f"diaphragm|rib:{dome_rib}"]))
     if rng.random() < 0.3: out.append(_sent(_choice(rng, _OTHER_NORMAL)))
     return out
@@ -1472,9 +1482,12 @@ def _technique(frontal_view: str, lateral: bool, prior: bool, rng) -> list[dict]
               'Single frontal portable radiograph of the chest was obtained.', 'AP portable chest radiograph.']
              if frontal_view == 'AP' else ['PA and lateral views of the chest.', 'PA and lateral chest radiographs were obtained.',
                                            'Frontal and lateral views of the chest were obtained.'] if lateral else
-             ['Single PA view of the chest.', 'Frontal view of the chest.'])
+             ['Single PA view of the chest.', 'Frontal view of the chest.', 'PA radiograph of the chest.', 'Single frontal view of the chest.',
+              'Upright PA chest radiograph.', 'One view of the chest.'])
     out = [_sent(_choice(rng, views))] if frontal_view == 'AP' or lateral or rng.random() < 0.3 else []
-    if prior and rng.random() < 0.4: out.append(_sent(_choice(rng, ['Comparison is made with the prior radiograph.', 'Compared with the prior study.'])))
+    if prior and rng.random() < 0.4:
+        out.append(_sent(_choice(rng, ['Comparison is made with the prior radiograph.', 'Compared with the prior study.', 'The prior radiograph was reviewed.',
+                                       'Comparison is made to the previous examination.', 'Prior chest radiograph is available for comparison.'])))
     return out
 
 def write_report(findings: Sequence[dict],  # the study's findings
