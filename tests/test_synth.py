@@ -122,7 +122,7 @@ def test_labels_consistent_with_report(recs):
             if r[l] in (1.0, -1.0): assert any(k in text for k in KEYWORDS[l]), (l, text)
         for s in r['sentences']:
             if s['labels'] and set(s['labels'].values()) == {0}:
-                assert re.search(r'\b(no|not|normal|within normal limits|sharp|unremarkable)\b', s['text'].lower()), s['text']
+                assert re.search(r'\b(no|not|normal|within normal limits|sharp|unremarkable|clear)\b', s['text'].lower()), s['text']
             if -1 in s['labels'].values():
                 assert re.search(r'possibl|cannot be excluded|cannot exclude|cannot rule out|may|questionable|concerning|not excluded|'
                                  r'suspect|probable|could|suspicious|equivocal', s['text'].lower()), s['text']
