@@ -2524,11 +2524,12 @@ def synth_cli(argv: Sequence[str] | None = None) -> int:
     ap.add_argument('--prevalence', type=float, default=DEFAULT_CONFIG['prevalence'], help='scale of all finding prevalences')
     ap.add_argument('--report-noise', type=float, default=DEFAULT_CONFIG['report_noise'])
     ap.add_argument('--workers', type=int, default=1, help='processes used for rendering')
+    ap.add_argument('--no-contrast', action='store_true', help='do not render the test-split counterfactuals (contrast.jsonl)')
     ap.add_argument('--overwrite', action='store_true', help='replace the contents of a non-empty --out')
     args = ap.parse_args(None if argv is None else list(argv))
     log = get_logger('cxrlab.synth')
     cfg = dict(n_patients=args.patients, image_size=args.image_size, seed=args.seed, views=tuple(args.views.split(',')),
-               difficulty=args.difficulty, prevalence=args.prevalence, report_noise=args.report_noise)
+               difficulty=args.difficulty, prevalence=args.prevalence, report_noise=args.report_noise, contrast=not args.no_contrast)
     try:
         out = Path(args.out)
         if args.layout == 'synth':

@@ -268,7 +268,9 @@ def test_cli(tmp_path, capsys):
     assert S.synth_cli(['--out', str(out), '--patients', '3', '--layout', 'iu', '--overwrite']) == 0
     assert (out / 'indiana_reports.csv').exists()
     assert S.synth_cli(['--out', str(tmp_path / 'plain'), '--patients', '2']) == 0
-    assert (tmp_path / 'plain' / 'manifest.jsonl').exists()
+    assert (tmp_path / 'plain' / 'manifest.jsonl').exists() and (tmp_path / 'plain' / 'contrast.jsonl').exists()
+    assert S.synth_cli(['--out', str(tmp_path / 'nc'), '--patients', '12', '--no-contrast']) == 0
+    assert not (tmp_path / 'nc' / 'contrast.jsonl').exists() and not (tmp_path / 'nc' / 'contrast').exists()
     with pytest.raises(SystemExit): S.synth_cli(['--out', str(tmp_path / 'bad'), '--layout', 'nope'])
 
 
@@ -422,10 +424,11 @@ def test_oracle_text_side_follows_report_noise(tmp_path):
 
 
 def test_prior_localization_rows(demo_like):
-    "Three prior rows with pointing game / Dice / IoU in [0, 1]; knowing the finding (and where the report says) beats the centre."
+    "Three prior rows with pointing game / Dice / IoU in [0, 1]; knowing the finding (and where the report says it is) beats the centre."
     tr, te = demo_like[demo_like['split'] == 'train'], demo_like[demo_like['split'] == 'test']
     res = S.prior_localization_metrics(tr, te)
     assert set(res) == {'centre', 'finding', 'finding_side_zone'}
     for row in res.values():
         assert all(0 <= row[k] <= 1 for k in ('PointingGame', 'Dice', 'IoU')) and 0 < row['threshold'] < 1 and row['n_queries'] > 10
-    assert res['finding']['Dice'] > res['centre']['Dice'] and res['finding_side_zone']['PointingGame'] >= res['finding']['PointingGame']
+    for row in ('finding', 'finding_side_zone'):  # the finding (and where the report puts it) beats the image centre by far
+        assert res[row]['Dice'] > res['centre']['Dice'] + 0.03 and res[row]['PointingGame'] > res['centre']['PointingGame'] + 0.05, res
