@@ -953,6 +953,10 @@ def _noun_or_adj(rng, noun_opts: Sequence[tuple[str, set]], adj_opts) -> tuple[s
 
 def _lesion_size(mm: int) -> str: return f"{mm} mm" if mm < 30 else f"{mm / 10:.1f} cm"
 
+def _lesion_size_words(mm: int, rng) -> str:
+    "The drawn diameter as a report gives it: millimetres, or centimetres with one decimal."
+    return _lesion_size(mm) if mm >= 30 or rng.random() < 0.6 else f"{mm / 10:.1f} cm"
+
 def _np_lesion(f, rng):
     gs = f['geom']
     if len(gs) == 1:
@@ -961,7 +965,7 @@ def _np_lesion(f, rng):
         shape = ['ovoid', 'oval'] if g['rv'] < 0.9 * g['ru'] else ['round', 'rounded']
         desc = _choice(rng, ['lobulated', 'large lobulated', 'lobulated pulmonary']) if f['severity'] == 'large' else \
                _choice(rng, ['well-circumscribed', 'smoothly marginated', 'solitary', 'discrete', 'well-defined'] + shape + (['subcentimeter'] if g['mm'] < 10 else []))
-        size = _lesion_size(g['mm'])
+        size = _lesion_size_words(g['mm'], rng)
         where, st = _where(f, rng)
         adj, _ = _where(f, rng, adj=True)
         return _choice(rng, [f"{size} {desc} {noun} in the {where}", f"{desc} {adj} {noun} measuring {size}",
@@ -984,7 +988,8 @@ def _np_airspace(f, rng):
     ext = f"measuring approximately {a_cm:.1f} x {b_cm:.1f} cm"
     multi = len(gs) > 1 and f['side'] != 'bilateral' or len(gs) > 2
     if n == 'Consolidation':
-        desc = _choice(rng, ['dense', 'confluent', 'focal', 'homogeneous', 'segmental'] + (['lobar'] if f['severity'] == 'large' else []))
+        desc = _choice(rng, ['dense', 'confluent', 'focal', 'homogeneous', 'segmental', 'well-demarcated', 'consolidative']
+                       + (['lobar'] if f['severity'] == 'large' else []))
         if multi: return f"multifocal consolidation in the {where}", st | {'count'}
         return _noun_or_adj(rng, [(f"{sev} {desc} consolidation in the {where}", st | {'severity'}),
                                   (f"{desc} airspace consolidation in the {where}, {ext}", st),
@@ -992,9 +997,12 @@ def _np_airspace(f, rng):
                             aw and (lambda: [(f"{sev} {adj} consolidation with air bronchograms", st_adj | {'severity'})]))
     if n == 'Pneumonia':
         if multi: return _pick(rng, [(f"multifocal pneumonia involving the {where}", st | {'count'}), (f"patchy multifocal pneumonia in the {where}", st | {'count'})])
-        return _noun_or_adj(rng, [(f"{sev} pneumonia in the {where}", st | {'severity'}), (f"{sev} patchy pneumonia in the {where}", st | {'severity'})],
+        return _noun_or_adj(rng, [(f"{sev} pneumonia in the {where}", st | {'severity'}), (f"{sev} patchy pneumonia in the {where}", st | {'severity'}),
+                                  (f"{sev} pneumonia centered in the {where}", st | {'severity'}),
+                                  (f"pneumonia in the {where}, {ext}", st)],
                             aw and (lambda: [(f"{sev} {adj} pneumonia", st_adj | {'severity'}), (f"patchy {adj} pneumonia", st_adj)]))
-    desc = _choice(rng, ['hazy', 'ill-defined', 'patchy', 'ground-glass', 'faint', 'poorly defined', 'indistinct', 'vague'])
+    desc = _choice(rng, ['hazy', 'ill-defined', 'patchy', 'ground-glass', 'faint', 'poorly defined', 'indistinct', 'vague',
+                         'amorphous', 'mottled', 'wispy', 'heterogeneous'])
     if multi: return _pick(rng, [(f"{desc} opacities in the {where}", st | {'count'}), (f"multifocal {desc} opacities involving the {where}", st | {'count'})])
     return _noun_or_adj(rng, [(f"{sev} {desc} opacity in the {where}", st | {'severity'}), (f"{desc} opacity in the {where}, {ext}", st)],
                         aw and (lambda: [(f"{sev} {adj} airspace opacity", st_adj | {'severity'}), (f"{sev} {desc} {adj} opacity", st_adj | {'severity'})]))
@@ -1045,12 +1053,14 @@ def _np_pneumothorax(f, rng):
                {'side', 'zone', 'severity', 'depth'}
     if g['zone'] == 'upper':
         return _pick(rng, [(f"{sev} {side} apical pneumothorax measuring approximately {d} cm", {'side', 'zone', 'region', 'severity', 'depth'}),
+                           (f"{sev} {side} apical pneumothorax, with the pleural edge {d} cm below the apex", {'side', 'zone', 'region', 'severity', 'depth'}),
                            (f"{sev} {side} apical pneumothorax", {'side', 'zone', 'region', 'severity'})])
     if g['zone'] == 'mid':
         return _pick(rng, [(f"{sev} {side} pneumothorax along the lateral chest wall, with the visceral pleural line {d} cm from the chest wall",
                             {'side', 'zone', 'region', 'severity', 'depth'}),
                            (f"{sev} {side} lateral pneumothorax measuring {d} cm", {'side', 'zone', 'region', 'severity', 'depth'})])
     return _pick(rng, [(f"{sev} {side} basilar pneumothorax with a deep sulcus sign", {'side', 'zone', 'region', 'severity'}),
+                       (f"{sev} {side} subpulmonic pneumothorax outlining the {side} hemidiaphragm", {'side', 'zone', 'region', 'severity'}),
                        (f"{sev} {side} basilar pneumothorax at the {side} costophrenic sulcus, measuring {d} cm", {'side', 'zone', 'region', 'severity', 'depth'})])
 
 def _np_pleural_other(f, rng):
@@ -1058,7 +1068,8 @@ def _np_pleural_other(f, rng):
     mm = max(g.get('th_mm', 3) for g in f['geom'])
     if f['zone'] == 'upper':
         return _pick(rng, [(f"{sev} {'biapical' if side == 'bilateral' else side + ' apical'} pleural thickening", {'side', 'zone', 'region', 'severity'}),
-                           (f"{'biapical' if side == 'bilateral' else side + ' apical'} pleural capping measuring up to {mm} mm", {'side', 'zone', 'region'})])
+                           (f"{'biapical' if side == 'bilateral' else side + ' apical'} pleural capping measuring up to {mm} mm", {'side', 'zone', 'region'}),
+                           (f"smooth {'biapical' if side == 'bilateral' else side + ' apical'} pleural thickening", {'side', 'zone', 'region'})])
     wall = 'both lateral chest walls' if side == 'bilateral' else f"the {side} lateral chest wall"
     level = {'mid': 'at the level of the mid thorax', 'lower': 'near the costophrenic angle'}[f['zone']] if side != 'bilateral' else ''
     return _pick(rng, [(f"{sev} pleural thickening along {wall} {level}".rstrip(), {'side', 'zone', 'region', 'severity'} if level else {'side', 'severity'}),
@@ -1080,6 +1091,7 @@ def _np_edema(f, rng):
     sev = _sev(f, rng)
     kerley = f['severity'] != 'small'  # Kerley B lines are drawn at the bases from moderate edema up
     opts = [(f"{sev} interstitial pulmonary edema", {'severity'}), (f"{sev} pulmonary edema with perihilar haziness", {'severity'}),
+            (f"{sev} symmetric perihilar pulmonary edema", {'severity'}), (f"{sev} bilateral pulmonary edema, greatest centrally", {'severity'}),
             (f"{sev} bilateral perihilar edema in a bat-wing distribution", {'severity'})]
     if f['severity'] == 'large': opts.append((f"{sev} alveolar pulmonary edema", {'severity'}))
     if kerley: opts += [(f"{sev} interstitial edema with Kerley B lines at the lung bases", {'severity'}),
@@ -1246,7 +1258,8 @@ def _device_sentences(f: Mapping, rng) -> list[str]:
                               f"An endotracheal tube is in place with its tip {cm} cm above the carina.",
                               f"The endotracheal tube projects {cm} cm above the carina.",
                               f"Endotracheal tube with tip approximately {cm} cm from the carina."]
-                             + ([f"The endotracheal tube is in standard position, {cm} cm above the carina."] if 3 <= i['tip_cm'] <= 6 else []))
+                             + ([f"The endotracheal tube is in standard position, {cm} cm above the carina.",
+                                 f"Endotracheal tube in satisfactory position, its tip {cm} cm above the carina."] if 3 <= i['tip_cm'] <= 6 else []))
             if i['tip_cm'] < 2: s += ' Recommend withdrawal by approximately 2 cm.'
             elif i['tip_cm'] > 6.5: s += ' Recommend advancing the tube by approximately 2 cm.'
             out.append(s)
@@ -1331,7 +1344,9 @@ def _impression_sentence(f: Mapping, rng, a: Mapping | None = None) -> dict:
     np_ = f"{where} {label}" if aw else _mark_bilateral(f, f"{label} in the {where}")
     if f['certainty'] == -1: text, facts = _frame(_HEDGED, np_, rng), finding_facts(f, st)
     else:
-        text = _choice(rng, ['{NP}.', 'Findings consistent with {np}.', '{NP}, as described above.', 'Compatible with {np}.']) \
+        text = _choice(rng, ['{NP}.', 'Findings consistent with {np}.', '{NP}, as described above.', 'Compatible with {np}.',
+                             'Findings in keeping with {np}.', 'Radiographic appearance of {np}.', '{NP}, as detailed in the findings.',
+                             'Appearance most consistent with {np}.']) \
             .replace('{NP}', _cap(np_)).replace('{np}', np_)
         facts = finding_facts(f, st)
     return dict(text=text, mentions=dict(f['mentions']), findings=[n], facts=facts)
