@@ -2,27 +2,31 @@
 
 # %% ../nbs/01b_synth.ipynb #70ce32a0
 from __future__ import annotations
-import argparse, csv, gzip, hashlib, io, json, math, os, shutil, sys, zipfile
+import argparse, csv, gzip, hashlib, io, json, math, os, re, shutil, sys, zipfile
 import xml.etree.ElementTree as ET
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from .core import CHEXPERT_LABELS, SPLITS, atomic_write, cache_dir, get_logger, save_json
 
 # %% auto #0
-__all__ = ['SIDES', 'PATHOLOGIES', 'SEVERITIES', 'ZONES', 'LUNG_SIDES', 'FINDING_SPEC', 'SCENARIOS', 'DEVICES', 'RENDERERS',
-           'LOCATION_WORDS', 'LOCATION_ADJECTIVES', 'SEVERITY_WORDS', 'NEGATIVES', 'MASK_BITS', 'SYNTH_VERSION',
-           'DEFAULT_CONFIG', 'MIMIC_METADATA_COLUMNS', 'IU_REPORT_COLUMNS', 'CHEXPERT_PLUS_COLUMNS',
-           'MEDPROBCLIP_COLUMNS', 'MS_CXR_COLUMNS', 'MS_CXR_CATEGORIES', 'MESH_TERMS', 'LAYOUTS', 'sample_anatomy',
-           'sample_pose', 'render_frontal', 'compose', 'sample_findings', 'render_frontal_image', 'finding_sentence',
+__all__ = ['SIDES', 'PATHOLOGIES', 'SEVERITIES', 'ZONES', 'LUNG_SIDES', 'FINDING_SPEC', 'SCENARIOS', 'DEVICES', 'MM_PER_UNIT',
+           'REGIONS', 'RENDERERS', 'LOCATION_WORDS', 'LOCATION_ADJECTIVES', 'REGION_WORDS', 'SEVERITY_WORDS', 'ASPECTS',
+           'NEGATIVES', 'MASK_BITS', 'SYNTH_VERSION', 'DEFAULT_CONFIG', 'ORACLE_LEVELS', 'MIMIC_METADATA_COLUMNS',
+           'IU_REPORT_COLUMNS', 'CHEXPERT_PLUS_COLUMNS', 'MEDPROBCLIP_COLUMNS', 'MS_CXR_COLUMNS', 'MS_CXR_CATEGORIES',
+           'MESH_TERMS', 'LAYOUTS', 'IU_DEV_MAX_UID', 'sample_anatomy', 'sample_pose', 'render_frontal', 'compose',
+           'sample_findings', 'render_frontal_image', 'measure_ctr', 'finding_facts', 'finding_sentence',
            'label_from_sentences', 'write_report', 'report_sections', 'report_text', 'render_lateral_image',
-           'thorax_mask', 'render_image', 'patient_splits', 'generate_patient', 'masks_to_bits', 'read_mask',
-           'encode_png', 'generate_synthcxr', 'load_synth_manifest', 'synth_config_hash', 'ensure_synthcxr',
-           'write_layout', 'synth_cli', 'synth_statistics', 'synth_grid']
+           'thorax_mask', 'render_image', 'patient_splits', 'generate_patient', 'synth_reports', 'masks_to_bits',
+           'read_mask', 'encode_png', 'generate_synthcxr', 'load_synth_manifest', 'synth_config_hash',
+           'ensure_synthcxr', 'load_contrast_set', 'oracle_embeddings', 'oracle_retrieval',
+           'prior_localization_metrics', 'write_layout', 'synth_cli', 'synth_statistics', 'synth_grid',
+           'vocabulary_stats', 'iu_reference_reports', 'contrast_pair_figure']
 
 # %% ../nbs/01b_synth.ipynb #66fd45aa
 SIDES = {'right': -1.0, 'left': 1.0}  # patient side -> sign of u (patient's right is image left)
@@ -222,7 +226,8 @@ def render_frontal(a: Mapping,  # patient anatomy (`sample_anatomy`)
     d_heart, ha = _heart_field(a, pose, U, V, mods)
     heart = _ramp(d_heart, w)
     knob = _ramp(0.06 - np.hypot(U - a['med_w'] - 0.04, (V - a['apex_v'] - 0.40) * 0.8), w)
-    lung = _ramp(d_lung, w) * (1 - heart) * (1 - knob)
+    lung_all = _ramp(d_lung, w) * (1 - knob)  # includes the lung projected behind the heart
+    lung = lung_all * (1 - heart)
     bw = _body_profile(V) * a['body_w']
     body = _ramp(bw - np.abs(U), 0.04)
     thick = np.clip(1 - (U / bw) ** 2, 0, 1) ** 0.75 * body
@@ -237,7 +242,7 @@ def render_frontal(a: Mapping,  # patient anatomy (`sample_anatomy`)
         bu, bv = (S - 0.48) * (1 / 0.34), (V - a['cp_v'] + 0.14) * (1 / 0.26)
         breast = a['breast'] * _ramp((1 - bu * bu - bv * bv) * 0.1, 0.02) * _ramp(V - a['cp_v'] + 0.45, 0.3)
     else: breast = 0.0
-    return dict(U=U, V=V, S=S, W=W, w=w, lung=lung, d_lung=d_lung, heart=heart, d_heart=d_heart, heart_a=ha,
+    return dict(U=U, V=V, S=S, W=W, w=w, lung=lung, lung_all=lung_all, d_lung=d_lung, heart=heart, d_heart=d_heart, heart_a=ha,
                 body=body, thick=thick, vessels=vessels, ribs=ribs, clav=clav, spine=spine, trachea=trachea, breast=breast,
 bubble=bubble, dome_v=dome_v, s_lat=s_lat, s_med=s_med)
 
@@ -302,7 +307,8 @@ SCENARIOS = {  # probability per study, findings it raises (probability), whethe
     'trauma':        dict(p=.04, raises={'Fracture': .85, 'Pneumothorax': .35, 'Lung Opacity': .2}),
     'oncology':      dict(p=.05, raises={'Lung Lesion': .85, 'Pleural Effusion': .25, 'Pleural Other': .2, 'Atelectasis': .15}),
 }
-DEVICES = ('ett', 'cvc', 'ng', 'pacemaker')
+DEVICES = ('ett', 'cvc', 'ng', 'pacemaker', 'chest_tube', 'sternal_wires', 'clips')
+_DEVICE_P = (.55, .6, .45, .3, .15, .12, .08)  # how often each device is among a study's support devices
 
 def _choice(rng, options, p=None):
     "Draw one option (python object, not numpy scalar)."
@@ -322,43 +328,165 @@ def _resolve_prevalence(prevalence) -> tuple[dict, float]:
     return {k: min(v * scale, .95) for k, v in base.items()}, scale
 
 # %% ../nbs/01b_synth.ipynb #803e1106
+MM_PER_UNIT = 180.0  # millimetres per unit of the anatomical frame (the thorax, about 1.55 units across, is ~28 cm)
+REGIONS = {  # finer location key -> the lung zone it lies in
+    'apical': 'upper', 'upper': 'upper', 'upper_medial': 'upper', 'upper_lateral': 'upper',
+    'perihilar': 'mid', 'lingula': 'mid', 'middle_lobe': 'mid', 'mid_lateral': 'mid',
+    'retrocardiac': 'lower', 'base_medial': 'lower', 'base': 'lower', 'costophrenic': 'lower'}
+_RADIAL = {'medial': (.12, .3), 'central': (.4, .6), 'lateral': (.72, .85), None: (.12, .85)}  # fraction of the lung span
+
 def _lung_span(a: Mapping, v: float) -> tuple[float, float]:
-    "Medial and lateral |u| of the (left) lung at height v, in the anatomical frame."
+    "Medial and lateral |u| of the (narrower) lung at height v, in the anatomical frame."
     cp, apex, xa = a['cp_v'], a['apex_v'], a['apex_s']
     t = min(max((v - apex) / (cp - apex), 0.0), 1.0)
     tm = min(t * 1.8, 1.0)
     w = min(a['w_r'], a['w_l'])
     return xa - (xa - a['med_w']) * math.sqrt(tm * (2 - tm)), xa + (w - xa) * math.sqrt(t * (2 - t))
 
-def _zone_v(a: Mapping, zone: str, rng) -> float:
-    "A height inside the lung zone (upper/mid/lower third between apex and costophrenic angle)."
+def _zone_range(a: Mapping, zone: str) -> tuple[float, float]:
+    "Top and bottom height v of a lung zone (thirds between just below the apex and just above the right dome)."
     lo, hi = a['apex_v'] + 0.08, a['dome_r'] - 0.02
     k = ZONES.index(zone)
-    return lo + (hi - lo) * (k + rng.uniform(0.3, 0.7)) / 3
+    return lo + (hi - lo) * k / 3, lo + (hi - lo) * (k + 1) / 3
+
+def _zone_at(a: Mapping, v: float) -> tuple[str, float]:
+    "Lung zone of height v and the height's fraction within that zone."
+    for z in ZONES:
+        lo, hi = _zone_range(a, z)
+        if v < hi or z == 'lower': return z, float(min(max((v - lo) / (hi - lo), 0.0), 1.0))
+
+def _region(side: str, zone: str, radial: str, height: float) -> str:
+    "Finer location key of a site from its zone, radial position and height within the zone."
+    if zone == 'upper':
+        return 'apical' if height < 0.4 else {'medial': 'upper_medial', 'central': 'upper', 'lateral': 'upper_lateral'}[radial]
+    if zone == 'mid':
+        if radial != 'central': return 'perihilar' if radial == 'medial' else 'mid_lateral'
+        return 'lingula' if side == 'left' else 'middle_lobe'
+    if radial == 'medial': return 'retrocardiac' if side == 'left' else 'base_medial'
+    return 'costophrenic' if radial == 'lateral' and height > 0.5 else 'base'
+
+def _site(a: Mapping, side: str, zone: str, rng, radial: str | None = None, v: float | None = None) -> dict:
+    "One site: side, zone, centre (u, v) in the lung, radial position and the region its location words name."
+    if v is None:
+        lo, hi = _zone_range(a, zone)
+        v = lo + (hi - lo) * float(rng.uniform(0.15, 0.85))
+    zone, height = _zone_at(a, v)
+    s_med, s_lat = _lung_span(a, v)
+    frac = float(rng.uniform(*_RADIAL[radial]))
+    rad = 'medial' if frac < 0.35 else ('lateral' if frac > 0.65 else 'central')
+    return dict(side=side, zone=zone, sign=SIDES[side], cu=SIDES[side] * (s_med + (s_lat - s_med) * frac), cv=float(v),
+                radial=rad, height=height, frac=frac, region=_region(side, zone, rad, height))
 
 _SIZE = {'small': 0.6, 'moderate': 1.0, 'large': 1.5}
+_EXTRA_SITES = {'Lung Lesion': (.7, .2, .1), 'Consolidation': (.85, .15), 'Pneumonia': (.8, .2), 'Lung Opacity': (.75, .25)}
+_SITE_RADIAL = {'Pneumothorax': 'lateral', 'Pleural Other': 'lateral', 'Pleural Effusion': 'lateral'}
+_LESION_MM = {'small': (9, 14), 'moderate': (15, 28), 'large': (32, 55)}  # diameters before the difficulty scaling
+
+def _sample_sites(name: str, f: Mapping, a: Mapping, rng) -> list[dict]:
+    "The sites of a finding: one per side of its side (bilateral = both), plus further instances elsewhere for some."
+    if f['side'] is None or f['zone'] is None: return []  # edema is drawn as a whole (bat wing), not per site
+    sides = ['right', 'left'] if f['side'] == 'bilateral' else [f['side']]
+    out = [_site(a, s, f['zone'], rng, _SITE_RADIAL.get(name)) for s in sides]
+    n_extra = _choice(rng, range(len(_EXTRA_SITES[name])), _EXTRA_SITES[name]) if name in _EXTRA_SITES else 0
+    for _ in range(n_extra):
+        s, z = _choice(rng, ('right', 'left')), _choice(rng, FINDING_SPEC[name]['zones'])
+        if all((o['side'], o['zone']) != (s, z) for o in out): out.append(_site(a, s, z, rng))
+    for s in out: s['region'] = _site_region(name, f['severity'], s)
+    return out
+
+def _site_region(name: str, severity: str | None, g: Mapping) -> str:
+    "Region key of a site: pleural findings are named by the pleural space they occupy, the rest by `_region`."
+    if name == 'Pneumothorax': return {'upper': 'apical', 'mid': 'mid_lateral', 'lower': 'base'}[g['zone']]  # where the line is farthest from the wall
+    if name == 'Pleural Effusion': return 'costophrenic' if severity == 'small' else 'base'
+    if name in ('Pleural Other', 'Fracture'): return {'upper': 'apical' if name == 'Pleural Other' else 'upper_lateral', 'mid': 'mid_lateral', 'lower': 'costophrenic'}[g['zone']]
+    return _region(g['side'], g['zone'], g['radial'], g['height'])
+
+def _rib_v(a: Mapping, rib: int, s: float) -> float:
+    "Height v of the centre of posterior rib `rib` (1 = top) at |u| = s: the inverse of the rib phase in `_rib_fields`."
+    x = rib - 1 + 0.3 - a['rib_jitter'][rib - 1]
+    q = a['apex_v'] - 0.1 + 1.25 * (x / a['rib_n']) ** (1 / a['rib_pow'])
+    return q + a['rib_curve'] * s * s - 0.45 * s
+
+def _rib_at(a: Mapping, v: float, s: float) -> int:
+    "Number of the posterior rib (1 = top) whose band or the interspace below it contains height v at |u| = s."
+    q = v - (a['rib_curve'] * s * s - 0.45 * s)
+    x = min(max((q - (a['apex_v'] - 0.1)) / 1.25, 0.0), 1.0) ** a['rib_pow'] * a['rib_n']
+    return int(min(max(math.floor(x - 0.09) + 1, 1), a['rib_n']))
+
+def _fracture_site(a: Mapping, side: str, rib: int, frac: float) -> dict:
+    "A broken rib: the point at fraction `frac` of the lateral lung boundary on the centre line of posterior rib `rib`."
+    v = _rib_v(a, rib, 0.5)
+    for _ in range(3): v = _rib_v(a, rib, frac * _lung_span(a, v)[1])  # fixed point: the rib's height at that |u|
+    zone, height = _zone_at(a, v)
+    g = dict(side=side, zone=zone, sign=SIDES[side], cu=SIDES[side] * frac * _lung_span(a, v)[1], cv=float(v), radial='lateral',
+             height=height, frac=frac, rib=rib, arc='posterior' if frac < 0.7 else ('posterolateral' if frac < 0.8 else 'lateral'))
+    return dict(g, region=_site_region('Fracture', None, g))
+
+_FRACTURE_RIBS = {'upper': (3, 4), 'mid': (5, 6), 'lower': (7, 8)}
+
+def _fracture_sites(f: Mapping, a: Mapping, rng) -> list[dict]:
+    "Broken ribs: one (or 2-3 consecutive when large) posterior ribs of the zone, each drawn on the rib's centre line."
+    first = _choice(rng, _FRACTURE_RIBS[f['zone']])
+    n = int(rng.integers(2, 4)) if f['severity'] == 'large' else 1
+    frac = float(rng.uniform(0.6, 0.88))  # of the lateral lung boundary: posterior .. lateral arc of the rib
+    return [_fracture_site(a, f['side'], rib, frac) for rib in range(first, first + n)]
 
 def _finding_geometry(name: str, f: Mapping, a: Mapping, rng, difficulty: float) -> list[dict]:
-    "Per-side geometry of a finding in the anatomical frame (list of dicts with sign, centre, radii)."
-    sides = [] if f['side'] is None else (['right', 'left'] if f['side'] == 'bilateral' else [f['side']])
+    "Geometry of every site of a finding in the anatomical frame (site fields + centre, radii, sizes)."
     k = _SIZE[f['severity']] * (1 - 0.35 * difficulty) if f['severity'] else 1.0
+    sites = _fracture_sites(f, a, rng) if name == 'Fracture' else _sample_sites(name, f, a, rng)
     out = []
-    for side in sides:
-        sg = SIDES[side]
-        cv = _zone_v(a, f['zone'], rng) if f['zone'] else 0.0
-        s_med, s_lat = _lung_span(a, cv)
-        lateral_frac = rng.uniform(0.45, 0.75) if (side == 'left' and f['zone'] == 'lower') else rng.uniform(0.3, 0.7)
-        cs = s_med + (s_lat - s_med) * lateral_frac
-        lat_u = {'upper': (-0.2, 0.2), 'mid': (-0.3, 0.15), 'lower': (0.05, 0.4), None: (-0.1, 0.1)}[f['zone']]
-        g = dict(sign=sg, cu=sg * cs, cv=cv, cu_lat=rng.uniform(*lat_u), ru=0.13 * k * rng.uniform(.8, 1.2), rv=0.11 * k * rng.uniform(.8, 1.2),
+    for i, s in enumerate(sites):
+        lat_u = {'upper': (-0.2, 0.2), 'mid': (-0.3, 0.15), 'lower': (0.05, 0.4)}[s['zone']]
+        g = dict(s, cu_lat=rng.uniform(*lat_u), ru=0.13 * k * rng.uniform(.8, 1.2), rv=0.11 * k * rng.uniform(.8, 1.2),
                  angle=float(rng.uniform(-0.3, 0.3)), k=k)
-        if name == 'Lung Lesion':
-            r = {'small': 0.022, 'moderate': 0.04, 'large': 0.085}[f['severity']] * (1 - 0.3 * difficulty)
-            g.update(ru=r, rv=r * rng.uniform(.85, 1.0))
+        if name == 'Lung Lesion':  # further nodules are no larger than the first
+            sev = f['severity'] if i == 0 else _choice(rng, SEVERITIES[:SEVERITIES.index(f['severity']) + 1])
+            r = rng.uniform(*_LESION_MM[sev]) * (1 - 0.3 * difficulty) / 2 / MM_PER_UNIT
+            g.update(ru=r, rv=r * rng.uniform(.85, 1.0), severity=sev)
+            g['mm'] = int(round(2 * g['ru'] * MM_PER_UNIT))
         if name == 'Fracture':
-            g.update(cu=sg * (s_lat * rng.uniform(0.6, 0.85)), r=0.045, n=3 if f['severity'] == 'large' else 1,
-                     shift={'small': 0.0, 'moderate': 0.045, 'large': 0.06}[f['severity']])
+            g.update(r=0.045, shift={'small': 0.0, 'moderate': 0.045, 'large': 0.06}[f['severity']])
+        if name == 'Pneumothorax':  # visceral pleural line to chest wall distance at the named zone
+            g['gap'] = {'small': (.04, .06), 'moderate': (.08, .12), 'large': (.17, .23)}[f['severity']]
+            g['gap'] = rng.uniform(*g['gap']) * (0.7 + 0.3 * k / _SIZE[f['severity']])
+            g['depth_cm'] = round(g['gap'] * MM_PER_UNIT / 10, 1)
+        if name == 'Pleural Other':
+            g['th'] = {'small': 0.018, 'moderate': 0.03, 'large': 0.045}[f['severity']] * float(rng.uniform(0.85, 1.2))
+            g['th_mm'] = int(round(g['th'] * MM_PER_UNIT))
+        if name == 'Atelectasis': g['length_cm'] = round(2.4 * g['ru'] * MM_PER_UNIT / 10, 1)  # the drawn band length
+        if name in ('Consolidation', 'Pneumonia', 'Lung Opacity'):
+            g['extent_cm'] = (round(2 * g['ru'] * MM_PER_UNIT / 10, 1), round(2 * g['rv'] * MM_PER_UNIT / 10, 1))
         out.append({kk: float(vv) if isinstance(vv, (float, np.floating)) else vv for kk, vv in g.items()})
+    return out
+
+def _device_info(devs: Sequence[str], a: Mapping, rng) -> dict:
+    "Where each support device is and where its tip ends, in the anatomical frame (and as the report words it)."
+    carina = a['apex_v'] + 0.38
+    caj = a['heart_y'] - 0.75 * a['heart_b']  # cavoatrial junction: top of the right heart border
+    out = {}
+    for d in devs:
+        if d == 'ett':
+            tip = carina - float(rng.uniform(0.08, 0.40))
+            out[d] = dict(tip_v=tip, tip_cm=round((carina - tip) * MM_PER_UNIT / 10, 1))
+        elif d == 'cvc':
+            side = _choice(rng, ('right', 'left'), (.7, .3))
+            route = _choice(rng, ('internal jugular', 'subclavian', 'PICC'), (.55, .25, .2))
+            tip = carina + (caj - carina) * float(rng.uniform(0.05, 1.3))
+            where = ('upper SVC' if tip < carina + 0.35 * (caj - carina) else 'lower SVC' if tip < caj - 0.03
+                     else 'cavoatrial junction' if tip < caj + 0.04 else 'right atrium')
+            out[d] = dict(side=side, route=route, tip_v=tip, tip=where)
+        elif d == 'ng':
+            out[d] = dict(tip='stomach' if rng.random() < 0.9 else 'distal esophagus')
+        elif d == 'pacemaker':
+            out[d] = dict(side=_choice(rng, ('right', 'left'), (.2, .8)), leads=2 if rng.random() < 0.7 else 1)
+        elif d == 'chest_tube':
+            out[d] = dict(side=_choice(rng, ('right', 'left')), kind=_choice(rng, ('chest tube', 'pigtail catheter'), (.7, .3)),
+                          tip='apex' if rng.random() < 0.7 else 'base')
+        elif d == 'sternal_wires':
+            out[d] = dict(n=int(rng.integers(4, 8)))
+        elif d == 'clips':
+            out[d] = dict(side=_choice(rng, ('right', 'left')), n=int(rng.integers(2, 5)))
     return out
 
 def _make_finding(name: str, rng, a: Mapping, difficulty: float, site: tuple | None = None) -> dict:
@@ -378,11 +506,18 @@ def _make_finding(name: str, rng, a: Mapping, difficulty: float, site: tuple | N
     if name == 'Cardiomegaly':
         f['ctr'] = float(rng.uniform(*{'small': (.53, .57), 'moderate': (.58, .63), 'large': (.64, .70)}[severity]))
     if name == 'Support Devices':
-        devs = [d for d, p in zip(DEVICES, (.55, .6, .45, .3)) if rng.random() < p] or [_choice(rng, DEVICES)]
-        f['devices'] = devs
-        f['device_side'] = {d: _choice(rng, ('right', 'left'), (.7, .3) if d == 'cvc' else (.2, .8)) for d in devs if d in ('cvc', 'pacemaker')}
-    f['geom'] = _finding_geometry(name, f, a, rng, difficulty)
+        devs = [d for d, p in zip(DEVICES, _DEVICE_P) if rng.random() < p] or [_choice(rng, DEVICES[:4])]
+        f['devices'], f['device_info'] = devs, _device_info(devs, a, rng)
+    _set_geometry(f, a, rng, difficulty)
     return f
+
+def _set_geometry(f: dict, a: Mapping, rng, difficulty: float):
+    "Draw the sites of `f` and make its side/zone the union side / first site's zone."
+    f['geom'] = _finding_geometry(f['name'], f, a, rng, difficulty)
+    if f['geom']:
+        sides = {g['side'] for g in f['geom']}
+        f['side'] = 'bilateral' if len(sides) > 1 else sides.pop()
+        f['zone'] = f['geom'][0]['zone']
 
 def sample_findings(rng: np.random.Generator,  # generator seeded by the study
                     a: Mapping,  # the patient's anatomy
@@ -413,8 +548,8 @@ def _blob(L, g, edge):
     return _ramp(d, edge), d
 
 def _side_lung(L, g):
-    "Lung field restricted to the side of geometry `g`."
-    return L['lung'] * ((L['U'] * g['sign']) > 0)
+    "Lung field (including the lung behind the heart) restricted to the side of geometry `g`."
+    return L['lung_all'] * ((L['U'] * g['sign']) > 0)
 
 def _field(L, a, shift=0):
     "Smooth random field (zero mean, unit sd) of the patient, at the posed coordinates."
@@ -466,14 +601,23 @@ def _r_effusion(L, a, f, c, ctx):
         mask = mask | ((wet > 0.5) & (L['lung'] > 0.5))
     return att, mask
 
+def _ptx_profile(zone: str, severity: str, t):
+    "Relative width of pleural air along the chest wall at relative height t (0 apex .. 1 costophrenic angle)."
+    if severity == 'large': return {'upper': 1 - 0.6 * t, 'mid': 1 - 0.5 * np.abs(t - 0.45), 'lower': 0.4 + 0.6 * t}[zone]
+    if zone == 'upper': return np.clip(1 - t / 0.42, 0, 1)
+    if zone == 'mid': return np.clip(1 - np.abs(t - 0.47) / 0.2, 0, 1)
+    return np.clip((t - 0.62) / 0.25, 0, 1)
+
 def _r_pneumothorax(L, a, f, c, ctx):
-    "Pleural air between chest wall and a visible visceral pleural line; no lung markings beyond the line."
+    "Pleural air between chest wall and a visible visceral pleural line, widest in the named zone; no markings beyond it."
     mask = False
     for g in f['geom']:
-        gap = {'small': 0.045, 'moderate': 0.1, 'large': 0.2}[f['severity']] * (0.7 + 0.3 * g['k'] / _SIZE[f['severity']])
+        gap = g['gap']
         t = np.clip((L['V'] - a['apex_v']) / (a['cp_v'] - a['apex_v']), 0, 1)
-        taper = 1 - (0.8 if f['zone'] == 'upper' else 0.3) * t
-        inner = np.minimum(L['s_lat'] - L['S'] - gap * taper, L['V'] - a['apex_v'] - 1.2 * gap)
+        prof = _ptx_profile(g['zone'], f['severity'], t)
+        inner = L['s_lat'] - L['S'] - gap * prof  # negative between the chest wall and the pleural line
+        if g['zone'] == 'upper' or f['severity'] == 'large': inner = np.minimum(inner, L['V'] - a['apex_v'] - 1.2 * gap * prof)  # apical cap
+        if g['zone'] == 'lower': inner = np.minimum(inner, L['dome_v'] - L['V'] - 0.8 * gap * prof)  # deep sulcus: air over the dome
         side = (L['U'] * g['sign']) > 0
         air = (inner < 0) & (L['d_lung'] > 0) & side
         soft = _ramp(-inner, L['w']) * _ramp(L['d_lung'], L['w']) * side
@@ -499,7 +643,7 @@ def _r_pleural_other(L, a, f, c, ctx):
     "Pleural thickening along the lateral chest wall of the zone (apical cap in the upper zone)."
     att, mask = 0, False
     for g in f['geom']:
-        th = {'small': 0.018, 'moderate': 0.03, 'large': 0.045}[f['severity']]
+        th = g.get('th', {'small': 0.018, 'moderate': 0.03, 'large': 0.045}[f['severity']])
         side = (L['U'] * g['sign']) > 0
         band = _ramp(th - (L['s_lat'] - L['S']), L['w']) * _ramp(L['d_lung'] + 0.005, L['w'])
         band = band * _ramp(0.13 - np.abs(L['V'] - g['cv']), 0.04) * side
@@ -527,41 +671,55 @@ def _r_fracture(L, a, f, c, ctx):
     "Rib cortical break: lucent fracture line across the rib (the step-off is applied to the rib phase via mods)."
     lu, mask = 0, False
     for g in f['geom']:
-        for j in range(int(g['n'])):
-            cv = g['cv'] + 0.11 * j
-            disc = ((L['U'] - g['cu']) ** 2 + (L['V'] - cv) ** 2) < g['r'] ** 2
-            line = _ramp(0.009 - np.abs(L['U'] - g['cu'] - 0.3 * (L['V'] - cv)), 0.5 * L['w']) * disc
-            lu = lu + c * 0.3 * line * (L['ribs'] > 0.03)
-            mask = mask | disc
+        disc = ((L['U'] - g['cu']) ** 2 + (L['V'] - g['cv']) ** 2) < g['r'] ** 2
+        line = _ramp(0.009 - np.abs(L['U'] - g['cu'] - 0.3 * (L['V'] - g['cv'])), 0.5 * L['w']) * disc
+        lu = lu + c * 0.3 * line * (L['ribs'] > 0.03)
+        mask = mask | disc
     ctx['lucency'] = ctx['lucency'] + lu
     return None, mask
 
 def _fracture_mods(f):
     "Rib-phase step-offs for each broken rib."
-    return [(g['cu'], g['cv'] + 0.11 * j, g['r'], g['shift']) for g in f['geom'] for j in range(int(g['n']))]
+    return [(g['cu'], g['cv'], g['r'], g['shift']) for g in f['geom']]
 
 def _device_paths(a: Mapping, f: Mapping) -> list[tuple[np.ndarray, float]]:
-    "Polylines (anatomical frame) and line half-widths of the support devices of finding `f`."
-    carina = a['apex_v'] + 0.38
+    "Polylines (anatomical frame) and line half-widths of the support devices of finding `f`, ending at their tips."
+    carina, info = a['apex_v'] + 0.38, f['device_info']
     paths = []
     for d in f['devices']:
         if d == 'ett':
-            v = np.array([-1.2, carina - 0.1]); u = -0.01 + 0.04 * (v + 0.4)
+            v = np.array([-1.2, info['ett']['tip_v']]); u = -0.01 + 0.04 * (v + 0.4)
             paths += [(np.stack([u - 0.013, v], 1), 0.004), (np.stack([u + 0.013, v], 1), 0.004)]
         elif d == 'cvc':
-            sg = SIDES[f['device_side']['cvc']]
-            pts = [(sg * 0.32, -1.15), (sg * 0.22, -0.85), (sg * 0.12, carina - 0.15), (-0.05, carina + 0.05), (-0.06, carina + 0.17)] if sg < 0 else \
-                  [(0.75, a['clav_v'] + 0.1), (0.4, a['clav_v'] + 0.08), (0.12, carina - 0.12), (-0.04, carina + 0.02), (-0.05, carina + 0.15)]
-            paths.append((np.array(pts), 0.005))
+            sg, route, tip = SIDES[info['cvc']['side']], info['cvc']['route'], info['cvc']['tip_v']
+            if route == 'internal jugular': pts = [(sg * 0.3, -1.15), (sg * 0.2, -0.85), (sg * 0.1, carina - 0.15)]
+            else: pts = ([(sg * 0.98, a['clav_v'] + 0.22), (sg * 0.7, a['clav_v'] + 0.12)] if route == 'PICC' else [(sg * 0.75, a['clav_v'] + 0.1)]) \
+                        + [(sg * 0.4, a['clav_v'] + 0.08), (sg * 0.12, carina - 0.12)]
+            paths.append((np.array(pts + [(-0.045, carina - 0.03), (-0.055, tip)]), 0.005))
         elif d == 'ng':
-            pts = [(0.0, -1.2), (0.02, carina), (0.04, a['dome_l'] + 0.02), (0.25, a['dome_l'] + 0.17), (0.42, a['dome_l'] + 0.15)]
+            end = [(0.25, a['dome_l'] + 0.17), (0.42, a['dome_l'] + 0.15)] if info['ng']['tip'] == 'stomach' else []
+            pts = [(0.0, -1.2), (0.02, carina)] + ([(0.04, a['dome_l'] + 0.02)] + end if end else [(0.035, a['dome_l'] - 0.12)])
             paths.append((np.array(pts), 0.005))
         elif d == 'pacemaker':
-            sg = SIDES[f['device_side']['pacemaker']]
+            sg = SIDES[info['pacemaker']['side']]
             gen = (sg * 0.55, a['clav_v'] + 0.08)
             rv = (a['heart_x'] + 0.15, a['heart_y'] + 0.08)
             paths.append((np.array([gen, (sg * 0.25, a['clav_v'] + 0.12), (0.02, carina + 0.05), (0.0, a['heart_y'] - 0.1), rv]), 0.005))
-            paths.append((np.array([gen, (sg * 0.28, a['clav_v'] + 0.16), (0.03, carina + 0.12), (-0.06, a['heart_y'] - 0.15)]), 0.005))
+            if info['pacemaker']['leads'] == 2:
+                paths.append((np.array([gen, (sg * 0.28, a['clav_v'] + 0.16), (0.03, carina + 0.12), (-0.06, a['heart_y'] - 0.15)]), 0.005))
+        elif d == 'chest_tube':  # from the lateral chest wall, up along the pleural space to the apex (or along the base)
+            sg, w = SIDES[info[d]['side']], a['w_r' if info[d]['side'] == 'right' else 'w_l']
+            end = (sg * 0.42, a['apex_v'] + 0.14) if info[d]['tip'] == 'apex' else (sg * 0.35, a['cp_v'] - 0.12)
+            paths.append((np.array([(sg * (w + 0.15), a['cp_v'] + 0.02), (sg * (w - 0.05), a['cp_v'] - 0.1), end]), 0.009))
+        elif d == 'sternal_wires':  # small loops down the midline, over the mediastinum
+            t = np.linspace(0, 2 * math.pi, 9)
+            for v in np.linspace(a['apex_v'] + 0.42, a['heart_y'] - 0.05, info[d]['n']):
+                paths.append((np.stack([0.004 + 0.026 * np.cos(t), v + 0.014 * np.sin(t)], 1), 0.006))
+        elif d == 'clips':  # short bright dashes in the axilla
+            sg = SIDES[info[d]['side']]
+            for j in range(info[d]['n']):
+                u0, v0 = sg * (0.6 + 0.05 * j), a['clav_v'] + 0.16 + 0.04 * (j % 2)
+                paths.append((np.array([(u0, v0), (u0 + 0.02, v0 + 0.035)]), 0.007))
     return paths
 
 def _rasterise(paths, size: int, pose: Mapping) -> np.ndarray:
@@ -583,10 +741,14 @@ def _rasterise(paths, size: int, pose: Mapping) -> np.ndarray:
     return canvas
 
 def _r_devices(L, a, f, c, ctx):
-    "Support devices: radio-opaque tubes, lines and a pacemaker generator (contrast does not depend on difficulty)."
-    lines = _rasterise(_device_paths(a, f), ctx['size'], ctx['pose'])
+    "Support devices: radio-opaque tubes, lines, metal wires and clips, a pacemaker generator (contrast does not depend on difficulty)."
+    metal = {'sternal_wires', 'clips'}
+    lines = _rasterise(_device_paths(a, dict(f, devices=[d for d in f['devices'] if d not in metal])), ctx['size'], ctx['pose'])
+    if metal & set(f['devices']):  # metal is denser than tubing
+        wires = _rasterise(_device_paths(a, dict(f, devices=[d for d in f['devices'] if d in metal])), ctx['size'], ctx['pose'])
+        lines = np.maximum(lines, wires * np.float32(2.2))
     if 'pacemaker' in f['devices']:
-        sg = SIDES[f['device_side']['pacemaker']]
+        sg = SIDES[f['device_info']['pacemaker']['side']]
         box = (np.abs(L['U'] - sg * 0.55) < 0.075) & (np.abs(L['V'] - a['clav_v'] - 0.08) < 0.05)
         lines = np.maximum(lines, box * np.float32(1.6))
     return 0.55 * lines, lines > 0
@@ -624,6 +786,22 @@ def _span(mask_cols: np.ndarray) -> int:
     idx = np.flatnonzero(mask_cols)
     return int(idx[-1] - idx[0] + 1) if len(idx) else 0
 
+_CENTRED = {'Lung Lesion', 'Consolidation', 'Pneumonia', 'Lung Opacity', 'Atelectasis', 'Fracture'}  # site centre lies in the shape
+
+def _site_parts(L, f: Mapping, m: np.ndarray) -> list[np.ndarray]:
+    "Split a finding's mask into its sites (each pixel goes to the nearest site centre); one part per site."
+    if len(f['geom']) < 2: return [m]
+    d = np.stack([(L['U'] - g['cu']) ** 2 + (L['V'] - g['cv']) ** 2 for g in f['geom']])
+    near = d.argmin(0)
+    return [m & (near == j) for j in range(len(f['geom']))]
+
+def _split_parts(masks: dict) -> tuple[dict, dict]:
+    "Separate label masks from per-finding site masks (keys '#i.j') -> ({label: mask}, {i: [site masks]})."
+    parts = {}
+    for k in sorted((k for k in masks if k.startswith('#')), key=lambda k: tuple(int(x) for x in k[1:].split('.'))):
+        parts.setdefault(int(k[1:].split('.')[0]), []).append(masks.pop(k))
+    return masks, parts
+
 def render_frontal_image(a: Mapping,  # patient anatomy
                          pose: Mapping,  # image pose/exposure
                          findings: Sequence[dict],  # the study's findings
@@ -631,7 +809,7 @@ def render_frontal_image(a: Mapping,  # patient anatomy
                          rng: np.random.Generator,  # image generator (noise)
                          difficulty: float = 0.3,  # lesion contrast and noise knob
                         ) -> tuple[np.ndarray, dict, dict]:
-    "Render a PA/AP image: (uint8 [size, size], {label: bool mask}, {'ctr': measured cardiothoracic ratio})."
+    "Render a PA/AP image: (uint8 [size, size], {label: bool mask}, {'ctr': measured ratio, 'parts': {finding: [site masks]}})."
     out_size, size = size, _work_size(size)
     mods = _anatomy_mods(a, findings)
     L = render_frontal(a, pose, size, mods)
@@ -639,14 +817,15 @@ def render_frontal_image(a: Mapping,  # patient anatomy
                markings_keep=np.ones((size, size), np.float32), size=size, pose=pose, mods=mods)
     c = 1.0 - 0.55 * difficulty
     att, masks = ctx['extra'], {}
-    for f in findings:
+    for i, f in enumerate(findings):
         a_f, m_f = RENDERERS[f['name']](L, a, f, c, ctx)
         if a_f is not None: att = att + a_f
-        if not np.any(m_f) and f['geom']:  # too small to cover a pixel centre at this size: mark the nearest pixel
-            m_f = np.zeros((size, size), bool)
-            for g in f['geom']:
-                x, y = _to_pixels(g['cu'], g['cv'], size, pose)
-                m_f[int(np.clip(round(float(y)), 0, size - 1)), int(np.clip(round(float(x)), 0, size - 1))] = True
+        m_f = np.asarray(m_f, bool) if np.ndim(m_f) else np.zeros((size, size), bool)
+        for g in f['geom']:  # a site too small to cover a pixel centre at this size: mark its nearest pixel
+            x, y = _to_pixels(g['cu'], g['cv'], size, pose)
+            r, col = int(np.clip(round(float(y)), 0, size - 1)), int(np.clip(round(float(x)), 0, size - 1))
+            if (f['name'] in _CENTRED or not m_f.any()) and not m_f[max(r - 2, 0):r + 3, max(col - 2, 0):col + 3].any(): m_f[r, col] = True
+        for j, part in enumerate(_site_parts(L, f, m_f)): masks[f"#{i}.{j}"] = part
         for lab, val in f['mentions'].items():
             if val != 0: masks[lab] = masks.get(lab, False) | m_f
     att = att + ctx['extra'] - ctx['lucency'] if att is not ctx['extra'] else ctx['extra'] - ctx['lucency']
@@ -654,7 +833,27 @@ def render_frontal_image(a: Mapping,  # patient anatomy
     heart = (L['heart'] > 0.5) & (L['V'] < L['dome_v'] + 0.02)
     ctr = _span(heart.any(0)) / max(_span((L['d_lung'] > 0).any(0)), 1)
     img, masks = _finish(img, {k: np.asarray(v, bool) for k, v in masks.items()}, out_size, rng, 0.012 + 0.035 * difficulty, pose)
-    return img, masks, dict(ctr=round(ctr, 4))
+    masks, parts = _split_parts(masks)
+    return img, masks, dict(ctr=round(ctr, 4), parts=parts)
+
+@lru_cache(maxsize=2)
+def _measure_grid(cols: int, rows: int):
+    "Anatomical (u, v) grid for measurements: fine across (widths), coarser down."
+    u, v = np.linspace(-1, 1, cols, dtype=np.float32), np.linspace(-1, 1, rows, dtype=np.float32)
+    return np.broadcast_to(u[None, :], (rows, cols)), np.broadcast_to(v[:, None], (rows, cols))
+
+def measure_ctr(a: Mapping,  # patient anatomy
+                findings: Sequence[dict],  # the study's findings (cardiomegaly / mediastinal widening change the heart)
+                ap: bool = False,  # AP projection magnifies the heart
+                cols: int = 400, rows: int = 64,  # measuring grid (anatomical frame, no pose): widths to 0.005
+               ) -> float:
+    "Cardiothoracic ratio of the drawn geometry: widest cardiac span / widest thoracic (lung) span."
+    pose = dict(rot=0.0, tx=0.0, ty=0.0, scale=1.0, insp=0.0, ap=ap)
+    U, V = _measure_grid(cols, rows)
+    mods = _anatomy_mods(a, findings)
+    d_lung, *_, dome_v, _, _ = _lung_geometry(a, pose, U, V, mods)
+    d_heart, _ = _heart_field(a, pose, U, V, mods)
+    return round(_span(((d_heart > 0) & (V < dome_v + 0.02)).any(0)) / max(_span((d_lung > 0).any(0)), 1), 3)
 
 # %% ../nbs/01b_synth.ipynb #79157deb
 LOCATION_WORDS = {  # (side, zone) -> phrases; patient's side, as radiologists write it
@@ -675,153 +874,528 @@ LOCATION_ADJECTIVES = {  # (side, zone) -> pre-modifier forms ("right basilar at
     ('bilateral', 'upper'): ['bilateral upper lobe', 'biapical'], ('bilateral', 'mid'): ['bilateral perihilar'],
     ('bilateral', 'lower'): ['bibasilar', 'bilateral lower lobe'],
 }
-SEVERITY_WORDS = {  # family -> severity -> adjectives
-    'size': {'small': ['small'], 'moderate': ['moderate', 'moderate-sized'], 'large': ['large']},
-    'degree': {'small': ['mild', 'minimal'], 'moderate': ['moderate'], 'large': ['severe', 'marked']},
-    'extent': {'small': ['small', 'mild'], 'moderate': ['moderate'], 'large': ['extensive', 'large']},
+REGION_WORDS = {  # region -> (noun phrases, pre-modifiers) naming the finer location of one site; {side} = right | left
+    'apical': (['{side} apex', '{side} lung apex', '{side} apical region'], ['{side} apical']),
+    'upper': (['{side} upper lobe', '{side} upper lung', '{side} upper lung zone'], ['{side} upper lobe', '{side} upper zone']),
+    'upper_medial': (['medial {side} upper lobe', 'medial aspect of the {side} upper lung'], ['medial {side} upper lobe']),
+    'upper_lateral': (['lateral {side} upper lung', 'periphery of the {side} upper lobe'], ['peripheral {side} upper lobe']),
+    'perihilar': (['{side} perihilar region', '{side} perihilar lung'], ['{side} perihilar']),
+    'lingula': (['lingula'], ['lingular']),
+    'middle_lobe': (['right middle lobe'], ['right middle lobe']),
+    'mid_lateral': (['lateral {side} mid lung', 'periphery of the {side} mid lung zone'], ['peripheral {side} mid lung']),
+    'retrocardiac': (['left retrocardiac region', 'retrocardiac left lower lobe'], ['left retrocardiac']),
+    'base_medial': (['medial right lung base', 'right cardiophrenic region'], ['medial right basilar']),
+    'base': (['{side} lung base', '{side} lower lobe', '{side} base'], ['{side} basilar', '{side} lower lobe', '{side} basal']),
+    'costophrenic': (['lateral {side} lung base', 'lateral aspect of the {side} base'], ['lateral {side} basilar']),
 }
-_FAMILY = {'Pleural Effusion': 'size', 'Pneumothorax': 'size', 'Lung Lesion': 'size', 'Cardiomegaly': 'degree',
+SEVERITY_WORDS = {  # family -> severity -> adjectives
+    'size': {'small': ['small', 'tiny', 'trace'], 'moderate': ['moderate', 'moderate-sized'], 'large': ['large', 'sizable']},
+    'lesion': {'small': ['small', 'tiny'], 'moderate': ['moderate-sized', 'moderate'], 'large': ['large', 'sizable']},
+    'degree': {'small': ['mild', 'minimal'], 'moderate': ['moderate'], 'large': ['severe', 'marked']},
+    'extent': {'small': ['small', 'mild', 'subtle'], 'moderate': ['moderate'], 'large': ['extensive', 'large', 'substantial']},
+}
+_FAMILY = {'Pleural Effusion': 'size', 'Pneumothorax': 'size', 'Lung Lesion': 'lesion', 'Cardiomegaly': 'degree',
            'Edema': 'degree', 'Enlarged Cardiomediastinum': 'degree', 'Pleural Other': 'degree', 'Atelectasis': 'degree',
            'Consolidation': 'extent', 'Pneumonia': 'extent', 'Lung Opacity': 'extent', 'Fracture': 'degree'}
 _ADVERB = {'mild': 'mildly', 'minimal': 'minimally', 'moderate': 'moderately', 'severe': 'severely', 'marked': 'markedly'}
-_RIBS = {'upper': (3, 4), 'mid': (5, 6), 'lower': (7, 8, 9)}
-_ORD = {3: 'third', 4: 'fourth', 5: 'fifth', 6: 'sixth', 7: 'seventh', 8: 'eighth', 9: 'ninth'}
+_ORD = {1: 'first', 2: 'second', 3: 'third', 4: 'fourth', 5: 'fifth', 6: 'sixth', 7: 'seventh', 8: 'eighth', 9: 'ninth',
+        10: 'tenth', 11: 'eleventh', 12: 'twelfth'}
+_COUNT = {2: 'two', 3: 'three', 4: 'four', 5: 'five', 6: 'six', 7: 'seven'}
+ASPECTS = ('side', 'zone', 'region', 'severity', 'count', 'size', 'rib', 'depth', 'device')  # what a phrase can state
 
 def _sev(f, rng):
     "A severity adjective for finding `f`."
     return _choice(rng, SEVERITY_WORDS[_FAMILY[f['name']]][f['severity']])
 
-def _loc(f, rng):
-    "A location phrase for the finding's side and zone."
-    return _choice(rng, LOCATION_WORDS[(f['side'], f['zone'])])
+def _and(words: Sequence[str]) -> str:
+    "'a', 'a and b', 'a, b and c'."
+    return words[0] if len(words) == 1 else ', '.join(words[:-1]) + ' and ' + words[-1]
 
-def _loc_adj(f, rng):
-    "A pre-modifier location phrase for the finding's side and zone."
-    return _choice(rng, LOCATION_ADJECTIVES[(f['side'], f['zone'])])
+def _segment(g: Mapping) -> str | None:
+    "Bronchopulmonary segment of a site from its region and its anteroposterior position (where the lateral view draws it)."
+    side, r, ap = g['side'], g['region'], g.get('cu_lat', 0.0)  # cu_lat: anterior < 0 < posterior
+    if r in ('apical', 'upper', 'upper_medial', 'upper_lateral'):
+        if side == 'left': return 'anterior segment of the left upper lobe' if ap < -0.05 else 'apicoposterior segment of the left upper lobe'
+        return 'apical segment of the right upper lobe' if r == 'apical' else ('anterior' if ap < 0 else 'posterior') + ' segment of the right upper lobe'
+    if r == 'lingula': return ('superior' if g['height'] < 0.5 else 'inferior') + ' segment of the lingula'
+    if r == 'middle_lobe': return ('lateral' if g['frac'] > 0.5 else 'medial') + ' segment of the right middle lobe'
+    if r in ('perihilar', 'mid_lateral'): return f"superior segment of the {side} lower lobe" if ap > 0.05 else None
+    if r == 'retrocardiac': return 'medial basal segment of the left lower lobe'
+    if r == 'base_medial': return 'medial basal segment of the right lower lobe'
+    if r == 'costophrenic': return f"lateral basal segment of the {side} lower lobe"
+    return f"{'anterior' if ap < 0.15 else 'posterior'} basal segment of the {side} lower lobe"
 
-def _noun_phrase(f: Mapping, rng) -> str:
-    "Noun phrase describing finding `f` (severity, side and location words included)."
-    n, side = f['name'], f['side']
-    if n == 'Pleural Effusion':
-        return _choice(rng, [f"{_sev(f, rng)} bilateral pleural effusions", f"{_sev(f, rng)} bilateral effusions"]) if side == 'bilateral' else \
-               _choice(rng, [f"{_sev(f, rng)} {side} pleural effusion", f"{_sev(f, rng)} {side} effusion", f"{_sev(f, rng)} {side}-sided pleural effusion"])
-    if n == 'Pneumothorax':
-        where = {'upper': 'apical', 'mid': 'lateral', 'lower': 'basilar'}[f['zone']]
-        return _choice(rng, [f"{_sev(f, rng)} {side} {where} pneumothorax", f"{_sev(f, rng)} {side} pneumothorax, predominantly {where}"])
+def _region_phrase(g: Mapping, rng, adj: bool = False, avoid: Sequence[str] = ()) -> str:
+    "Words for the finer location of one site (noun phrase, or pre-modifier when `adj`): region words or, sometimes, its segment."
+    seg = _segment(g) if not adj and 'cu_lat' in g and 'rib' not in g else None
+    if seg and rng.random() < 0.3: return seg
+    opts = [w for w in REGION_WORDS[g['region']][1 if adj else 0] if not any(x in w for x in avoid)] or REGION_WORDS[g['region']][1 if adj else 0]
+    return _choice(rng, opts).format(side=g['side'])
+
+def _where(f: Mapping, rng, adj: bool = False) -> tuple[str, set]:
+    "Location words of a finding's sites and the aspects they state: finer regions per site, or a bilateral zone phrase."
+    gs = f['geom']
+    if f['side'] == 'bilateral' and len(gs) == 2 and gs[0]['zone'] == gs[1]['zone'] and rng.random() < 0.5:
+        return _choice(rng, (LOCATION_ADJECTIVES if adj else LOCATION_WORDS)[('bilateral', gs[0]['zone'])]), {'side', 'zone'}
+    return _and([_region_phrase(g, rng, adj) for g in gs]), {'side', 'zone', 'region'}
+
+def _adj_where(f: Mapping, rng) -> tuple[str, set] | None:
+    "Pre-modifier location words (single site, or both bases/apices alike), or None when the sites must be listed after the noun."
+    gs = f['geom']
+    if len(gs) == 1: return _where(f, rng, adj=True)
+    if len(gs) == 2 and f['side'] == 'bilateral' and gs[0]['zone'] == gs[1]['zone']:
+        return _choice(rng, LOCATION_ADJECTIVES[('bilateral', gs[0]['zone'])]), {'side', 'zone'}
+    return None
+
+def _noun_or_adj(rng, noun_opts: Sequence[tuple[str, set]], adj_opts) -> tuple[str, set]:
+    "Pick among noun-form options and, when the location has a pre-modifier form, adjective-form options (callables of it)."
+    return _pick(rng, list(noun_opts) + (list(adj_opts()) if adj_opts else []))
+
+def _lesion_size(mm: int) -> str: return f"{mm} mm" if mm < 30 else f"{mm / 10:.1f} cm"
+
+def _lesion_size_words(mm: int, rng) -> str:
+    "The drawn diameter as a report gives it: millimetres, or centimetres with one decimal."
+    return _lesion_size(mm) if mm >= 30 or rng.random() < 0.6 else f"{mm / 10:.1f} cm"
+
+def _np_lesion(f, rng):
+    gs = f['geom']
+    if len(gs) == 1:
+        g = gs[0]
+        noun = 'mass' if g['mm'] >= 30 else _choice(rng, ['nodule', 'pulmonary nodule', 'nodular lesion'])
+        shape = ['ovoid', 'oval'] if g['rv'] < 0.9 * g['ru'] else ['round', 'rounded']
+        desc = _choice(rng, ['lobulated', 'large lobulated', 'lobulated pulmonary']) if f['severity'] == 'large' else \
+               _choice(rng, ['well-circumscribed', 'smoothly marginated', 'solitary', 'discrete', 'well-defined'] + shape + (['subcentimeter'] if g['mm'] < 10 else []))
+        size = _lesion_size_words(g['mm'], rng)
+        where, st = _where(f, rng)
+        adj, _ = _where(f, rng, adj=True)
+        return _choice(rng, [f"{size} {desc} {noun} in the {where}", f"{desc} {adj} {noun} measuring {size}",
+                             f"{_sev(f, rng)} {noun} in the {where}, measuring {size}"]), st | {'size', 'severity'}
+    parts = [f"{_lesion_size(g['mm'])} in the {_region_phrase(g, rng)}" for g in gs]
+    noun = 'pulmonary nodules' if max(g['mm'] for g in gs) < 30 else 'pulmonary masses'
+    big = max(gs, key=lambda g: g['mm'])
+    bilat = 'bilateral ' if f['side'] == 'bilateral' else ''
+    return _pick(rng, [(f"{_COUNT[len(gs)]} {noun}, measuring {_and(parts)}", {'side', 'zone', 'region', 'size', 'count'}),
+                       (f"{_COUNT[len(gs)]} {bilat}{noun}: {_and(parts)}", {'side', 'zone', 'region', 'size', 'count'}),
+                       (f"multiple {bilat}{noun}, the largest measuring {_lesion_size(big['mm'])} in the {_region_phrase(big, rng)}", {'side'})])
+
+def _np_airspace(f, rng):
+    n, gs = f['name'], f['geom']
+    where, st = _where(f, rng)
+    aw = _adj_where(f, rng)
+    adj, st_adj = aw if aw else (None, None)
+    sev = _sev(f, rng)
+    a_cm, b_cm = gs[0]['extent_cm']
+    ext = f"measuring approximately {a_cm:.1f} x {b_cm:.1f} cm"
+    multi = len(gs) > 1 and f['side'] != 'bilateral' or len(gs) > 2
     if n == 'Consolidation':
-        return _choice(rng, [f"{_sev(f, rng)} consolidation in the {_loc(f, rng)}", f"{_sev(f, rng)} {_loc_adj(f, rng)} consolidation",
-                             f"{_sev(f, rng)} airspace consolidation in the {_loc(f, rng)}"])
-    if n == 'Lung Opacity':
-        return _choice(rng, [f"{_sev(f, rng)} opacity in the {_loc(f, rng)}", f"{_sev(f, rng)} {_loc_adj(f, rng)} airspace opacity",
-                             f"{_sev(f, rng)} hazy opacity in the {_loc(f, rng)}"])
+        desc = _choice(rng, ['dense', 'confluent', 'focal', 'homogeneous', 'segmental', 'well-demarcated', 'consolidative']
+                       + (['lobar'] if f['severity'] == 'large' else []))
+        if multi: return f"multifocal consolidation in the {where}", st | {'count'}
+        return _noun_or_adj(rng, [(f"{sev} {desc} consolidation in the {where}", st | {'severity'}),
+                                  (f"{desc} airspace consolidation in the {where}, {ext}", st),
+                                  (f"{sev} consolidation in the {where} with air bronchograms", st | {'severity'})],
+                            aw and (lambda: [(f"{sev} {adj} consolidation with air bronchograms", st_adj | {'severity'})]))
     if n == 'Pneumonia':
-        return _choice(rng, [f"{_sev(f, rng)} pneumonia in the {_loc(f, rng)}", f"{_sev(f, rng)} {_loc_adj(f, rng)} pneumonia"])
-    if n == 'Atelectasis':
-        kind = 'plate-like ' if f['severity'] == 'small' and rng.random() < .5 else ''
-        return _choice(rng, [f"{_sev(f, rng)} {kind}atelectasis in the {_loc(f, rng)}", f"{_sev(f, rng)} {_loc_adj(f, rng)} {kind}atelectasis"])
-    if n == 'Lung Lesion':
-        mm = f['geom'][0]['ru'] * 2 * 160  # ~160 mm across the normalised frame
-        size = f"{mm:.0f} mm" if mm < 10 else f"{mm / 10:.1f} cm"
-        noun = 'mass' if f['severity'] == 'large' else 'nodule'
-        return _choice(rng, [f"{_sev(f, rng)} {size} {noun} in the {_loc(f, rng)}", f"{_sev(f, rng)} {_loc_adj(f, rng)} {noun} measuring {size}"])
+        if multi: return _pick(rng, [(f"multifocal pneumonia involving the {where}", st | {'count'}), (f"patchy multifocal pneumonia in the {where}", st | {'count'})])
+        return _noun_or_adj(rng, [(f"{sev} pneumonia in the {where}", st | {'severity'}), (f"{sev} patchy pneumonia in the {where}", st | {'severity'}),
+                                  (f"{sev} pneumonia centered in the {where}", st | {'severity'}),
+                                  (f"pneumonia in the {where}, {ext}", st)],
+                            aw and (lambda: [(f"{sev} {adj} pneumonia", st_adj | {'severity'}), (f"patchy {adj} pneumonia", st_adj)]))
+    desc = _choice(rng, ['hazy', 'ill-defined', 'patchy', 'ground-glass', 'faint', 'poorly defined', 'indistinct', 'vague',
+                         'amorphous', 'mottled', 'wispy', 'heterogeneous'])
+    if multi: return _pick(rng, [(f"{desc} opacities in the {where}", st | {'count'}), (f"multifocal {desc} opacities involving the {where}", st | {'count'})])
+    return _noun_or_adj(rng, [(f"{sev} {desc} opacity in the {where}", st | {'severity'}), (f"{desc} opacity in the {where}, {ext}", st)],
+                        aw and (lambda: [(f"{sev} {adj} airspace opacity", st_adj | {'severity'}), (f"{sev} {desc} {adj} opacity", st_adj | {'severity'})]))
+
+def _pick(rng, options: Sequence[tuple[str, set]]) -> tuple[str, set]:
+    "One (text, aspects) option."
+    return options[int(rng.integers(len(options)))]
+
+def _np_atelectasis(f, rng):
+    where, st = _where(f, rng)
+    aw = _adj_where(f, rng)
+    adj, st_adj = aw if aw else (None, None)
+    sev = _sev(f, rng)
+    if f['severity'] == 'large':
+        side = f['side'] if f['side'] != 'bilateral' else 'both'
+        hemi = 'hemidiaphragm' if side != 'both' else 'hemidiaphragms'
+        return _noun_or_adj(rng, [(f"{sev} atelectasis in the {where} with volume loss and elevation of the {side} {hemi}", st | {'severity'})],
+                            aw and (lambda: [(f"{sev} {adj} atelectasis with associated volume loss", st_adj | {'severity'})]))
+    kind = _choice(rng, ['linear', 'plate-like', 'bandlike', 'subsegmental', 'discoid', 'streaky', 'curvilinear'])
+    length = f"{f['geom'][0]['length_cm']:.1f} cm"
+    return _noun_or_adj(rng, [(f"{sev} {kind} atelectasis in the {where}", st | {'severity'}),
+                              (f"{kind} atelectasis in the {where}, approximately {length} in length", st)],
+                        aw and (lambda: [(f"{sev} {adj} {kind} atelectasis", st_adj | {'severity'}), (f"{kind} {adj} atelectasis", st_adj)]))
+
+def _np_effusion(f, rng, a):
+    sev = _sev(f, rng)
+    if f['side'] == 'bilateral':
+        tail = ' blunting both costophrenic angles' if f['severity'] == 'small' else ' with layering fluid at both bases'
+        return _pick(rng, [(f"{sev} bilateral pleural effusions{tail}", {'side', 'severity'}), (f"{sev} bilateral effusions", {'side', 'severity'})])
+    side, g = f['side'], f['geom'][0]
+    if f['severity'] == 'small':
+        tail = _choice(rng, [f" blunting the {side} costophrenic angle", f" with blunting of the {side} costophrenic angle", ''])
+    else:
+        rib = _effusion_rib(f, a)
+        height = round((a['cp_v'] - _effusion_top(f, a)[0]) * MM_PER_UNIT / 10, 1)
+        tail = _choice(rng, [f" extending to the level of the {_ORD[rib]} posterior rib laterally", f" with a meniscus reaching the {_ORD[rib]} posterior rib",
+                             f" obscuring the {side} hemidiaphragm", f" layering along the lateral chest wall to the {_ORD[rib]} posterior rib",
+                             f" with fluid tracking {height:.1f} cm above the costophrenic angle", ''])
+    return _pick(rng, [(f"{sev} {side} pleural effusion{tail}", {'side', 'severity'}), (f"{sev} {side}-sided pleural effusion{tail}", {'side', 'severity'}),
+                       (f"{sev} {side} effusion{tail}", {'side', 'severity'})])
+
+def _np_pneumothorax(f, rng):
+    g, side, sev = f['geom'][0], f['side'], _sev(f, rng)
+    d = f"{g['depth_cm']:.1f}".rstrip('0').rstrip('.')
+    if f['severity'] == 'large':
+        where = {'upper': 'apex', 'mid': 'lateral chest wall', 'lower': 'lung base'}[g['zone']]
+        return f"{sev} {side} pneumothorax, most pronounced at the {where}, with the visceral pleural line up to {d} cm from the chest wall", \
+               {'side', 'zone', 'severity', 'depth'}
+    if g['zone'] == 'upper':
+        return _pick(rng, [(f"{sev} {side} apical pneumothorax measuring approximately {d} cm", {'side', 'zone', 'region', 'severity', 'depth'}),
+                           (f"{sev} {side} apical pneumothorax, with the pleural edge {d} cm below the apex", {'side', 'zone', 'region', 'severity', 'depth'}),
+                           (f"{sev} {side} apical pneumothorax", {'side', 'zone', 'region', 'severity'})])
+    if g['zone'] == 'mid':
+        return _pick(rng, [(f"{sev} {side} pneumothorax along the lateral chest wall, with the visceral pleural line {d} cm from the chest wall",
+                            {'side', 'zone', 'region', 'severity', 'depth'}),
+                           (f"{sev} {side} lateral pneumothorax measuring {d} cm", {'side', 'zone', 'region', 'severity', 'depth'})])
+    return _pick(rng, [(f"{sev} {side} basilar pneumothorax with a deep sulcus sign", {'side', 'zone', 'region', 'severity'}),
+                       (f"{sev} {side} subpulmonic pneumothorax outlining the {side} hemidiaphragm", {'side', 'zone', 'region', 'severity'}),
+                       (f"{sev} {side} basilar pneumothorax at the {side} costophrenic sulcus, measuring {d} cm", {'side', 'zone', 'region', 'severity', 'depth'})])
+
+def _np_pleural_other(f, rng):
+    sev, side = _sev(f, rng), f['side']
+    mm = max(g.get('th_mm', 3) for g in f['geom'])
+    if f['zone'] == 'upper':
+        return _pick(rng, [(f"{sev} {'biapical' if side == 'bilateral' else side + ' apical'} pleural thickening", {'side', 'zone', 'region', 'severity'}),
+                           (f"{'biapical' if side == 'bilateral' else side + ' apical'} pleural capping measuring up to {mm} mm", {'side', 'zone', 'region'}),
+                           (f"smooth {'biapical' if side == 'bilateral' else side + ' apical'} pleural thickening", {'side', 'zone', 'region'})])
+    wall = 'both lateral chest walls' if side == 'bilateral' else f"the {side} lateral chest wall"
+    level = {'mid': 'at the level of the mid thorax', 'lower': 'near the costophrenic angle'}[f['zone']] if side != 'bilateral' else ''
+    return _pick(rng, [(f"{sev} pleural thickening along {wall} {level}".rstrip(), {'side', 'zone', 'region', 'severity'} if level else {'side', 'severity'}),
+                       (f"{sev} {side if side != 'bilateral' else 'bilateral'} pleural thickening, up to {mm} mm thick", {'side', 'severity'})])
+
+def _np_fracture(f, rng):
+    gs, side = f['geom'], f['side']
+    arc, ribs = gs[0]['arc'], [g['rib'] for g in gs]
+    if len(ribs) == 1:
+        kind = 'nondisplaced' if f['severity'] == 'small' else _choice(rng, ['mildly displaced', 'minimally displaced'])
+        tail = _choice(rng, ['', ' with a thin lucent fracture line'] + ([' with slight cortical step-off'] if f['severity'] != 'small' else []))
+        return _pick(rng, [(f"{kind} fracture of the {side} {arc} {_ORD[ribs[0]]} rib{tail}", {'side', 'rib', 'severity'}),
+                           (f"{kind} {side} {arc} {_ORD[ribs[0]]} rib fracture{tail}", {'side', 'rib', 'severity'})])
+    span = f"{_ORD[ribs[0]]} through {_ORD[ribs[-1]]}" if len(ribs) > 2 else f"{_ORD[ribs[0]]} and {_ORD[ribs[1]]}"
+    return _pick(rng, [(f"displaced fractures of the {side} {arc} {span} ribs", {'side', 'rib', 'count'}),
+                       (f"multiple {side} {arc} rib fractures involving the {span} ribs", {'side', 'rib', 'count'})])
+
+def _np_edema(f, rng):
+    sev = _sev(f, rng)
+    kerley = f['severity'] != 'small'  # Kerley B lines are drawn at the bases from moderate edema up
+    opts = [(f"{sev} interstitial pulmonary edema", {'severity'}), (f"{sev} pulmonary edema with perihilar haziness", {'severity'}),
+            (f"{sev} symmetric perihilar pulmonary edema", {'severity'}), (f"{sev} bilateral pulmonary edema, greatest centrally", {'severity'}),
+            (f"{sev} bilateral perihilar edema in a bat-wing distribution", {'severity'})]
+    if f['severity'] == 'large': opts.append((f"{sev} alveolar pulmonary edema", {'severity'}))
+    if kerley: opts += [(f"{sev} interstitial edema with Kerley B lines at the lung bases", {'severity'}),
+                        (f"{sev} pulmonary edema with septal lines at both bases", {'severity'})]
+    return _pick(rng, opts + [(f"{sev} pulmonary edema", {'severity'})])
+
+def _np_heart(f, rng):
+    return _pick(rng, [(f"{_sev(f, rng)} cardiomegaly", {'severity'}), (f"{_sev(f, rng)} enlargement of the cardiac silhouette", {'severity'}),
+                       (f"{_sev(f, rng)} cardiac enlargement", {'severity'})])
+
+def _np_mediastinum(f, rng, a):
+    cm = round(2 * a['med_w'] * {'small': 1.8, 'moderate': 2.3, 'large': 2.9}[f['severity']] * MM_PER_UNIT / 10, 1)
+    return _pick(rng, [(f"{_sev(f, rng)} widening of the superior mediastinum, measuring {cm} cm", {'severity'}),
+                       (f"{_sev(f, rng)} enlargement of the cardiomediastinal silhouette", {'severity'}),
+                       (f"{_sev(f, rng)} widening of the mediastinum", {'severity'})])
+
+def _effusion_top(f: Mapping, a: Mapping) -> tuple[float, float]:
+    "Height v and |u| of the top of the meniscus of a one-sided effusion (where the fluid is highest, at the chest wall)."
+    g = f['geom'][0]
+    lv, rise = {'small': (a['cp_v'] - 0.03, 0.16), 'moderate': (a['dome_r'] - 0.04, 0.22), 'large': (a['dome_r'] - 0.28, 0.3)}[f['severity']]
+    lv = lv + 0.05 * (1 - g['k'] / _SIZE[f['severity']])
+    w = a['w_r'] if g['sign'] < 0 else a['w_l']
+    s = 0.92 * w
+    x = (s - 0.1) / (w - 0.1)
+    return lv + 0.04 * g['sign'] - rise * x * x, s
+
+def _effusion_rib(f: Mapping, a: Mapping) -> int:
+    "Posterior rib at the top of the meniscus of a one-sided effusion."
+    return _rib_at(a, *_effusion_top(f, a))
+
+def _hedged_np(f: Mapping, rng) -> tuple[str, set]:
+    "Compact noun phrase for a hedged finding: the finding's noun within a few words of the hedge that precedes it."
+    n, side, sev = f['name'], f['side'], _sev(f, rng)
+    if n == 'Pleural Effusion':
+        return (f"{sev} bilateral pleural effusions" if side == 'bilateral' else f"{sev} {side} pleural effusion"), {'side', 'severity'}
+    if n == 'Pneumothorax':
+        return f"{sev} {side} {({'upper': 'apical', 'mid': 'lateral', 'lower': 'basilar'})[f['zone']]} pneumothorax", {'side', 'zone', 'region', 'severity'}
     if n == 'Pleural Other':
-        if f['zone'] == 'upper': return f"{_sev(f, rng)} {'biapical' if side == 'bilateral' else side + ' apical'} pleural thickening"
-        return _choice(rng, [f"{_sev(f, rng)} {side} pleural thickening", f"{_sev(f, rng)} pleural thickening along the {side} lateral chest wall"])
-    if n == 'Fracture':
-        ribs = _RIBS[f['zone']]
-        if f['severity'] == 'large': return f"multiple {side} {_choice(rng, ['lateral', 'posterolateral'])} rib fractures"
-        kind = 'nondisplaced' if f['severity'] == 'small' else 'mildly displaced'
-        return f"{kind} fracture of the {side} {_choice(rng, ['lateral', 'posterolateral'])} {_ORD[_choice(rng, ribs)]} rib"
-    if n == 'Edema':
-        return _choice(rng, [f"{_sev(f, rng)} pulmonary edema", f"{_sev(f, rng)} interstitial pulmonary edema",
-                             f"{_sev(f, rng)} pulmonary edema with perihilar haziness"])
-    if n == 'Cardiomegaly':
-        return _choice(rng, [f"{_sev(f, rng)} cardiomegaly", f"{_sev(f, rng)} enlargement of the cardiac silhouette"])
-    if n == 'Enlarged Cardiomediastinum':
-        return _choice(rng, [f"{_sev(f, rng)} widening of the mediastinum", f"{_sev(f, rng)} enlargement of the cardiomediastinal silhouette"])
+        return (f"{sev} pleural thickening at the {side} apex" if f['zone'] == 'upper' and side != 'bilateral' else f"{sev} {side} pleural thickening"), \
+               ({'side', 'zone', 'region', 'severity'} if f['zone'] == 'upper' and side != 'bilateral' else {'side', 'severity'})
+    if n in ('Fracture', 'Edema', 'Cardiomegaly', 'Enlarged Cardiomediastinum'):
+        g = f['geom'][0] if f['geom'] else None
+        return {'Fracture': lambda: (f"nondisplaced fracture of the {side} {g['arc']} {_ORD[g['rib']]} rib", {'side', 'rib'}),
+                'Edema': lambda: (f"{sev} pulmonary edema", {'severity'}),
+                'Cardiomegaly': lambda: (f"{sev} cardiomegaly", {'severity'}),
+                'Enlarged Cardiomediastinum': lambda: (f"{sev} widening of the mediastinum", {'severity'})}[n]()
+    where, st = _where(f, rng)
+    if n == 'Lung Lesion':
+        if len(f['geom']) > 1: return f"{_COUNT[len(f['geom'])]} pulmonary nodules in the {where}", st | {'count'}
+        return f"{_lesion_size(f['geom'][0]['mm'])} nodule in the {where}", st | {'size'}
+    noun = {'Consolidation': 'consolidation', 'Pneumonia': 'pneumonia', 'Lung Opacity': 'opacity', 'Atelectasis': 'atelectasis'}[n]
+    if len(f['geom']) > 1 and n == 'Lung Opacity': noun = 'opacities'
+    return f"{sev} {noun} in the {where}", st | {'severity'}
+
+_NOUN = re.compile(r'\b(?:pulmonary nodules|pulmonary masses|nodules|consolidation|pneumonia|opacities|opacity|atelectasis)\b')
+
+def _mark_bilateral(f: Mapping, np_: str) -> str:
+    "Put 'bilateral' before the noun when sites on both sides are listed one by one (the side words then sit apart)."
+    if f['side'] != 'bilateral' or 'bilateral' in np_ or len(f['geom']) < 2: return np_
+    return _NOUN.sub(lambda m: 'bilateral ' + m.group(0), np_, count=1)
+
+def _noun_phrase(f: Mapping, rng, a: Mapping | None = None) -> tuple[str, set]:
+    "Noun phrase describing finding `f` from its drawn geometry, and the aspects (ASPECTS) it states."
+    np_, st = _noun_phrase_raw(f, rng, a)
+    return _mark_bilateral(f, np_), st
+
+def _noun_phrase_raw(f: Mapping, rng, a: Mapping | None = None) -> tuple[str, set]:
+    "Noun phrase of `_noun_phrase` before the bilateral marking."
+    n = f['name']
+    if f['certainty'] == -1: return _hedged_np(f, rng)
+    if n == 'Lung Lesion': return _np_lesion(f, rng)
+    if n in ('Consolidation', 'Pneumonia', 'Lung Opacity'): return _np_airspace(f, rng)
+    if n == 'Atelectasis': return _np_atelectasis(f, rng)
+    if n == 'Pleural Effusion': return _np_effusion(f, rng, a)
+    if n == 'Pneumothorax': return _np_pneumothorax(f, rng)
+    if n == 'Pleural Other': return _np_pleural_other(f, rng)
+    if n == 'Fracture': return _np_fracture(f, rng)
+    if n == 'Edema': return _np_edema(f, rng)
+    if n == 'Cardiomegaly': return _np_heart(f, rng)
+    if n == 'Enlarged Cardiomediastinum': return _np_mediastinum(f, rng, a)
     raise KeyError(n)
 
-_STATED = ['{NP}.', 'There is {np}.', '{NP} is present.', '{NP} is seen.', '{NP} is noted.', 'There is evidence of {np}.']
-_HEDGED = ['Possible {np}.', '{NP} cannot be excluded.', 'There may be {np}.', 'Questionable {np}.', 'Findings may represent {np}.',
-           'Cannot exclude {np}.']
+def _ctr_token(ctr: float) -> str: return f"heart|ctr:{ctr:.2f}"  # the ratio as the report states it (two decimals)
+
+def finding_facts(f: Mapping,  # a finding
+                  stated: Iterable[str] = ASPECTS,  # aspects a sentence states (all of them: what was drawn)
+                 ) -> list[str]:
+    "Fact tokens of a finding: its present labels and, per stated aspect, side / site zone / region / severity / size / ..."
+    n, stated = f['name'], set(stated)
+    out = {f"label:{l}" for l, v in f['mentions'].items() if v != 0}
+    if 'side' in stated and f['side']: out.add(f"{n}|side:{f['side']}")
+    if 'severity' in stated and f['severity']: out.add(f"{n}|severity:{f['severity']}")
+    if 'count' in stated and len(f['geom']) > 1: out.add(f"{n}|count:{len(f['geom'])}")
+    for g in f['geom']:
+        if 'zone' in stated: out.add(f"{n}|zone:{g['side']}/{g['zone']}")
+        if 'region' in stated: out.add(f"{n}|region:{g['side']}/{g['region']}")
+        if 'size' in stated and 'mm' in g: out.add(f"{n}|size:{g['side']}/{g['mm']}mm")
+        if 'rib' in stated and 'rib' in g: out.add(f"{n}|rib:{g['side']}/{g['rib']}")
+        if 'depth' in stated and 'depth_cm' in g: out.add(f"{n}|depth:{g['depth_cm']:.1f}cm")
+    if n == 'Support Devices' and 'device' in stated:
+        for d, info in f['device_info'].items(): out.update(_device_facts(d, info))
+    return sorted(out)
+
+def _device_facts(d: str, info: Mapping) -> list[str]:
+    "Fact tokens of one device: kind, side, route and where its tip is."
+    out = [f"device:{d}"]
+    if d == 'ett': out.append(f"device:ett|tip:{info['tip_cm']:.1f}cm")
+    if d == 'cvc': out += [f"device:cvc|side:{info['side']}", f"device:cvc|route:{info['route']}", f"device:cvc|tip:{info['tip']}"]
+    if d == 'ng': out.append(f"device:ng|tip:{info['tip']}")
+    if d == 'pacemaker': out += [f"device:pacemaker|side:{info['side']}", f"device:pacemaker|leads:{info['leads']}"]
+    if d == 'chest_tube': out += [f"device:chest_tube|side:{info['side']}", f"device:chest_tube|tip:{info['tip']}"]
+    if d == 'clips': out.append(f"device:clips|side:{info['side']}")
+    return out
+
+_STATED = ['{NP}.', 'There is {a_np}.', '{NP} is present.', '{NP} is seen.', '{NP} is noted.', 'There is evidence of {a_np}.',
+           '{NP} is identified.', 'Note is made of {a_np}.', '{NP} is demonstrated.', 'The radiograph shows {a_np}.',
+           '{NP} is visualized.', '{NP} is evident.', '{NP} is appreciated.', 'Also noted is {a_np}.', 'Additionally, there is {a_np}.',
+           'The frontal radiograph demonstrates {a_np}.', 'Imaging demonstrates {a_np}.', 'There is {a_np} on the frontal view.',
+           'The study reveals {a_np}.', 'The chest radiograph depicts {a_np}.', 'Findings include {a_np}.']
+_HEDGED = ['Possible {np}.', 'There may be {a_np}.', 'Questionable {np}.', 'Findings may represent {a_np}.',
+           'Cannot exclude {a_np}.', 'Suspected {np}.', 'Probable {np}.', 'Possibly {a_np}.', 'Cannot rule out {a_np}.',
+           'Findings could reflect {a_np}.', 'Findings are suspicious for {a_np}.', 'This may represent {a_np}.',
+           'Equivocal {np}.', 'There is questionable {np}.']  # the hedge precedes the finding's noun
+_UNCHANGED = ['Unchanged {np}.', 'Stable {np}.', 'Again seen is {a_np}.', '{NP} is unchanged.', 'Persistent {np}.',
+              'Redemonstration of {a_np}.', '{NP} is again demonstrated.', 'Grossly stable {np}.', '{NP} is similar to the prior study.']
+_INCREASED = ['{NP} has increased since the prior study.', 'Interval increase in {np}.', 'Enlarging {np}.',
+              '{NP}, increased compared with the prior radiograph.', 'Worsening {np}.', '{NP} is larger than on the prior study.']
+_DECREASED = ['{NP} has decreased since the prior study.', 'Interval decrease in {np}.', 'Improving {np}.',
+              '{NP}, smaller than on the prior radiograph.', 'Slightly improved {np}.', '{NP} is smaller than on the prior study.']
+_NEW = ['New {np}.', 'Interval development of {a_np}.', '{NP} is new.', 'Interval appearance of {a_np}.', '{NP} is new since the prior study.',
+        'Since the prior radiograph, there is new {np}.', 'Newly seen {np}.']
 
 def _cap(s: str) -> str: return s[:1].upper() + s[1:]
 
+def _is_plural(np_: str) -> bool:
+    "Whether a noun phrase's head noun is plural (effusions, fractures, nodules, opacities, ...)."
+    head = re.split(r'[,:]| with | in | of | at | along | measuring | involving | extending ', np_)[0].split()[-1]
+    return head.endswith(('effusions', 'fractures', 'nodules', 'masses', 'opacities'))
+
 def _article(np_: str) -> str:
     "Indefinite article for singular count nouns (plurals and mass nouns take none)."
-    if np_.split()[-1] in ('effusions', 'fractures') or any(w in np_ for w in ('edema', 'cardiomegaly', 'atelectasis', 'consolidation', 'pneumonia', 'thickening', 'widening', 'enlargement')):
+    head = re.split(r'[,:]| with | in | of | at | along | measuring | involving | extending ', np_)[0]
+    if _is_plural(np_) or re.match(r'(two|three|four|multiple|multifocal) ', np_) or any(
+            w in head for w in ('edema', 'cardiomegaly', 'atelectasis', 'consolidation', 'pneumonia', 'thickening', 'capping',
+                                'widening', 'enlargement')):
         return np_
-    return ('an ' if np_[0] in 'aeiou' else 'a ') + np_
+    return ('an ' if re.match(r'[aeiou]|(?:8|11|18)\b|8\.', np_) else 'a ') + np_
+
+def _frame(frames: Sequence[str], np_: str, rng) -> str:
+    "Wrap a noun phrase in one of `frames`, with subject-verb agreement for plural phrases."
+    fr = _choice(rng, frames)
+    if _is_plural(np_): fr = re.sub(r'(\{NP\}|[Tt]here|noted|seen) is\b', r'\1 are', fr)
+    return fr.replace('{NP}', _cap(np_)).replace('{a_np}', _article(np_)).replace('{np}', np_)
 
 def _device_sentences(f: Mapping, rng) -> list[str]:
-    "One sentence per support device, in radiologists' wording."
-    out = []
+    "One sentence per support device, worded from where it was drawn and where its tip is."
+    out, info = [], f['device_info']
     for d in f['devices']:
-        if d == 'ett': out.append(_choice(rng, [f"Endotracheal tube terminates approximately {rng.integers(3, 6)} cm above the carina.",
-                                                 "The endotracheal tube is in standard position.", "An endotracheal tube is in place with tip above the carina."]))
+        i = info[d]
+        if d == 'ett':
+            cm = f"{i['tip_cm']:.1f}".rstrip('0').rstrip('.')
+            s = _choice(rng, [f"Endotracheal tube terminates approximately {cm} cm above the carina.",
+                              f"The endotracheal tube tip is {cm} cm above the carina.",
+                              f"An endotracheal tube is in place with its tip {cm} cm above the carina.",
+                              f"The endotracheal tube projects {cm} cm above the carina.",
+                              f"Endotracheal tube with tip approximately {cm} cm from the carina."]
+                             + ([f"The endotracheal tube is in standard position, {cm} cm above the carina.",
+                                 f"Endotracheal tube in satisfactory position, its tip {cm} cm above the carina."] if 3 <= i['tip_cm'] <= 6 else []))
+            if i['tip_cm'] < 2: s += ' Recommend withdrawal by approximately 2 cm.'
+            elif i['tip_cm'] > 6.5: s += ' Recommend advancing the tube by approximately 2 cm.'
+            out.append(s)
         if d == 'cvc':
-            side = f['device_side']['cvc']
-            route = 'internal jugular' if side == 'right' else 'subclavian'
-            out.append(_choice(rng, [f"{_cap(side)} {route} central venous catheter terminates in the mid SVC.",
-                                     f"A {side} {route} central line is present with tip in the SVC."]))
-        if d == 'ng': out.append(_choice(rng, ["An enteric tube courses below the diaphragm with tip in the stomach.",
-                                                "Nasogastric tube tip is in the stomach."]))
+            line = {'internal jugular': 'internal jugular central venous catheter', 'subclavian': 'subclavian central venous catheter',
+                    'PICC': 'PICC line'}[i['route']]
+            where = {'upper SVC': 'the upper SVC', 'lower SVC': 'the lower SVC', 'cavoatrial junction': 'the cavoatrial junction',
+                     'right atrium': 'the right atrium'}[i['tip']]
+            access = {'internal jugular': 'via the internal jugular vein', 'subclavian': 'via the subclavian vein',
+                      'PICC': f"from the {i['side']} arm"}[i['route']]
+            out.append(_choice(rng, [f"{_cap(i['side'])} {line} terminates in {where}.", f"A {i['side']} {line} is present with its tip in {where}.",
+                                     f"The {i['side']}-sided {line} tip projects over {where}.",
+                                     f"{_cap(i['side'])} {line}, inserted {access}, with its tip in {where}.",
+                                     f"The {i['side']} {line} courses centrally and ends in {where}."]).replace(' in the cavoatrial', ' at the cavoatrial'))
+        if d == 'ng':
+            out.append(_choice(rng, ["An enteric tube courses below the diaphragm with its tip in the stomach.", "Nasogastric tube tip is in the stomach.",
+                                     "The enteric tube terminates in the gastric fundus.", "A nasogastric tube passes below the left hemidiaphragm into the stomach.",
+                                     "Feeding tube tip projects over the gastric body."]) if i['tip'] == 'stomach' else
+                       _choice(rng, ["The enteric tube tip projects over the distal esophagus; recommend advancing by 10 cm.",
+                                     "Nasogastric tube terminates in the distal esophagus and should be advanced."]))
         if d == 'pacemaker':
-            side = f['device_side']['pacemaker']
-            out.append(_choice(rng, [f"{_cap(side)}-sided pacemaker with leads terminating in the right atrium and right ventricle.",
-                                     f"A {side} chest wall pacemaker device is present with leads in the right heart."]))
+            kind = 'dual-chamber' if i['leads'] == 2 else 'single-lead'
+            leads = 'leads terminating in the right atrium and right ventricle' if i['leads'] == 2 else 'a lead terminating in the right ventricle'
+            out.append(_choice(rng, [f"{_cap(i['side'])}-sided {kind} pacemaker with {leads}.",
+                                     f"A {i['side']} chest wall {kind} pacemaker is present with {leads}.",
+                                     f"{_cap(i['side'])} pectoral pacemaker generator with transvenous {leads.replace('leads terminating', 'leads').replace('a lead terminating', 'a lead')}."]))
+        if d == 'chest_tube':
+            where = {'apex': f"the {i['side']} apex", 'base': f"the {i['side']} lung base"}[i['tip']]
+            if i['kind'] == 'chest tube':
+                out.append(_choice(rng, [f"A {i['side']} chest tube is in place with its tip at {where}.",
+                                         f"{_cap(i['side'])}-sided thoracostomy tube terminates near {where}.",
+                                         f"The {i['side']} chest tube courses superiorly, with its tip projecting over {where}."]))
+            else:
+                out.append(_choice(rng, [f"A {i['side']} pigtail pleural catheter projects over {where}.",
+                                         f"{_cap(i['side'])} pigtail catheter with its tip near {where}."]))
+        if d == 'sternal_wires':
+            out.append(_choice(rng, ['Sternal cerclage wires are intact.', 'Intact sternal cerclage wires from prior median sternotomy.',
+                                     f"{_cap(_COUNT.get(i['n'], str(i['n'])))} sternal cerclage wires are in place."]))
+        if d == 'clips':
+            out.append(_choice(rng, [f"Surgical clips project over the {i['side']} axilla.", f"{_cap(i['side'])} axillary surgical clips are noted."]))
     return out
 
-def finding_sentence(f: Mapping, rng) -> dict:
-    "The FINDINGS sentence for one finding: text, mentioned labels and described finding."
+def finding_sentence(f: Mapping, rng, a: Mapping | None = None, ctr: float | None = None) -> dict:
+    "The FINDINGS sentence for one finding: text, mentioned labels, described finding and the fact tokens it states."
     if f['name'] == 'Support Devices':
-        return dict(text=' '.join(_device_sentences(f, rng)), mentions=dict(f['mentions']), findings=[f['name']])
-    np_ = _noun_phrase(f, rng)
+        return dict(text=' '.join(_device_sentences(f, rng)), mentions=dict(f['mentions']), findings=[f['name']],
+                    facts=finding_facts(f, ('device',)))
+    np_, stated = _noun_phrase(f, rng, a)
+    extra = []
     if f['name'] == 'Pneumonia' and 'Lung Opacity' in f['mentions']:
-        np_ = np_.replace('pneumonia', 'opacity')
+        np_ = np_.replace('pneumonia', 'opacity').replace('opacity, measuring', 'opacity measuring')
         text = _choice(rng, [f"{_cap(np_)}, concerning for pneumonia.", f"{_cap(np_)}, which may represent pneumonia.",
                              f"{_cap(np_)}; pneumonia is not excluded."])
-    elif f['name'] == 'Cardiomegaly' and rng.random() < 0.35:
+    elif f['name'] == 'Cardiomegaly' and ctr is not None and rng.random() < 0.6:
         adj = _sev(f, rng); adv = _ADVERB.get(adj, adj)
-        text = (f"The heart is {adv} enlarged" + (f", with a cardiothoracic ratio of approximately {f['ctr']:.2f}." if rng.random() < .5 else '.'))
         if f['certainty'] == -1: text = f"The heart size is possibly {adv} enlarged."
+        else:
+            text = _choice(rng, [f"The heart is {adv} enlarged, with a cardiothoracic ratio of {ctr:.2f}.",
+                                 f"The cardiac silhouette is {adv} enlarged (cardiothoracic ratio {ctr:.2f})."])
+            extra = [_ctr_token(ctr)]
     else:
-        frame = _choice(rng, _STATED if f['certainty'] == 1 else _HEDGED)
-        body = _article(np_) if '{np}' in frame and frame.startswith(('There', 'Findings', 'Cannot', 'Possible', 'Questionable')) and not frame.startswith(('Possible', 'Questionable', 'Cannot')) else np_
-        text = frame.replace('{NP}', _cap(np_)).replace('{np}', body)
-        if np_.split()[-1] in ('effusions', 'fractures'):
-            text = text.replace(' is present', ' are present').replace(' is seen', ' are seen').replace(' is noted', ' are noted')
-            if frame == 'There is {np}.': text = text.replace('There is ', 'There are ', 1)
-    if f['certainty'] == 1 and f.get('interval') and f['name'] not in ('Support Devices', 'Cardiomegaly') and rng.random() < 0.6:
-        plural = np_.split()[-1] in ('effusions', 'fractures')
-        frames = (['Unchanged {np}.', 'Stable {np}.', 'Again seen is {np}.', '{NP} is unchanged.'] if f['interval'] == 'unchanged'
-                  else ['New {np}.', 'Interval development of {np}.', '{NP} is new.'])
-        text = _choice(rng, frames).replace('{NP}', _cap(np_)).replace('{np}', np_)
-        if plural: text = text.replace(' is unchanged', ' are unchanged').replace(' is new', ' are new').replace('Again seen is', 'Again seen are')
-    return dict(text=text, mentions=dict(f['mentions']), findings=[f['name']])
+        text = _frame(_STATED if f['certainty'] == 1 else _HEDGED, np_, rng)
+    if f['certainty'] == 1 and f.get('interval') and f['name'] not in ('Support Devices', 'Cardiomegaly', 'Enlarged Cardiomediastinum') and rng.random() < 0.6:
+        text = _frame({'unchanged': _UNCHANGED, 'new': _NEW, 'increased': _INCREASED, 'decreased': _DECREASED}[f['interval']], np_, rng)
+    return dict(text=text, mentions=dict(f['mentions']), findings=[f['name']], facts=sorted(set(finding_facts(f, stated)) | set(extra)))
+
+def _impression_sentence(f: Mapping, rng, a: Mapping | None = None) -> dict:
+    "A short IMPRESSION restatement of a finding (location and severity, no measurements)."
+    n = f['name']
+    if n in ('Edema', 'Cardiomegaly', 'Enlarged Cardiomediastinum', 'Pleural Effusion', 'Pneumothorax', 'Fracture', 'Pleural Other') or \
+            (n == 'Pneumonia' and 'Lung Opacity' in f['mentions']):
+        s = finding_sentence(f, rng, a)
+        s['text'] = re.sub(r',? (?:measuring|with the visceral pleural line|extending to the level|with a meniscus reaching|up to)(?:[^.;]|\.\d)*', '', s['text'])
+        s['text'] = re.sub(r',? (?:with a cardiothoracic ratio of|\(cardiothoracic ratio)(?:[^.;]|\.\d)*\)?', '', s['text'])
+        s['facts'] = [t for t in s['facts'] if not t.startswith(('heart|ctr', f"{n}|depth", f"{n}|size"))]
+        return s
+    label = {'Lung Lesion': 'nodule' if f['severity'] != 'large' else 'mass', 'Consolidation': 'consolidation', 'Pneumonia': 'pneumonia',
+             'Lung Opacity': 'opacity', 'Atelectasis': 'atelectasis'}[n]
+    if len(f['geom']) > 1 and n == 'Lung Lesion': label = 'pulmonary nodules' if f['severity'] != 'large' else 'pulmonary masses'
+    aw = _adj_where(f, rng)
+    where, st = aw if aw else _where(f, rng)
+    np_ = f"{where} {label}" if aw else _mark_bilateral(f, f"{label} in the {where}")
+    if f['certainty'] == -1: text, facts = _frame(_HEDGED, np_, rng), finding_facts(f, st)
+    else:
+        text = _choice(rng, ['{NP}.', 'Findings consistent with {np}.', '{NP}, as described above.', 'Compatible with {np}.',
+                             'Findings in keeping with {np}.', 'Radiographic appearance of {np}.', '{NP}, as detailed in the findings.',
+                             'Appearance most consistent with {np}.']) \
+            .replace('{NP}', _cap(np_)).replace('{np}', np_)
+        facts = finding_facts(f, st)
+    return dict(text=text, mentions=dict(f['mentions']), findings=[n], facts=facts)
+
+_RECOMMEND = {'Lung Lesion': ['Recommend chest CT for further characterization.', 'Nonemergent chest CT is recommended.',
+                              'Comparison with prior outside imaging, if available, would be helpful.',
+                              'Contrast-enhanced CT of the chest is suggested for further evaluation.'],
+              'Pneumonia': ['Follow-up radiographs after treatment are recommended.',
+                            'Recommend repeat PA and lateral radiographs in 6 to 8 weeks to document resolution.',
+                            'Clinical correlation is recommended.'],
+              'Consolidation': ['Follow-up radiographs after treatment are recommended.', 'Clinical correlation is recommended.'],
+              'Pneumothorax': ['Findings were discussed with the referring clinician at the time of interpretation.',
+                               'These findings were communicated by telephone to the ordering physician.',
+                               'Short-interval follow-up radiograph is recommended.'],
+              'Pleural Effusion': ['A lateral decubitus view could help to assess for layering.', 'Ultrasound could be considered if thoracentesis is planned.'],
+              'Fracture': ['Dedicated rib views could be obtained if clinically indicated.'],
+              'Edema': ['Correlate with fluid status.']}
 
 # %% ../nbs/01b_synth.ipynb #ded1790c
 NEGATIVES = [  # (phrasings, labels negated)
-    (['No pleural effusion or pneumothorax.', 'There is no pleural effusion or pneumothorax.', 'No effusion or pneumothorax is seen.'], ['Pleural Effusion', 'Pneumothorax']),
-    (['No focal consolidation, pleural effusion, or pneumothorax.'], ['Consolidation', 'Pleural Effusion', 'Pneumothorax']),
-    (['No pleural effusion.', 'No effusion is seen.'], ['Pleural Effusion']),
-    (['No pneumothorax.', 'There is no pneumothorax.', 'No pneumothorax is identified.'], ['Pneumothorax']),
-    (['No focal consolidation.', 'There is no focal consolidation.', 'No consolidation is seen.'], ['Consolidation']),
-    (['No pulmonary edema.', 'There is no pulmonary edema.', 'No evidence of pulmonary edema.'], ['Edema']),
-    (['Heart size is normal.', 'The heart is normal in size.', 'No cardiomegaly.'], ['Cardiomegaly']),
-    (['The cardiomediastinal silhouette is within normal limits.', 'Cardiomediastinal silhouette is normal.'], ['Cardiomegaly', 'Enlarged Cardiomediastinum']),
-    (['The mediastinum is not widened.', 'No mediastinal widening.'], ['Enlarged Cardiomediastinum']),
-    (['No displaced rib fracture is seen.', 'No acute rib fracture.', 'No displaced fracture is identified.'], ['Fracture']),
-    (['No suspicious pulmonary nodule or mass.', 'No pulmonary nodules are identified.'], ['Lung Lesion']),
-    (['No pneumonia.', 'No radiographic evidence of pneumonia.'], ['Pneumonia']),
+    (['No pleural effusion or pneumothorax.', 'There is no pleural effusion or pneumothorax.', 'No effusion or pneumothorax is seen.',
+      'No pneumothorax or pleural effusion is identified.', 'There is no evidence of pleural effusion or pneumothorax.'], ['Pleural Effusion', 'Pneumothorax']),
+    (['No focal consolidation, pleural effusion, or pneumothorax.', 'There is no focal consolidation, effusion, or pneumothorax.'],
+     ['Consolidation', 'Pleural Effusion', 'Pneumothorax']),
+    (['No pleural effusion.', 'No effusion is seen.', 'There is no pleural effusion.', 'The costophrenic angles are sharp.',
+      'Both costophrenic angles are clear.', 'The costophrenic angles are sharp bilaterally.'], ['Pleural Effusion']),
+    (['No pneumothorax.', 'There is no pneumothorax.', 'No pneumothorax is identified.', 'No evidence of pneumothorax.',
+      'No apical or basilar pneumothorax is seen.', 'No visible pneumothorax.', 'There is no pneumothorax on this frontal view.'], ['Pneumothorax']),
+    (['No focal consolidation.', 'There is no focal consolidation.', 'No consolidation is seen.', 'No focal airspace consolidation.'], ['Consolidation']),
+    (['No focal airspace disease.', 'No focal airspace opacity.', 'There is no focal opacity.'], ['Lung Opacity']),
+    (['No pulmonary edema.', 'There is no pulmonary edema.', 'No evidence of pulmonary edema.', 'No interstitial edema.',
+      'The pulmonary vasculature is normal.', 'The pulmonary vascularity is within normal limits.',
+      'No evidence of pulmonary vascular congestion.'], ['Edema']),
+    (['The mediastinum is not widened.', 'No mediastinal widening.', 'The mediastinal contours are normal.'], ['Enlarged Cardiomediastinum']),
+    (['No displaced rib fracture is seen.', 'No acute rib fracture.', 'No displaced fracture is identified.', 'No rib fractures are identified.'], ['Fracture']),
+    (['No suspicious pulmonary nodule or mass.', 'No pulmonary nodules are identified.', 'No focal pulmonary nodule is seen.'], ['Lung Lesion']),
+    (['No pneumonia.', 'No radiographic evidence of pneumonia.', 'No findings to suggest pneumonia.'], ['Pneumonia']),
 ]
+_NEG_FOCUS = {'trauma': {'Pneumothorax', 'Fracture'}, 'infection': {'Consolidation', 'Pneumonia', 'Pleural Effusion'},
+              'heart_failure': {'Edema', 'Pleural Effusion'}, 'icu': {'Pneumothorax', 'Edema'}, 'oncology': {'Lung Lesion', 'Pleural Effusion'}}
 _GROUP = {'Support Devices': 0, 'Consolidation': 1, 'Pneumonia': 1, 'Lung Opacity': 1, 'Atelectasis': 1, 'Edema': 1,
           'Lung Lesion': 1, 'Pleural Effusion': 2, 'Pneumothorax': 2, 'Pleural Other': 2, 'Cardiomegaly': 3,
           'Enlarged Cardiomediastinum': 3, 'Fracture': 4}
 _PRIORITY = ['Pneumothorax', 'Pneumonia', 'Consolidation', 'Edema', 'Pleural Effusion', 'Lung Lesion', 'Cardiomegaly',
              'Enlarged Cardiomediastinum', 'Lung Opacity', 'Atelectasis', 'Fracture', 'Pleural Other']
 _NORMAL_IMPRESSION = ['No acute cardiopulmonary process.', 'No acute intrathoracic abnormality.', 'No acute cardiopulmonary abnormality.',
-                      'Normal chest radiograph.']
+                      'Normal chest radiograph.', 'No radiographic evidence of acute cardiopulmonary disease.', 'Unremarkable chest radiograph.',
+                      'No acute findings in the chest.', 'No acute cardiopulmonary findings.', 'No radiographic abnormality of the chest.',
+                      'No acute cardiopulmonary disease.', 'No active disease in the chest.', 'Normal radiographic appearance of the chest.']
 _INDICATIONS = {
     'heart_failure': ['with shortness of breath and leg swelling. Evaluate for CHF.', 'with dyspnea. Evaluate for pulmonary edema.'],
     'infection': ['with cough and fever. Evaluate for pneumonia.', 'with productive cough. Rule out pneumonia.'],
@@ -830,6 +1404,17 @@ _INDICATIONS = {
     'oncology': ['with history of lung cancer, follow-up.', 'with weight loss and hemoptysis. Evaluate for mass.'],
     None: ['with chest pain.', 'preoperative evaluation.', 'with shortness of breath.', 'with cough.'],
 }
+_CLEAR = ['The lungs are clear.', 'Lungs are well expanded and clear.', 'The lungs are clear bilaterally.', 'Both lungs are clear.',
+          'The lungs are well aerated.', 'The lung parenchyma is clear.', 'Clear lungs.']
+_BREAST = ['Breast shadows project over both lung bases.', 'Overlying breast tissue is noted at both bases.',
+           'Bilateral breast shadows are superimposed on the lower zones.']
+_OTHER_NORMAL = ['The trachea is midline.', 'The thoracic spine is unremarkable.', 'Vertebral body heights and disc spaces are maintained.',
+                 'No acute osseous abnormality.', 'The visualized bones are intact.', 'The upper abdomen is unremarkable.', 'The visualized osseous structures are unremarkable.', 'The soft tissues are unremarkable.',
+                 'The hilar contours are normal.', 'Visualized upper abdomen is unremarkable.', 'The bony thorax is intact.',
+                 'The gastric bubble is seen beneath the left hemidiaphragm.', 'Both hemidiaphragms are well defined.',
+                 'The aortic knob is normal in contour.', 'The clavicles and visualized ribs are intact.',
+                 'The hila are normal in size and configuration.', 'Soft tissues of the chest wall are unremarkable.',
+                 'The gastric air bubble is in normal position.']
 
 def label_from_sentences(sentences: Iterable[Mapping]) -> dict:
     "CheXpert-14 labels from sentence mentions: 1 > -1 > 0 > blank (NaN); No Finding derived."
@@ -843,43 +1428,106 @@ def label_from_sentences(sentences: Iterable[Mapping]) -> dict:
     out['No Finding'] = float('nan') if present else 1.0
     return out
 
-def _impression(findings: Sequence[dict], rng) -> list[dict]:
+def _sent(text: str, mentions: Mapping | None = None, facts: Sequence[str] = (), section: str = 'findings') -> dict:
+    "A sentence that describes no finding (technique, normal anatomy, pertinent negative)."
+    return dict(text=text, mentions=dict(mentions or {}), findings=[], facts=list(facts), section=section)
+
+def _negatives(present: set, scenarios: Sequence[str], rng) -> list[dict]:
+    "One to three pertinent negatives about absent findings, favouring the clinical question's."
+    focus = set().union(*[_NEG_FOCUS.get(s, set()) for s in scenarios]) if scenarios else set()
+    n = _choice(rng, range(5), (.12, .33, .32, .17, .06))
+    out, covered = [], set(present)
+    order = sorted(range(len(NEGATIVES)), key=lambda k: (-(len(set(NEGATIVES[k][1]) & focus) > 0) * rng.random() - rng.random() * 0.6))
+    for k in order:
+        texts, labs = NEGATIVES[k]
+        if len(out) >= n: break
+        if set(labs) & covered: continue
+        out.append(_sent(_choice(rng, texts), {l: 0 for l in labs})); covered |= set(labs)
+    return out
+
+def _normal_anatomy(present: set, rng, ctr: float, dome_rib: int, breast: bool = False, ap: bool = False) -> list[dict]:
+    "Sentences about what the image shows when it is normal there: heart size (with its ratio), lungs, diaphragm level, breasts."
+    out = []
+    if breast and rng.random() < 0.35: out.append(_sent(_choice(rng, _BREAST), facts=['anatomy|breast shadows']))
+    if ap and not present & {'Cardiomegaly', 'Enlarged Cardiomediastinum'} and rng.random() < 0.3:
+        out.append(_sent(_choice(rng, ['AP technique magnifies the cardiac silhouette.', 'The AP projection exaggerates the width of the mediastinum.'])))
+    if not present & {'Cardiomegaly', 'Enlarged Cardiomediastinum'} and rng.random() < 0.9:
+        if rng.random() < 0.75:
+            out.append(_sent(_choice(rng, [f"Heart size is normal, with a cardiothoracic ratio of {ctr:.2f}.", f"The cardiothoracic ratio is {ctr:.2f}, within normal limits.",
+                                           f"The heart is normal in size (cardiothoracic ratio {ctr:.2f}).", f"Cardiac size is within normal limits, cardiothoracic ratio {ctr:.2f}."]
+                                          + ([f"Heart size is at the upper limits of normal, with a cardiothoracic ratio of {ctr:.2f}."] if ctr >= 0.49 else [])),
+                             {'Cardiomegaly': 0}, [_ctr_token(ctr)]))
+        elif rng.random() < 0.5:
+            out.append(_sent(_choice(rng, ['The cardiomediastinal silhouette is within normal limits.', 'Cardiomediastinal silhouette is normal.',
+                                           'Normal cardiomediastinal contours.', 'The cardiomediastinal contours are unremarkable.',
+                                           'The cardiomediastinal silhouette is unremarkable.']), {'Cardiomegaly': 0, 'Enlarged Cardiomediastinum': 0}))
+        else:
+            out.append(_sent(_choice(rng, ['Heart size is normal.', 'The heart is normal in size.', 'No cardiomegaly.', 'Normal heart size.']), {'Cardiomegaly': 0}))
+    if not present & {'Consolidation', 'Pneumonia', 'Lung Opacity', 'Atelectasis', 'Edema', 'Lung Lesion'} and rng.random() < .55:
+        out.append(_sent(_choice(rng, _CLEAR)))
+    if rng.random() < 0.7:
+        o = _ORD[dome_rib]
+        out.append(_sent(_choice(rng, [f"The right hemidiaphragm is at the level of the {o} posterior rib.",
+                                       f"The lungs are well expanded, with the right hemidiaphragm at the {o} posterior rib.",
+                                       f"Inspiration is adequate, with {dome_rib} posterior ribs above the right hemidiaphragm.",
+                                       f"The dome of the right hemidiaphragm projects at the {o} posterior rib.",
+                                       f"Good inspiratory effort: the right hemidiaphragm lies at the {o} posterior rib.",
+                                       f"{_cap(_ORD[dome_rib])} posterior rib level inspiration.",
+                                       f"Lung volumes are adequate, the right hemidiaphragm reaching the {o} posterior rib."]),
+                         facts=[f"diaphragm|rib:{dome_rib}"]))
+    if rng.random() < 0.3: out.append(_sent(_choice(rng, _OTHER_NORMAL)))
+    return out
+
+def _impression(findings: Sequence[dict], rng, a: Mapping | None = None) -> list[dict]:
     "IMPRESSION sentences: the main positives restated, or a normal statement."
     pos = sorted([f for f in findings if f['name'] != 'Support Devices'], key=lambda f: _PRIORITY.index(f['name']))[:3]
     if not pos:
-        return [dict(text=_choice(rng, _NORMAL_IMPRESSION), mentions={}, findings=[])]
-    out = [finding_sentence(f, rng) for f in pos]
+        return [_sent(_choice(rng, _NORMAL_IMPRESSION), section='impression')] if rng.random() < 0.9 or not findings else \
+               [_sent('Support devices as described. No acute cardiopulmonary process.', section='impression')]
+    out = [_impression_sentence(f, rng, a) for f in pos]
     if len(out) > 1 and rng.random() < 0.35:
         for i, s in enumerate(out): s['text'] = f"{i + 1}. {s['text']}"
+    rec = next((_RECOMMEND[f['name']] for f in pos if f['name'] in _RECOMMEND and f['certainty'] == 1), None)
+    if rec and rng.random() < 0.4: out.append(_sent(_choice(rng, rec)))
+    return out
+
+def _technique(frontal_view: str, lateral: bool, prior: bool, rng) -> list[dict]:
+    "Opening sentences on the views obtained (and the comparison), as many reports begin."
+    views = (['Portable AP upright view of the chest.', 'Single portable view of the chest.', 'Semi-upright portable radiograph of the chest.',
+              'Single frontal portable radiograph of the chest was obtained.', 'AP portable chest radiograph.']
+             if frontal_view == 'AP' else ['PA and lateral views of the chest.', 'PA and lateral chest radiographs were obtained.',
+                                           'Frontal and lateral views of the chest were obtained.'] if lateral else
+             ['Single PA view of the chest.', 'Frontal view of the chest.', 'PA radiograph of the chest.', 'Single frontal view of the chest.',
+              'Upright PA chest radiograph.', 'One view of the chest.'])
+    out = [_sent(_choice(rng, views))] if frontal_view == 'AP' or lateral or rng.random() < 0.3 else []
+    if prior and rng.random() < 0.4:
+        out.append(_sent(_choice(rng, ['Comparison is made with the prior radiograph.', 'Compared with the prior study.', 'The prior radiograph was reviewed.',
+                                       'Comparison is made to the previous examination.', 'Prior chest radiograph is available for comparison.'])))
     return out
 
 def write_report(findings: Sequence[dict],  # the study's findings
-                 scenarios: Sequence[str],  # active clinical scenarios (drive the indication)
+                 scenarios: Sequence[str],  # active clinical scenarios (drive the indication and the negatives)
                  rng: np.random.Generator,  # study generator
                  age: int, sex: str,  # patient demographics for the indication
                  frontal_view: str = 'PA', lateral: bool = False,  # views acquired
                  prior: bool = False,  # whether a prior study exists (COMPARISON)
+                 anatomy: Mapping | None = None,  # the patient's anatomy (effusion rib level, mediastinal width)
+                 ctr: float = 0.45,  # cardiothoracic ratio measured on the drawing (`measure_ctr`)
+                 dome_rib: int = 10,  # posterior rib at the level of the right hemidiaphragm on the frontal image
                 ) -> dict:
-    "Sectioned report with sentence-level links to findings and labels."
-    sents = [dict(finding_sentence(f, rng), section='findings') for f in findings]
+    "Sectioned report with sentence-level links to findings, labels and stated facts."
+    r_find, r_neg, r_imp, r_misc = (np.random.default_rng(s) for s in rng.integers(0, 2 ** 63, 4))
+    sents = [dict(finding_sentence(f, r_find, anatomy, ctr), section='findings') for f in findings]
     present = {lab for f in findings for lab, v in f['mentions'].items() if v != 0}
-    covered = set(present)
-    for k in rng.permutation(len(NEGATIVES)):
-        texts, labs = NEGATIVES[int(k)]
-        if not (set(labs) & covered) and rng.random() < 0.7:
-            sents.append(dict(text=_choice(rng, texts), mentions={l: 0 for l in labs}, findings=[], section='findings'))
-            covered |= set(labs)
-    if not present & {'Consolidation', 'Pneumonia', 'Lung Opacity', 'Atelectasis', 'Edema', 'Lung Lesion'} and rng.random() < .6:
-        sents.append(dict(text=_choice(rng, ['The lungs are clear.', 'Lungs are well expanded and clear.']), mentions={}, findings=[], section='findings'))
-    group = lambda s: min([_GROUP.get(l, 1) for l in s['mentions']] or [1])
-    order = sorted(range(len(sents)), key=lambda i: (group(sents[i]), rng.random()))
-    sents = [sents[i] for i in order]
-    if frontal_view == 'AP': sents.insert(0, dict(text=_choice(rng, ['Portable AP upright view of the chest.', 'Single portable view of the chest.']), mentions={}, findings=[], section='findings'))
-    elif lateral: sents.insert(0, dict(text=_choice(rng, ['PA and lateral views of the chest.', 'PA and lateral chest radiographs were obtained.']), mentions={}, findings=[], section='findings'))
-    imp = [dict(s, section='impression') for s in _impression(findings, rng)]
+    sents += _negatives(present, scenarios, r_neg) + _normal_anatomy(present, r_neg, ctr, dome_rib, bool(anatomy and anatomy.get('breast')),
+                                                                      frontal_view == 'AP')
+    group = lambda s: min([_GROUP.get(l, 1) for l in s['mentions']] or [1 if not s['facts'] or s['facts'][0].startswith('diaphragm') else 3])
+    order = sorted(range(len(sents)), key=lambda i: (group(sents[i]), r_misc.random()))
+    sents = _technique(frontal_view, lateral, prior, r_misc) + [sents[i] for i in order]
+    imp = [dict(s, section='impression') for s in _impression(findings, r_imp, anatomy)]
     scen = next((s for s in ('icu', 'trauma', 'infection', 'heart_failure', 'oncology') if s in scenarios), None)
     exam = 'CHEST (PORTABLE AP)' if frontal_view == 'AP' else ('CHEST (PA AND LAT)' if lateral else 'CHEST (PA)')
-    return dict(examination=exam, indication=dict(age=age, sex=sex, text=_choice(rng, _INDICATIONS[scen])),
+    return dict(examination=exam, indication=dict(age=age, sex=sex, text=_choice(r_misc, _INDICATIONS[scen])),
                 comparison='Prior chest radiograph.' if prior else 'None.', sentences=sents + imp)
 
 def _indication_text(ind: Mapping, style: str = 'plain') -> str:
@@ -902,7 +1550,7 @@ def report_text(rep: Mapping, style: str = 'plain') -> str:
 # %% ../nbs/01b_synth.ipynb #de8a2892
 def render_lateral_image(a: Mapping, pose: Mapping, findings: Sequence[dict], size: int, rng: np.random.Generator,
                          difficulty: float = 0.3) -> tuple[np.ndarray, dict, dict]:
-    "Render a LATERAL image: (uint8 [size, size], {label: bool mask}, {})."
+    "Render a LATERAL image: (uint8 [size, size], {label: bool mask}, {'parts': {finding: [mask]}})."
     out_size, size = size, _work_size(size)
     U, V = _pose_grid(size, pose)
     w = max(pose['blur'], 3.0 / size)
@@ -928,7 +1576,7 @@ def render_lateral_image(a: Mapping, pose: Mapping, findings: Sequence[dict], si
     trachea = _ramp(0.035 - np.abs(U + 0.02 - 0.12 * (V + 1)), w) * _ramp(apex + 0.38 - V, 0.05)
     L = dict(U=U, V=V, lung=lung, thick=thick, w=w)
     att, lucency, masks = 0, 0, {}
-    for f in findings:
+    for i, f in enumerate(findings):
         m_f, a_f = None, None
         if f['name'] in ('Consolidation', 'Pneumonia', 'Lung Opacity', 'Atelectasis', 'Lung Lesion', 'Edema'):
             dens = {'Consolidation': .5, 'Pneumonia': .4, 'Lung Opacity': .28, 'Atelectasis': .45, 'Lung Lesion': .45, 'Edema': .25}[f['name']]
@@ -952,10 +1600,12 @@ def render_lateral_image(a: Mapping, pose: Mapping, findings: Sequence[dict], si
                      'ng': [(np.array([(0.12, -1.2), (0.16, a['dome_l']), (-0.1, a['dome_l'] + 0.15)]), 0.005)],
                      'cvc': [(np.array([(0.0, -1.15), (-0.08, carina), (-0.1, carina + 0.12)]), 0.005)],
                      'pacemaker': [(np.array([(-0.66, a['clav_v'] + 0.1), (-0.3, carina), (-0.35, a['heart_y'] + 0.1)]), 0.005)]}
-            lines = _rasterise([p for d in f['devices'] for p in paths[d]], size, pose)
+            lines = _rasterise([p for d in f['devices'] for p in paths.get(d, [])], size, pose)  # wires and clips: frontal only
             a_f, m_f = 0.55 * lines, lines > 0
+            if not m_f.any(): continue
         if m_f is None: continue
         if a_f is not None: att = att + a_f
+        masks[f"#{i}.0"] = np.asarray(m_f, bool)
         for lab, val in f['mentions'].items():
             if val != 0: masks[lab] = masks.get(lab, False) | m_f
     vessels = _gather(_vessel_bank()[a['vessels']], U * 0.9, V) * 0.6
@@ -967,7 +1617,8 @@ def render_lateral_image(a: Mapping, pose: Mapping, findings: Sequence[dict], si
     img = (img - 0.22) * (1.3 * pose['gain']) + pose['offset'] + pose['heel'] * V
     img, masks = _finish(np.clip(img, 0, 1) ** pose['gamma'], {k: np.asarray(v, bool) for k, v in masks.items()}, out_size, rng,
                          0.012 + 0.035 * difficulty, pose)
-    return img, masks, {}
+    masks, parts = _split_parts(masks)
+    return img, masks, dict(parts=parts)
 
 def thorax_mask(a: Mapping, pose: Mapping, size: int) -> np.ndarray:
     "Bool mask of the thoracic cage (inside the ribs, apex to costophrenic angles) of a frontal image."
@@ -982,9 +1633,9 @@ def render_image(a, pose, findings, size, rng, difficulty=0.3):
 
 # %% ../nbs/01b_synth.ipynb #04a0cdd9
 MASK_BITS = {lab: 1 << i for i, lab in enumerate(CHEXPERT_LABELS)}
-SYNTH_VERSION = '1.0'
+SYNTH_VERSION = '2.0'
 DEFAULT_CONFIG = dict(n_patients=40, image_size=64, seed=0, views=('PA',), difficulty=0.3, prevalence=1.0, report_noise=0.0,
-                      split_fractions=(0.8, 0.1, 0.1), max_studies=4, png_compress=1)
+                      split_fractions=(0.8, 0.1, 0.1), max_studies=4, png_compress=1, contrast=True)
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
     "Independent generator for a (seed, keys...) address."
@@ -1005,7 +1656,7 @@ def _config(**cfg) -> dict:
     fr = tuple(float(x) for x in c['split_fractions'])
     if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1) > 1e-6: raise ValueError(f"split_fractions={fr} must be 3 non-negative numbers summing to 1")
     c.update(n_patients=int(c['n_patients']), image_size=int(c['image_size']), seed=int(c['seed']), split_fractions=fr,
-             difficulty=float(c['difficulty']), report_noise=float(c['report_noise']))
+             difficulty=float(c['difficulty']), report_noise=float(c['report_noise']), contrast=bool(c['contrast']))
     return c
 
 def patient_splits(n_patients: int, seed: int, fractions=(0.8, 0.1, 0.1)) -> np.ndarray:
@@ -1030,69 +1681,245 @@ def _bbox(mask: np.ndarray) -> list[int] | None:
     if not len(rows): return None
     return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
 
+_SIDE_SWAP = {'right': 'left', 'left': 'right', 'Right': 'Left', 'Left': 'Right'}
+
+def _swap_sides(text: str) -> str:
+    "Exchange the words right and left (any capitalisation used in reports)."
+    return re.sub(r'\b(right|left|Right|Left)\b', lambda m: _SIDE_SWAP[m.group(1)], text)
+
 def _apply_report_noise(rep: dict, findings: Sequence[dict], rng) -> str:
     "Corrupt the report in place (drop a positive sentence or flip laterality); return what was done."
     cands = [s for s in rep['sentences'] if s['findings'] and s['findings'][0] != 'Support Devices']
     if not cands: return ''
     s = cands[int(rng.integers(len(cands)))]
-    if rng.random() < 0.5 and any(w in s['text'] for w in ('right', 'left')):
-        swap = {'right': 'left', 'left': 'right', 'Right': 'Left', 'Left': 'Right'}
-        s['text'] = ' '.join(swap.get(t, t) for t in s['text'].split(' '))
+    if rng.random() < 0.5 and re.search(r'\b(right|left)\b', s['text'], re.I):
+        s['text'], s['facts'] = _swap_sides(s['text']), sorted(_swap_sides(t) for t in s['facts'])
         return f"laterality_flipped:{s['findings'][0]}"
     rep['sentences'] = [x for x in rep['sentences'] if x['findings'] != s['findings']]
     return f"dropped:{s['findings'][0]}"
+
+def _interval_change(f: dict, carried: bool, a: Mapping, rng, difficulty: float) -> dict:
+    "A finding of a follow-up study: new, unchanged, or (a quarter of carried ones) one severity step larger or smaller."
+    if not carried: return dict(f, interval='new')
+    if f['severity'] and f['certainty'] == 1 and f['name'] not in ('Cardiomegaly', 'Enlarged Cardiomediastinum', 'Fracture') and rng.random() < 0.25:
+        i = SEVERITIES.index(f['severity'])
+        j = 1 if i == 0 else (1 if i == 2 else i + _choice(rng, (-1, 1)))
+        return dict(_resized(a, f, SEVERITIES[j], rng, difficulty), interval='increased' if j > i else 'decreased')
+    return dict(f, interval='unchanged')
+
+def _dome_rib(a: Mapping, findings: Sequence[dict], pose: Mapping) -> int:
+    "Posterior rib at the top of the right hemidiaphragm on a frontal image (inspiration and a collapse move it)."
+    shift = _anatomy_mods(a, findings).get('dome_shift_r', 0.0)
+    return _rib_at(a, a['dome_r'] + shift + pose['insp'], a['dome_s'])
+
+def _drawn_facts(findings: Sequence[dict], ctr: float, dome_rib: int, breast: bool = False) -> list[str]:
+    "Fact tokens of everything drawn in a study (the image side of the oracle)."
+    facts = {t for f in findings for t in finding_facts(f)} | {_ctr_token(ctr), f"diaphragm|rib:{dome_rib}"}
+    if breast: facts.add('anatomy|breast shadows')
+    if not any(f['name'] != 'Support Devices' for f in findings): facts.add('label:No Finding')
+    return sorted(facts)
+
+def _plan_study(a: Mapping, findings: list[dict], scen: Sequence[str], views: Sequence[str], poses: Sequence[dict],
+                report_rng, age: int, sex: str, prior: bool) -> dict:
+    "Measurements on the drawn geometry, the report written from them, and the image-side facts."
+    ctr = measure_ctr(a, findings, ap=views[0] == 'AP')
+    dome = _dome_rib(a, findings, poses[0])
+    rep = write_report(findings, scen, report_rng, age, sex, views[0], 'LATERAL' in views, prior=prior, anatomy=a, ctr=ctr, dome_rib=dome)
+    return dict(findings=findings, scenarios=list(scen), views=list(views), poses=list(poses), report=rep, ctr_drawn=ctr,
+                dome_rib=dome, image_facts=_drawn_facts(findings, ctr, dome, bool(a.get('breast'))))
+
+def _patient_plan(p: int, cfg: Mapping) -> tuple[dict, list[dict]]:
+    "Anatomy and every study of patient `p` (findings, views, poses, report, noise, dates), without rendering."
+    seed = cfg['seed']
+    rng = _rng(seed, 1, p)
+    a = sample_anatomy(rng)
+    n_studies = min(1 + int(rng.geometric(0.55)) - 1, cfg['max_studies'])
+    chronic, day, out = [], int(rng.integers(0, 365 * 80)), []
+    for k in range(n_studies):
+        srng = _rng(seed, 2, p, k)
+        findings, scen = sample_findings(srng, a, cfg['prevalence'], cfg['difficulty'], chronic)
+        carried = {id(f) for f in chronic}
+        if k > 0:  # interval change relative to the prior study (drawn: a carried finding may grow or shrink)
+            findings = [_interval_change(f, id(f) in carried, a, srng, cfg['difficulty']) for f in findings]
+        chronic = [f for f in findings if srng.random() < FINDING_SPEC[f['name']]['chronic']] or chronic
+        frontals = [v for v in ('PA', 'AP') if v in cfg['views']]
+        frontal = 'AP' if ('AP' in frontals and ('icu' in scen or 'PA' not in frontals or srng.random() < 0.15)) else frontals[0]
+        views = [frontal] + (['LATERAL'] if 'LATERAL' in cfg['views'] and frontal == 'PA' else [])  # portable AP: no lateral
+        poses = [sample_pose(_rng(seed, 3, p, k, j), v) for j, v in enumerate(views)]
+        age = a['age'] + day // 365
+        st = _plan_study(a, findings, scen, views, poses, _rng(seed, 4, p, k), age, a['sex'], k > 0)
+        st['noise'] = _apply_report_noise(st['report'], findings, srng) if srng.random() < cfg['report_noise'] else ''
+        day += int(srng.integers(1, 400))
+        st.update(k=k, age=a['age'] + day // 365, date=f"{2110 + day // 365:04d}{1 + (day % 365) // 31 % 12:02d}{1 + day % 28:02d}",
+                  time=f"{int(srng.integers(0, 24)):02d}{int(srng.integers(0, 60)):02d}{int(srng.integers(0, 60)):02d}.{int(srng.integers(0, 1000)):03d}")
+        out.append(st)
+    return a, out
+
+def _record(st: Mapping, a: Mapping, cfg: Mapping, p: int, j: int, split: str, ids: tuple, prefix: str, masks: Mapping, meta: Mapping) -> dict:
+    "The manifest record of image `j` of planned study `st`."
+    rep, findings, view = st['report'], st['findings'], st['views'][j]
+    subject, study, dicom = ids
+    rel = f"p{subject[:2]}/p{subject}/s{study}/{dicom}.png"
+    labels, sec = label_from_sentences(rep['sentences']), report_sections(rep)
+    ann = []
+    for i, f in enumerate(findings):
+        parts = meta['parts'].get(i, [])
+        union = np.logical_or.reduce(parts) if parts else None
+        if union is None or not union.any(): continue
+        sites = [dict(side=g['side'], zone=g['zone'], region=g['region'], bbox=_bbox(m), area=int(m.sum()))
+                 for g, m in zip(f['geom'], parts) if m.any()] if view != 'LATERAL' else []
+        for lab, val in f['mentions'].items():
+            if val != 0: ann.append(dict(label=lab, finding=f['name'], side=f['side'], zone=f['zone'], severity=f['severity'],
+                                         certainty=val, bbox=_bbox(union), area=int(union.sum()), sites=sites))
+    sents = [dict(text=s['text'], section=s['section'], labels=s['mentions'], findings=s['findings'], facts=s['facts'],
+                  mask_bits=int(sum(MASK_BITS[l] for l, v in s['mentions'].items() if v != 0 and l in masks and masks[l].any())))
+             for s in rep['sentences']]
+    pose = st['poses'][j]
+    return dict(dataset='synth', subject_id=subject, study_id=study, image_id=dicom, image_path=f'{prefix}images/' + rel,
+                view=view, is_frontal=view != 'LATERAL', split=split, findings=sec['findings'], impression=sec['impression'],
+                report=report_text(rep), **labels, mask_path=f'{prefix}masks/' + rel, label_source='synth',
+                sentences=sents, annotations=ann, report_noise=st['noise'], ctr=meta.get('ctr'), ctr_drawn=st['ctr_drawn'],
+                image_facts=st['image_facts'], scenarios=list(st['scenarios']), examination=rep['examination'],
+                indication=_indication_text(rep['indication']), comparison=rep['comparison'], indication_struct=rep['indication'],
+                age=st['age'], sex=a['sex'], study_date=st['date'], study_time=st['time'], patient_index=p, study_index=st['k'],
+                view_index=j, image_size=cfg['image_size'], pose={kk: (round(v, 5) if isinstance(v, float) else v) for kk, v in pose.items()})
+
+def _render_study(st: Mapping, a: Mapping, cfg: Mapping, p: int, split: str, contrast_of: Sequence[dict] | None = None):
+    "Yield (record, image, masks) for every view of a planned study (a contrast study when `contrast_of` gives the originals)."
+    seed, size = cfg['seed'], cfg['image_size']
+    for j, view in enumerate(st['views']):
+        irng = _rng(seed, 3, p, st['k'], j)
+        pose = sample_pose(irng, view)  # the same pose and noise as planned (and as the original, for a contrast study)
+        img, masks, meta = render_image(a, pose, st['findings'], size, irng, cfg['difficulty'])
+        ids = _ids(seed, p, st['k'], j) if contrast_of is None else _contrast_ids(seed, p, st['k'], j)
+        rec = _record(st, a, cfg, p, j, split, ids, '' if contrast_of is None else 'contrast/', masks, meta)
+        if contrast_of is not None: rec.update(contrast_of=contrast_of[j]['image_id'], contrast_change=st['change'])
+        yield rec, img, masks
 
 def generate_patient(p: int,  # patient index
                      cfg: Mapping,  # validated config (`_config`)
                      split: str,  # the patient's split
                     ):
     "Yield (record, image uint8, masks dict) for every image of patient `p`."
-    seed, size = cfg['seed'], cfg['image_size']
-    rng = _rng(seed, 1, p)
-    a = sample_anatomy(rng)
-    n_studies = min(1 + int(rng.geometric(0.55)) - 1, cfg['max_studies'])
-    chronic, day = [], int(rng.integers(0, 365 * 80))
-    for k in range(n_studies):
-        srng = _rng(seed, 2, p, k)
-        findings, scen = sample_findings(srng, a, cfg['prevalence'], cfg['difficulty'], chronic)
-        carried = {id(f) for f in chronic}
-        chronic = [f for f in findings if srng.random() < FINDING_SPEC[f['name']]['chronic']] or chronic
-        if k > 0:  # interval change relative to the prior study, for the report's wording
-            findings = [dict(f, interval='unchanged' if id(f) in carried else 'new') for f in findings]
-        frontals = [v for v in ('PA', 'AP') if v in cfg['views']]
-        frontal = 'AP' if ('AP' in frontals and ('icu' in scen or 'PA' not in frontals or srng.random() < 0.15)) else frontals[0]
-        views = [frontal] + (['LATERAL'] if 'LATERAL' in cfg['views'] and frontal == 'PA' else [])  # portable AP: no lateral
-        rep = write_report(findings, scen, srng, a['age'] + day // 365, a['sex'], frontal, 'LATERAL' in views, prior=k > 0)
-        noise = _apply_report_noise(rep, findings, srng) if srng.random() < cfg['report_noise'] else ''
-        labels = label_from_sentences(rep['sentences'])
-        sec = report_sections(rep)
-        day += int(srng.integers(1, 400))
-        date = f"{2110 + day // 365:04d}{1 + (day % 365) // 31 % 12:02d}{1 + day % 28:02d}"
-        for j, view in enumerate(views):
-            irng = _rng(seed, 3, p, k, j)
-            pose = sample_pose(irng, view)
-            img, masks, meta = render_image(a, pose, findings, size, irng, cfg['difficulty'])
-            subject, study, dicom = _ids(seed, p, k, j)
-            rel = f"p{subject[:2]}/p{subject}/s{study}/{dicom}.png"
-            ann = []
-            for f in findings:
-                for lab, val in f['mentions'].items():
-                    box = _bbox(masks[lab]) if lab in masks and val != 0 else None
-                    if box: ann.append(dict(label=lab, finding=f['name'], side=f['side'], zone=f['zone'], severity=f['severity'],
-                                            certainty=val, bbox=box, area=int(masks[lab].sum())))
-            sents = [dict(text=s['text'], section=s['section'], labels=s['mentions'], findings=s['findings'],
-                          mask_bits=int(sum(MASK_BITS[l] for l, v in s['mentions'].items() if v != 0 and l in masks and masks[l].any())))
-                     for s in rep['sentences']]
-            rec = dict(dataset='synth', subject_id=subject, study_id=study, image_id=dicom, image_path='images/' + rel,
-                       view=view, is_frontal=view != 'LATERAL', split=split, findings=sec['findings'], impression=sec['impression'],
-                       report=report_text(rep), **labels, mask_path='masks/' + rel, label_source='synth',
-                       sentences=sents, annotations=ann, report_noise=noise, ctr=meta.get('ctr'), scenarios=list(scen),
-                       examination=rep['examination'], indication=_indication_text(rep['indication']), comparison=rep['comparison'],
-                       indication_struct=rep['indication'], age=a['age'] + day // 365, sex=a['sex'], study_date=date,
-                       study_time=f"{int(srng.integers(0, 24)):02d}{int(srng.integers(0, 60)):02d}{int(srng.integers(0, 60)):02d}.{int(srng.integers(0, 1000)):03d}",
-                       patient_index=p, study_index=k, view_index=j, image_size=size, pose={kk: (round(v, 5) if isinstance(v, float) else v) for kk, v in pose.items()})
-            yield rec, img, masks
+    a, studies = _patient_plan(p, cfg)
+    for st in studies: yield from _render_study(st, a, cfg, p, split)
 
+def synth_reports(n_patients: int = 40,  # patients (each has 1..max_studies studies)
+                  seed: int = 0,  # dataset seed
+                  **cfg,  # other generation options (views, difficulty, prevalence, report_noise, ...)
+                 ) -> list[dict]:
+    "One dict per study with the report sections, labels, sentences and drawn facts, exactly as `generate_synthcxr` writes them (no images)."
+    c = _config(n_patients=n_patients, seed=seed, **cfg)
+    splits = patient_splits(c['n_patients'], c['seed'], c['split_fractions'])
+    out = []
+    for p in range(c['n_patients']):
+        a, studies = _patient_plan(p, c)
+        for st in studies:
+            rep = st['report']
+            out.append(dict(subject_id=_ids(c['seed'], p, st['k'], 0)[0], study_id=_ids(c['seed'], p, st['k'], 0)[1], split=splits[p],
+                            **report_sections(rep), **label_from_sentences(rep['sentences']), report_noise=st['noise'],
+                            sentences=[dict(text=s['text'], section=s['section'], labels=s['mentions'], findings=s['findings'],
+                                            facts=s['facts']) for s in rep['sentences']], image_facts=st['image_facts']))
+    return out
+
+# %% ../nbs/01b_synth.ipynb #46742ac6
+def _contrast_ids(seed: int, p: int, k: int, j: int) -> tuple[str, str, str]:
+    "Ids of a counterfactual image: the original subject, a study id outside the originals' range (6xxxxxxx), a new dicom id."
+    study = 60_000_000 + ((p * 8 + k) * 7919 + seed * 1_009) % 10_000_000
+    h = hashlib.sha1(f"{seed}/{p}/{k}/{j}/contrast".encode()).hexdigest()
+    return _ids(seed, p, k, j)[0], str(study), '-'.join(h[i:i + 8] for i in range(0, 40, 8))
+
+def _moved(a: Mapping, f: Mapping, side: str | None = None, zone: str | None = None, rng=None) -> dict:
+    "Finding `f` mirrored to `side` and/or moved to `zone`, every site keeping its size, height fraction and fraction across the lung."
+    new = []
+    if f['name'] == 'Fracture':
+        ribs = [g['rib'] for g in f['geom']]
+        first = ribs[0] if zone is None else _choice(rng, _FRACTURE_RIBS[zone])
+        new = [dict(g, **_fracture_site(a, side or g['side'], first + i, g['frac'])) for i, g in enumerate(f['geom'])]
+    else:
+        for g in f['geom']:
+            s, z = (side if side else g['side']), (zone if zone else g['zone'])
+            lo, hi = _zone_range(a, z)
+            v = g['cv'] if z == g['zone'] else lo + (hi - lo) * g['height']
+            s_med, s_lat = _lung_span(a, v)
+            h = dict(g, side=s, sign=SIDES[s], zone=z, cv=float(v), cu=float(SIDES[s] * (s_med + (s_lat - s_med) * g['frac'])))
+            new.append(dict(h, region=_site_region(f['name'], f['severity'], h)))
+    out = {k: v for k, v in f.items() if k != 'interval'}
+    out['geom'] = new
+    sides = {g['side'] for g in new}
+    out['side'] = ('bilateral' if len(sides) > 1 else sides.pop()) if new else f['side']
+    out['zone'] = new[0]['zone'] if new else f['zone']
+    return out
+
+def _resized(a: Mapping, f: Mapping, severity: str, rng, difficulty: float) -> dict:
+    "Finding `f` with another severity: sizes, pleural-line distance, rib count or heart size redrawn for it, sites kept."
+    out = {k: v for k, v in f.items() if k != 'interval'}
+    out['severity'] = severity
+    k_new = _SIZE[severity] * (1 - 0.35 * difficulty)
+    if f['name'] == 'Cardiomegaly': out['ctr'] = float(rng.uniform(*{'small': (.53, .57), 'moderate': (.58, .63), 'large': (.64, .70)}[severity]))
+    if f['name'] == 'Fracture':
+        n = int(rng.integers(2, 4)) if severity == 'large' else 1
+        g0 = f['geom'][0]
+        first = min(g0['rib'], a['rib_n'] - n + 1)
+        shift = {'small': 0.0, 'moderate': 0.045, 'large': 0.06}[severity]
+        out['geom'] = [dict(g0, **_fracture_site(a, g0['side'], r, g0['frac']), shift=shift) for r in range(first, first + n)]
+        out['zone'] = out['geom'][0]['zone']
+        return out
+    geoms = []
+    for i, g in enumerate(f['geom']):
+        h = dict(g, k=k_new, ru=g['ru'] * k_new / g['k'], rv=g['rv'] * k_new / g['k'])
+        if f['name'] == 'Lung Lesion' and i == 0:
+            r = rng.uniform(*_LESION_MM[severity]) * (1 - 0.3 * difficulty) / 2 / MM_PER_UNIT
+            h.update(ru=r, rv=r * g['rv'] / g['ru'], severity=severity, mm=int(round(2 * r * MM_PER_UNIT)))
+        if f['name'] == 'Pneumothorax':
+            h['gap'] = rng.uniform(*{'small': (.04, .06), 'moderate': (.08, .12), 'large': (.17, .23)}[severity]) * (1 - 0.105 * difficulty)
+            h['depth_cm'] = round(h['gap'] * MM_PER_UNIT / 10, 1)
+        if 'th' in h:
+            h['th'] = {'small': 0.018, 'moderate': 0.03, 'large': 0.045}[severity] * h['th'] / {'small': 0.018, 'moderate': 0.03, 'large': 0.045}[f['severity']]
+            h['th_mm'] = int(round(h['th'] * MM_PER_UNIT))
+        if 'length_cm' in h: h['length_cm'] = round(2.4 * h['ru'] * MM_PER_UNIT / 10, 1)
+        if 'extent_cm' in h: h['extent_cm'] = (round(2 * h['ru'] * MM_PER_UNIT / 10, 1), round(2 * h['rv'] * MM_PER_UNIT / 10, 1))
+        h['region'] = _site_region(f['name'], severity, h)
+        geoms.append(h)
+    out['geom'] = geoms
+    return out
+
+def _counterfactual(findings: Sequence[dict], a: Mapping, rng, difficulty: float) -> tuple[list[dict], str] | None:
+    "The study's findings with one change (sides swapped, side, zone or severity) and its name; None if nothing can change."
+    lat = [i for i, f in enumerate(findings) if f['side'] in ('right', 'left') and f['name'] != 'Support Devices']
+    swaps = [(i, j) for i in lat for j in lat if i < j and findings[i]['side'] != findings[j]['side']]
+    cands = [('side', i) for i in lat]
+    cands += [('zone', i) for i, f in enumerate(findings) if FINDING_SPEC[f['name']]['zones'] and len(FINDING_SPEC[f['name']]['zones']) > 1
+              and len({g['zone'] for g in f['geom']}) == 1 and (len(f['geom']) == 1 or f['name'] == 'Fracture')]
+    cands += [('severity', i) for i, f in enumerate(findings) if f['severity'] and f['certainty'] == 1]
+    if not cands: return None
+    out = list(findings)
+    if swaps and rng.random() < 0.35:
+        i, j = swaps[int(rng.integers(len(swaps)))]
+        for x in (i, j): out[x] = _moved(a, findings[x], side=_SIDE_SWAP[findings[x]['side']])
+        return out, f"swap_sides:{findings[i]['name']},{findings[j]['name']}"
+    kind, i = cands[int(rng.integers(len(cands)))]
+    f = findings[i]
+    if kind == 'side':
+        out[i] = _moved(a, f, side=_SIDE_SWAP[f['side']]); old, new = f['side'], out[i]['side']
+    elif kind == 'zone':
+        old = f['zone']; new = _choice(rng, [z for z in FINDING_SPEC[f['name']]['zones'] if z != old])
+        out[i] = _moved(a, f, zone=new, rng=rng); new = out[i]['zone']
+    else:
+        old = f['severity']; new = _choice(rng, [s for s in SEVERITIES if s != old])
+        out[i] = _resized(a, f, new, rng, difficulty)
+    return out, f"{kind}:{f['name']}:{old}->{new}"
+
+def _contrast_study(st: Mapping, a: Mapping, cfg: Mapping, p: int) -> dict | None:
+    "The planned counterfactual of study `st` (same poses, same report generator state), or None."
+    cf = _counterfactual(st['findings'], a, _rng(cfg['seed'], 5, p, st['k']), cfg['difficulty'])
+    if cf is None: return None
+    findings, change = cf
+    plan = _plan_study(a, findings, st['scenarios'], st['views'], st['poses'], _rng(cfg['seed'], 4, p, st['k']),
+                       st['report']['indication']['age'], a['sex'], st['k'] > 0)
+    return {**st, **plan, 'noise': '', 'change': change}
+
+# %% ../nbs/01b_synth.ipynb #3f025f59
 def masks_to_bits(masks: Mapping[str, np.ndarray], size: int) -> np.ndarray:
     "Pack {label: bool mask} into a uint16 bit image (bit i = CHEXPERT_LABELS[i])."
     out = np.zeros((size, size), np.uint16)
@@ -1141,18 +1968,29 @@ def _save_png(path: Path, arr: np.ndarray, compress: int):
         path.parent.mkdir(parents=True, exist_ok=True); _MADE_DIRS.add(path.parent)
     path.write_bytes(encode_png(arr, compress))
 
-def _write_patient(args) -> list[dict]:
-    "Worker: render and write one patient's images and masks; return its manifest records."
+def _write_patient(args) -> tuple[list[dict], list[dict]]:
+    "Worker: render and write one patient's images and masks (and test counterfactuals); return (records, contrast records)."
     p, cfg, split, out = args
-    recs = []
-    for rec, img, masks in generate_patient(p, cfg, split):
-        _save_png(out / rec['image_path'], img, cfg['png_compress'])
-        _save_png(out / rec['mask_path'], masks_to_bits(masks, cfg['image_size']), cfg['png_compress'])
-        recs.append(rec)
-    return recs
+    a, studies = _patient_plan(p, cfg)
+    recs, crecs = [], []
+    for st in studies:
+        orig = []
+        for rec, img, masks in _render_study(st, a, cfg, p, split):
+            _save_png(out / rec['image_path'], img, cfg['png_compress'])
+            _save_png(out / rec['mask_path'], masks_to_bits(masks, cfg['image_size']), cfg['png_compress'])
+            orig.append(rec)
+        recs += orig
+        cst = _contrast_study(st, a, cfg, p) if split == 'test' and cfg['contrast'] and not st['noise'] else None
+        if cst is None: continue
+        for rec, img, masks in _render_study(cst, a, cfg, p, split, contrast_of=orig):
+            _save_png(out / rec['image_path'], img, cfg['png_compress'])
+            _save_png(out / rec['mask_path'], masks_to_bits(masks, cfg['image_size']), cfg['png_compress'])
+            crecs.append(rec)
+    return recs, crecs
 
 # %% ../nbs/01b_synth.ipynb #bc3057ca
-_GENERATED = ('images', 'masks', 'manifest.jsonl', 'manifest.jsonl.partial', 'manifest.jsonl.meta.json')
+_GENERATED = ('images', 'masks', 'contrast', 'manifest.jsonl', 'manifest.jsonl.partial', 'manifest.jsonl.meta.json',
+              'contrast.jsonl', 'contrast.jsonl.partial')
 
 def _prepare_out_dir(out: Path, overwrite: bool, generated: Sequence[str] = _GENERATED):
     "Create `out`; refuse a non-empty folder unless `overwrite` (then remove only what we generate)."
@@ -1187,7 +2025,7 @@ def generate_synthcxr(out_dir: str | Path,  # folder to create (must be empty un
     _MADE_DIRS.clear()
     splits = patient_splits(c['n_patients'], c['seed'], c['split_fractions'])
     jobs = ((p, c, splits[p], out) for p in range(c['n_patients']))
-    part, n_images = out / 'manifest.jsonl.partial', 0
+    part, cpart, n_images, n_contrast = out / 'manifest.jsonl.partial', out / 'contrast.jsonl.partial', 0, 0
     pool = None
     if num_workers > 1:
         import multiprocessing as mp
@@ -1197,16 +2035,20 @@ def generate_synthcxr(out_dir: str | Path,  # folder to create (must be empty un
     else:
         results = map(_write_patient, jobs)
     try:
-        with open(part, 'w', encoding='utf-8') as fh:
-            for recs in tqdm(results, total=c['n_patients'], desc='SynthCXR', disable=not progress, leave=False):
+        with open(part, 'w', encoding='utf-8') as fh, open(cpart, 'w', encoding='utf-8') as ch:
+            for recs, crecs in tqdm(results, total=c['n_patients'], desc='SynthCXR', disable=not progress, leave=False):
                 for r in recs: fh.write(_json_line(r) + '\n')
-                n_images += len(recs)
+                for r in crecs: ch.write(_json_line(r) + '\n')
+                n_images, n_contrast = n_images + len(recs), n_contrast + len(crecs)
     finally:
         if pool is not None: pool.close(); pool.join()
     meta = dict(dataset='synth', version=SYNTH_VERSION, data_root=str(out.resolve()), paths='relative to data_root',
                 config={k: list(v) if isinstance(v, tuple) else v for k, v in c.items()}, n_images=n_images,
-                n_patients=c['n_patients'], mask_bits=MASK_BITS, mask_format='16-bit PNG, bit i = CHEXPERT_LABELS[i]')
+                n_patients=c['n_patients'], mask_bits=MASK_BITS, mask_format='16-bit PNG, bit i = CHEXPERT_LABELS[i]',
+                contrast=dict(file='contrast.jsonl', n_images=n_contrast, split='test') if c['contrast'] else None)
     save_json(meta, out / 'manifest.jsonl.meta.json')
+    if c['contrast']: os.replace(cpart, out / 'contrast.jsonl')
+    else: cpart.unlink()
     os.replace(part, out / 'manifest.jsonl')
     return out / 'manifest.jsonl'
 
@@ -1258,6 +2100,164 @@ def ensure_synthcxr(n_patients: int = 40,  # CI-sized default
     if meta['data_root'] != str(final.resolve()):
         meta['data_root'] = str(final.resolve()); save_json(meta, final / 'manifest.jsonl.meta.json')
     return final / 'manifest.jsonl'
+
+# %% ../nbs/01b_synth.ipynb #1ca07f5a
+def load_contrast_set(manifest_or_path,  # a manifest frame from build_manifest('synth', ...), or a SynthCXR folder / manifest path
+                     ) -> pd.DataFrame:
+    "Matched counterfactual test studies (`contrast.jsonl`) as manifest rows with `contrast_of` and `contrast_change`."
+    from cxrlab.data import QCReport, read_synth
+    if isinstance(manifest_or_path, pd.DataFrame):
+        meta = dict(manifest_or_path.attrs.get('meta') or {})
+        if not meta.get('data_root'):
+            raise ValueError("load_contrast_set: the manifest has no attrs['meta']['data_root']; pass the SynthCXR folder instead")
+        folder, keep = Path(meta['data_root']), set(manifest_or_path['image_id'])
+    else:
+        p = Path(manifest_or_path)
+        folder, keep = (p if p.is_dir() else p.parent), None
+        meta = dict(dataset='synth', data_root=str(folder.resolve()))
+    path = folder / 'contrast.jsonl'
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no contrast set here (SynthCXR >= 2.0 writes one for the test split unless contrast=False)")
+    df, _ = read_synth(path, QCReport())
+    if keep is not None: df = df[df['contrast_of'].isin(keep)]
+    missing = [p for p in df['image_path'] if not (folder / p).exists()]
+    if missing: raise FileNotFoundError(f"{path}: {len(missing)} counterfactual image(s) missing, first {folder / missing[0]}")
+    df = df.reset_index(drop=True)
+    df.attrs['meta'] = {**meta, 'contrast': {'file': str(path), 'rows': len(df), 'studies': int(df['study_id'].nunique())}}
+    return df
+
+# %% ../nbs/01b_synth.ipynb #d41e0ea2
+ORACLE_LEVELS = ('labels', 'structure')
+
+def _study_fact_sets(df: pd.DataFrame, level: str) -> tuple[list[set], list[set]]:
+    "Per row: the drawn fact set (image side) and the stated fact set (text side) at `level`."
+    if level not in ORACLE_LEVELS: raise ValueError(f"level={level!r}: choose one of {ORACLE_LEVELS}")
+    need = {'image_facts', 'sentences'} - set(df.columns)
+    if need: raise ValueError(f"oracle needs SynthCXR >= 2.0 columns {sorted(need)} (a manifest from build_manifest('synth') has them)")
+    img, txt = [], []
+    for i, (drawn, sents) in enumerate(zip(df['image_facts'], df['sentences'])):
+        if not isinstance(drawn, (list, tuple)) or not isinstance(sents, (list, tuple)):
+            raise ValueError(f"row {i} ({df['image_id'].iat[i]}): image_facts/sentences are not lists")
+        stated = {f"label:{l}" for l in CHEXPERT_LABELS if df[l].iat[i] in (1.0, -1.0)}
+        if level == 'structure': stated |= {t for s in sents for t in s.get('facts', ()) if not t.startswith('label:')}
+        img.append({t for t in drawn if level == 'structure' or t.startswith('label:')}); txt.append(stated)
+    return img, txt
+
+def oracle_embeddings(df: pd.DataFrame,  # SynthCXR manifest rows (image_facts, sentences, labels)
+                      level: str = 'structure',  # 'labels' | 'structure'
+                      seed: int = 0,  # seed of the random tie-break
+                     ) -> tuple['torch.Tensor', 'torch.Tensor']:  # (image_vectors [N, K], text_vectors [N, K]) float32
+    "Row-aligned oracle vectors whose dot product is -(facts in disagreement) + a random tie-break in [0, 0.2)."
+    import torch
+    img, txt = _study_fact_sets(df, level)
+    vocab = {t: j for j, t in enumerate(sorted(set().union(*img, *txt)))}
+    kinds = {c: j for j, c in enumerate(sorted({_fact_kind(t) for t in vocab}))}
+    n, k, nk = len(df), len(vocab), len(kinds)
+    a, b = np.zeros((n, k), np.float32), np.zeros((n, k), np.float32)
+    count, stated = np.zeros((n, nk), np.float32), np.zeros((n, nk), np.float32)
+    for i, (si, st) in enumerate(zip(img, txt)):
+        a[i, [vocab[t] for t in si]] = 1; b[i, [vocab[t] for t in st]] = 1
+        for t in si: count[i, kinds[_fact_kind(t)]] += 1
+        stated[i, [kinds[_fact_kind(t)] for t in st] + [kinds['label']]] = 1  # labels are always stated (present or absent)
+    u, v = np.random.default_rng(seed).random((2, n)).astype(np.float32) * np.float32(0.1)
+    ones = np.ones(n, np.float32)
+    iv = np.column_stack([2 * a, -count, ones, u, ones])   # . [b, stated, -|b|, 1, v] = 2 a.b - stated.count - |b| + u + v
+    tv = np.column_stack([b, stated, -b.sum(1), ones, v])
+    return torch.from_numpy(iv), torch.from_numpy(tv)
+
+def _fact_kind(token: str) -> str:
+    "Kind of a fact token: 'label', or what it is about ('Lung Lesion|region', 'device:ett|tip', 'heart|ctr', ...)."
+    return 'label' if token.startswith('label:') else token.rsplit(':', 1)[0]
+
+def oracle_retrieval(df: pd.DataFrame,  # SynthCXR manifest rows of one split (e.g. test)
+                     level: str = 'structure',  # 'labels' | 'structure'
+                     ks: Sequence[int] = (1, 10),  # cut-offs for R@K
+                     abnormal_only: bool = False,  # queries: only studies whose report has a finding (No Finding != 1)
+                     seed: int = 0,  # tie-break seed
+                    ) -> dict[str, float]:
+    "Study-level i2t / t2i retrieval of the oracle (cxrlab.metrics): every image vs one report per study."
+    import torch
+    from cxrlab.metrics import retrieval_metrics
+    iv, tv = oracle_embeddings(df, level, seed)
+    study = df['study_id'].astype(str).to_numpy()
+    first = torch.from_numpy(pd.Series(np.arange(len(df))).groupby(study, sort=False).first().to_numpy().copy())
+    pos = {s: j for j, s in enumerate(study[first.numpy()])}
+    idx = torch.tensor([pos[s] for s in study])
+    sim = iv.double() @ tv[first].double().T  # [N images, S reports]
+    rel = idx[:, None] == torch.arange(len(first))[None, :]
+    abn = (df['No Finding'].to_numpy() != 1.0)
+    qi, qt = (np.flatnonzero(abn), np.flatnonzero(abn[first.numpy()])) if abnormal_only else (np.arange(len(df)), np.arange(len(first)))
+    if not len(qt): raise ValueError("oracle_retrieval: no abnormal study among the rows")
+    out = {**retrieval_metrics(sim[qi], rel[qi], ks, prefix='i2t/'), **retrieval_metrics(sim.T[qt], rel.T[qt], ks, prefix='t2i/')}
+    return {k: v for k, v in out.items() if re.match(r'(i2t|t2i)/(R@\d+|n_queries)$', k)}
+
+# %% ../nbs/01b_synth.ipynb #a732e492
+def _label_masks(df: pd.DataFrame, data_root: Path) -> tuple[list[tuple], np.ndarray]:
+    "Queries (row, label, text key) and their bool target masks [Q, H, W] from frontal rows' mask files."
+    keys, masks = [], []
+    for i in range(len(df)):
+        if not bool(df['is_frontal'].iat[i]): continue
+        labs = [l for l in PATHOLOGIES if l != 'Support Devices' and df[l].iat[i] in (1.0, -1.0)]
+        if not labs: continue
+        mp = Path(df['mask_path'].iat[i]); mp = mp if mp.is_absolute() else data_root / mp
+        try: bits = np.asarray(Image.open(mp), dtype=np.int64)
+        except (FileNotFoundError, OSError) as e: raise FileNotFoundError(f"{mp}: cannot read mask of {df['image_id'].iat[i]} ({e})") from None
+        facts = {t for s in df['sentences'].iat[i] for t in s.get('facts', ())}
+        for l in labs:
+            m = (bits & MASK_BITS[l]) != 0
+            if not m.any(): continue
+            side = next((t.split(':', 1)[1] for t in facts if t.startswith(f"{l}|side:")), None)
+            zones = tuple(sorted(t.split(':', 1)[1] for t in facts if t.startswith(f"{l}|zone:")))
+            keys.append((i, l, (l, side, zones))); masks.append(m)
+    if not masks: raise ValueError("no frontal image with a positive, non-empty finding mask")
+    return keys, np.stack(masks)
+
+def _fit_threshold(maps, targets, grid=tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))) -> float:
+    "The threshold of `grid` maximising mean Dice of `maps >= t` against `targets`."
+    from cxrlab.metrics import dice_score
+    import torch
+    m, t = torch.as_tensor(maps), torch.as_tensor(targets)
+    return float(max(grid, key=lambda th: dice_score(m, t, threshold=th).mean().item()))
+
+def prior_localization_metrics(train_df: pd.DataFrame,  # train-split manifest rows (frontal images with masks)
+                               test_df: pd.DataFrame,  # test-split manifest rows
+                               data_root: str | Path | None = None,  # anchor of mask paths (default: attrs['meta']['data_root'])
+                               max_fit: int = 1500,  # train queries used to fit the thresholds (the first ones)
+                              ) -> dict[str, dict[str, float]]:
+    "Pointing game, Dice and IoU of the image-blind priors (centre, mean mask per finding, per finding + side + zone) on test masks."
+    import torch
+    from cxrlab.metrics import dice_score, iou_score, pointing_game
+    root = Path(data_root or (test_df.attrs.get('meta') or {}).get('data_root') or (train_df.attrs.get('meta') or {}).get('data_root') or '.')
+    tr_keys, tr_masks = _label_masks(train_df, root)
+    te_keys, te_masks = _label_masks(test_df, root)
+    h, w = te_masks.shape[1:]
+    if tr_masks.shape[1:] != (h, w): raise ValueError(f"train masks are {tr_masks.shape[1:]}, test masks {(h, w)}: use one image size")
+    by_label, by_key = {}, {}
+    for (_, l, key), m in zip(tr_keys, tr_masks):
+        for d, k in ((by_label, l), (by_key, key)):
+            s = d.setdefault(k, [np.zeros((h, w)), 0]); s[0] += m; s[1] += 1
+    mean = lambda d, k: (d[k][0] / d[k][1]).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    centre = np.exp(-(((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (2 * (h / 6) ** 2))).astype(np.float32)
+    zeros = np.zeros((h, w), np.float32)
+    def maps(keys, kind):
+        out, backoff = [], 0
+        for _, l, key in keys:
+            if kind == 'centre': out.append(centre)
+            elif kind == 'finding': out.append(mean(by_label, l) if l in by_label else zeros)
+            elif key in by_key: out.append(mean(by_key, key))
+            else: backoff += 1; out.append(mean(by_label, l) if l in by_label else zeros)
+        return np.stack(out), backoff
+    res = {}
+    for kind in ('centre', 'finding', 'finding_side_zone'):
+        fit, _ = maps(tr_keys[:max_fit], kind)
+        th = _fit_threshold(fit, tr_masks[:max_fit])
+        mp, backoff = maps(te_keys, kind)
+        m, t = torch.as_tensor(mp), torch.as_tensor(te_masks)
+        res[kind] = dict(PointingGame=float(pointing_game(m, t).nanmean()), Dice=float(dice_score(m, t, threshold=th).mean()),
+                         IoU=float(iou_score(m, t, threshold=th).mean()), threshold=th, n_queries=float(len(te_keys)))
+        if kind == 'finding_side_zone': res[kind]['n_backoff'] = float(backoff)
+    return res
 
 # %% ../nbs/01b_synth.ipynb #e377280d
 import textwrap
@@ -1311,13 +2311,22 @@ def _label_csv_value(x: float):
     return '' if x is None or (isinstance(x, float) and math.isnan(x)) else f"{float(x):.1f}"
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence], gz: bool = False):
-    "Write a CSV (optionally gzip) with the csv module, header exactly `columns`."
+    "Write a CSV (optionally gzip, with a fixed header time so the bytes depend on the content only), header exactly `columns`."
     path.parent.mkdir(parents=True, exist_ok=True)
-    opener = (lambda: gzip.open(path, 'wt', encoding='utf-8', newline='')) if gz else (lambda: open(path, 'w', encoding='utf-8', newline=''))
-    with opener() as fh:
-        w = csv.writer(fh)
-        w.writerow(columns)
-        for row in rows: w.writerow(row)
+    with open(path, 'wb') as raw:
+        z = gzip.GzipFile(filename=path.name, mode='wb', fileobj=raw, mtime=0) if gz else None
+        with io.TextIOWrapper(z if gz else raw, encoding='utf-8', newline='') as fh:
+            w = csv.writer(fh)
+            w.writerow(columns)
+            for row in rows: w.writerow(row)
+
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # entry time of every zip member (the earliest a zip can hold), for reproducible bytes
+
+def _zip_text(z: zipfile.ZipFile, name: str, text: str):
+    "Add a text member with a fixed time and permissions."
+    info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+    info.compress_type, info.external_attr = zipfile.ZIP_DEFLATED, 0o644 << 16
+    z.writestr(info, text)
 
 def _mimic_paths(r: Mapping) -> tuple[str, str]:
     "MIMIC-CXR-JPG relative image path and report path of a manifest row."
@@ -1348,7 +2357,7 @@ def _layout_mimic(root: Path, recs: Sequence[dict], out: Path):
         for s in studies:
             txt, rel = _mimic_report(s), _mimic_paths(s[0])[1]
             (out / rel).write_text(txt, encoding='utf-8')
-            z.writestr(rel, txt)
+            _zip_text(z, rel, txt)
 
 def _mesh(r: Mapping) -> tuple[str, str]:
     "IU-style MeSH and Problems strings from the stated (1.0) labels."
@@ -1530,11 +2539,12 @@ def synth_cli(argv: Sequence[str] | None = None) -> int:
     ap.add_argument('--prevalence', type=float, default=DEFAULT_CONFIG['prevalence'], help='scale of all finding prevalences')
     ap.add_argument('--report-noise', type=float, default=DEFAULT_CONFIG['report_noise'])
     ap.add_argument('--workers', type=int, default=1, help='processes used for rendering')
+    ap.add_argument('--no-contrast', action='store_true', help='do not render the test-split counterfactuals (contrast.jsonl)')
     ap.add_argument('--overwrite', action='store_true', help='replace the contents of a non-empty --out')
     args = ap.parse_args(None if argv is None else list(argv))
     log = get_logger('cxrlab.synth')
     cfg = dict(n_patients=args.patients, image_size=args.image_size, seed=args.seed, views=tuple(args.views.split(',')),
-               difficulty=args.difficulty, prevalence=args.prevalence, report_noise=args.report_noise)
+               difficulty=args.difficulty, prevalence=args.prevalence, report_noise=args.report_noise, contrast=not args.no_contrast)
     try:
         out = Path(args.out)
         if args.layout == 'synth':
@@ -1598,5 +2608,76 @@ def synth_grid(manifest: str | Path,  # SynthCXR manifest (or folder)
             sent = r['impression']
         ax.set_title(l, fontsize=10, fontweight='bold')
         ax.text(0.5, -0.02, textwrap.fill(sent, 42), transform=ax.transAxes, ha='center', va='top', fontsize=7)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/01b_synth.ipynb #501f4a45
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+(?:\.\d+)?")
+IU_DEV_MAX_UID = 1500  # IU X-Ray reports above this uid are held out: never read
+
+def vocabulary_stats(reports: Sequence[str],  # one text per study (findings + impression)
+                     max_tokens: int = 100_000,  # the type/token ratio is taken over this many first tokens
+                    ) -> dict[str, float]:
+    "Word types, type/token ratio, top-20 sentence share and finding-sentence share of a report corpus."
+    from cxrlab.data import split_sentences
+    from cxrlab.labels import label_reports
+    toks = [w for t in reports for w in _WORD.findall(t.lower())]
+    sents = [s for t in reports for s in split_sentences(t)]
+    if not toks or not sents: raise ValueError("vocabulary_stats: empty corpus")
+    counts = pd.Series(sents).value_counts()
+    lab = label_reports(list(sents), mode='both')
+    finding = lab[[l for l in PATHOLOGIES]].isin([1.0, -1.0]).any(axis=1)
+    return {'studies': float(len(reports)), 'tokens': float(len(toks)), 'word types': float(len(set(toks))),
+            'word types (letters only)': float(len({w for w in toks if w[0].isalpha()})),
+            f'type/token ratio (first {max_tokens // 1000}k tokens)': len(set(toks[:max_tokens])) / min(len(toks), max_tokens),
+            'share of sentences covered by the top 20': float(counts.iloc[:20].sum() / len(sents)),
+            'share of sentences describing a finding': float(finding.mean())}
+
+def iu_reference_reports(max_uid: int = IU_DEV_MAX_UID,  # last uid read (at most 1500)
+                        ) -> list[str] | None:
+    "Findings + impression of the IU X-Ray (Open-i) reports with uid <= max_uid from torchxrayvision's data, or None if absent."
+    import importlib.util, tarfile
+    if max_uid > IU_DEV_MAX_UID: raise ValueError(f"max_uid={max_uid}: IU X-Ray reports above uid {IU_DEV_MAX_UID} are held out")
+    spec = importlib.util.find_spec('torchxrayvision')
+    if spec is None or not spec.submodule_search_locations: return None
+    path = Path(list(spec.submodule_search_locations)[0]) / 'data' / 'NLMCXR_reports.tgz'
+    if not path.exists(): raise FileNotFoundError(f"{path}: torchxrayvision is installed but has no NLMCXR_reports.tgz")
+    out = {}
+    with tarfile.open(path) as tf:
+        for m in tf:
+            uid = re.search(r'(\d+)\.xml$', m.name)
+            if not uid or int(uid.group(1)) > max_uid: continue  # held-out reports are skipped unparsed
+            root = ET.parse(tf.extractfile(m)).getroot()
+            sec = {a.get('Label'): (a.text or '').strip() for a in root.iter('AbstractText')}
+            text = ' '.join(t for t in (sec.get('FINDINGS', ''), sec.get('IMPRESSION', '')) if t)
+            if text: out[int(uid.group(1))] = text
+    return [out[k] for k in sorted(out)]
+
+# %% ../nbs/01b_synth.ipynb #ba6816ec
+def contrast_pair_figure(dataset: str | Path,  # a SynthCXR folder or manifest
+                         prefer: Sequence[str] = ('swap_sides', 'side', 'zone', 'severity'),  # change kinds, most wanted first
+                         panel: float = 3.6):
+    "Matplotlib figure: an original test image and its counterfactual, masks outlined, the sentences that differ."
+    import matplotlib.pyplot as plt
+    from scipy.ndimage import binary_erosion
+    p = Path(dataset); root = p if p.is_dir() else p.parent
+    cs = [r for r in load_synth_manifest(root / 'contrast.jsonl') if r['is_frontal']]
+    if not cs: raise ValueError(f"{root}: the contrast set has no frontal image")
+    orig = {r['image_id']: r for r in load_synth_manifest(root)}
+    rank = lambda r: (next((i for i, k in enumerate(prefer) if r['contrast_change'].startswith(k + ':')), len(prefer)),
+                      -min(an['area'] for an in r['annotations']) if r['annotations'] else 0)
+    c = min(cs, key=rank)
+    pair = [orig[c['contrast_of']], c]
+    changed = re.split('[:,]', c['contrast_change'])[1:] if c['contrast_change'].startswith('swap') else [c['contrast_change'].split(':')[1]]
+    fig, axes = plt.subplots(1, 2, figsize=(2 * panel, panel + 1.3))
+    for ax, r, title in zip(axes, pair, ('original', f"counterfactual ({c['contrast_change']})")):
+        img = np.asarray(Image.open(root / r['image_path']))
+        ax.imshow(img, cmap='gray', vmin=0, vmax=255); ax.axis('off'); ax.set_title(title, fontsize=8)
+        m = read_mask(root / r['mask_path'], [l for l in changed if l in MASK_BITS])
+        edge = m & ~binary_erosion(m)
+        ov = np.zeros(img.shape + (4,)); ov[edge] = (1, 0.15, 0.1, 1); ov[m & ~edge] = (1, 0.3, 0.1, 0.2)
+        ax.imshow(ov)
+        sent = ' '.join(s['text'] for s in r['sentences'] if s['section'] == 'findings' and set(s['findings']) & set(changed))
+        ax.text(0.5, -0.02, textwrap.fill(sent, 52), transform=ax.transAxes, ha='center', va='top', fontsize=7)
     fig.tight_layout()
     return fig

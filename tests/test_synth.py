@@ -12,10 +12,10 @@ from cxrlab.core import CHEXPERT_LABELS
 from cxrlab import synth as S
 
 SIZE = 64
-KEYWORDS = {'Atelectasis': ['atelectasis'], 'Cardiomegaly': ['cardiomegaly', 'heart', 'cardiac silhouette'],
+KEYWORDS = {'Atelectasis': ['atelectasis'], 'Cardiomegaly': ['cardiomegaly', 'heart', 'cardiac'],
             'Consolidation': ['consolidation'], 'Edema': ['edema'],
-            'Enlarged Cardiomediastinum': ['mediastin'], 'Fracture': ['fracture'], 'Lung Lesion': ['nodule', 'mass'],
-            'Lung Opacity': ['opacity'], 'Pleural Effusion': ['effusion'], 'Pleural Other': ['pleural thickening'],
+            'Enlarged Cardiomediastinum': ['mediastin'], 'Fracture': ['fracture'], 'Lung Lesion': ['nodul', 'mass', 'lesion'],
+            'Lung Opacity': ['opacit'], 'Pleural Effusion': ['effusion'], 'Pleural Other': ['pleural thickening'],
             'Pneumonia': ['pneumonia'], 'Pneumothorax': ['pneumothorax'],
             'Support Devices': ['tube', 'catheter', 'line', 'pacemaker']}
 
@@ -48,10 +48,13 @@ def test_determinism(tmp_path):
 
 
 def test_parallel_matches_serial(tmp_path):
-    kw = dict(n_patients=6, image_size=SIZE, seed=5, progress=False)
+    "1 worker and 2 workers write the same bytes: images, masks, manifest and the counterfactuals."
+    kw = dict(n_patients=30, image_size=SIZE, seed=5, prevalence=3.0, progress=False)
     a = S.generate_synthcxr(tmp_path / 'a', **kw).parent
     b = S.generate_synthcxr(tmp_path / 'b', num_workers=2, **kw).parent
-    assert _files(a) == _files(b)
+    fa = _files(a)
+    assert fa['contrast.jsonl'] and any(k.startswith('contrast/images/') for k in fa)
+    assert fa == _files(b)
 
 
 def test_manifest_columns_and_splits(recs):
@@ -82,19 +85,34 @@ def test_masks_exactly_for_present_labels_and_inside_thorax(ds, recs):
                 assert (m & ~thorax).sum() <= 0.02 * m.sum() + 1, (r['image_id'], l)
 
 
-def test_laterality_words_match_mask_side(ds, recs):
+def test_sites_lie_on_their_side_and_in_their_zone(ds, recs):
+    "Every annotated site's mask part is on the patient side it names (patient's left = image right) and its zone matches its height."
     checked = 0
     for r in (r for r in recs if r['is_frontal']):
-        bits = np.asarray(Image.open(ds / r['mask_path']), dtype=np.int64)
+        a = S.sample_anatomy(S._rng(11, 1, r['patient_index']))
+        for an in r['annotations']:
+            if an['label'] == 'Support Devices': continue
+            for site in an['sites']:
+                x, y, w, h = site['bbox']
+                cx = (x + w / 2) / SIZE
+                assert (cx > 0.5) == (site['side'] == 'left'), (r['image_id'], an['finding'], site)
+                assert S.REGIONS[site['region']] == site['zone'], site
+                checked += 1
+    assert checked >= 20
+
+
+def test_sentence_sides_match_the_facts(recs):
+    "A sentence that names one side only states facts of that side (lingula/retrocardiac imply left, middle lobe right)."
+    checked = 0
+    for r in recs:
         for s in r['sentences']:
             words = set(re.findall(r'[a-z]+', s['text'].lower()))
-            labs = [l for l, v in s['labels'].items() if v != 0 and l != 'Support Devices']
-            if not labs or not s['mask_bits'] or ('left' in words) == ('right' in words) or 'bilateral' in words: continue
-            m = (bits & s['mask_bits']) != 0
-            cx = np.nonzero(m)[1].mean() / SIZE
-            assert (cx > 0.5) == ('left' in words), (s['text'], cx)  # patient's left is on the image right
+            sides = {t.split(':', 1)[1].split('/')[0] for t in s['facts'] if '|region:' in t}
+            if not sides or not s['findings'] or s['findings'][0] == 'Support Devices': continue
+            if 'right' in words and 'left' not in words and not words & {'lingula', 'lingular', 'retrocardiac'}: assert sides == {'right'}, s
+            if 'left' in words and 'right' not in words and 'middle' not in words: assert sides == {'left'}, s
             checked += 1
-    assert checked >= 5
+    assert checked >= 20
 
 
 def test_labels_consistent_with_report(recs):
@@ -107,9 +125,10 @@ def test_labels_consistent_with_report(recs):
             if r[l] in (1.0, -1.0): assert any(k in text for k in KEYWORDS[l]), (l, text)
         for s in r['sentences']:
             if s['labels'] and set(s['labels'].values()) == {0}:
-                assert re.search(r'\b(no|not|normal|within normal limits)\b', s['text'].lower()), s['text']
+                assert re.search(r'\b(no|not|normal|within normal limits|sharp|unremarkable|clear)\b', s['text'].lower()), s['text']
             if -1 in s['labels'].values():
-                assert re.search(r'possible|cannot be excluded|cannot exclude|may|questionable|concerning|not excluded|possibly', s['text'].lower()), s['text']
+                assert re.search(r'possibl|cannot be excluded|cannot exclude|cannot rule out|may|questionable|concerning|not excluded|'
+                                 r'suspect|probable|could|suspicious|equivocal', s['text'].lower()), s['text']
         assert r['findings'] in r['report'] and r['impression'] in r['report']
         for sec in ('EXAMINATION:', 'INDICATION:', 'COMPARISON:', 'FINDINGS:', 'IMPRESSION:'): assert sec in r['report']
 
@@ -249,18 +268,167 @@ def test_cli(tmp_path, capsys):
     assert S.synth_cli(['--out', str(out), '--patients', '3', '--layout', 'iu', '--overwrite']) == 0
     assert (out / 'indiana_reports.csv').exists()
     assert S.synth_cli(['--out', str(tmp_path / 'plain'), '--patients', '2']) == 0
-    assert (tmp_path / 'plain' / 'manifest.jsonl').exists()
+    assert (tmp_path / 'plain' / 'manifest.jsonl').exists() and (tmp_path / 'plain' / 'contrast.jsonl').exists()
+    assert S.synth_cli(['--out', str(tmp_path / 'nc'), '--patients', '12', '--no-contrast']) == 0
+    assert not (tmp_path / 'nc' / 'contrast.jsonl').exists() and not (tmp_path / 'nc' / 'contrast').exists()
     with pytest.raises(SystemExit): S.synth_cli(['--out', str(tmp_path / 'bad'), '--layout', 'nope'])
 
 
-def test_reports_agree_with_independent_labeler(recs):
-    "The project's rule-based CheXpert labeler (cxrlab.labels), run on findings+impression, recovers the SynthCXR labels."
-    LB = pytest.importorskip('cxrlab.labels')
-    studies = list({r['study_id']: r for r in recs}.values())
+def _agreement(studies, LB):
+    "Per-label share of studies whose cxrlab.labels labels (findings + impression) equal the SynthCXR labels, and the first misses."
     df = pd.DataFrame([{'findings': r['findings'], 'impression': r['impression']} for r in studies])
     pred = LB.label_reports(df, mode='both').reset_index(drop=True)
+    out, misses = {}, []
     for l in CHEXPERT_LABELS:
         truth = np.array([r[l] for r in studies], dtype=float)
         got = pred[l].astype(float).to_numpy()
-        agree = np.mean(np.where(np.isnan(truth), np.isnan(got), truth == got))
-        assert agree >= 0.95, (l, agree)
+        ok = np.where(np.isnan(truth), np.isnan(got), truth == got)
+        out[l] = ok.mean()
+        misses += [(l, truth[i], got[i], studies[i]['findings'] + ' | ' + studies[i]['impression']) for i in np.flatnonzero(~ok)[:2]]
+    return out, misses
+
+
+def test_reports_agree_with_independent_labeler(recs):
+    "The project's rule-based CheXpert labeler (cxrlab.labels), run on findings+impression, recovers every SynthCXR label."
+    LB = pytest.importorskip('cxrlab.labels')
+    agree, misses = _agreement(list({r['study_id']: r for r in recs}.values()), LB)
+    assert min(agree.values()) == 1.0, misses
+
+
+def test_labeler_agreement_on_many_reports():
+    "100% agreement with cxrlab.labels over ~1,500 report-only studies at raised prevalence, hedges and follow-ups included."
+    LB = pytest.importorskip('cxrlab.labels')
+    studies = S.synth_reports(n_patients=800, seed=7, prevalence=2.5)
+    assert len(studies) > 1200 and sum(r[l] == -1.0 for r in studies for l in CHEXPERT_LABELS) > 100
+    agree, misses = _agreement(studies, LB)
+    assert min(agree.values()) == 1.0, misses
+
+
+def test_synth_reports_match_the_dataset(ds, recs):
+    "Report-only generation gives exactly the dataset's reports, labels and facts (reports depend on the geometry, not on pixels)."
+    reps = {r['study_id']: r for r in S.synth_reports(n_patients=24, seed=11, views=('PA', 'AP', 'LATERAL'), prevalence=3.0)}
+    for r in recs:
+        q = reps[r['study_id']]
+        assert (q['findings'], q['impression'], q['image_facts']) == (r['findings'], r['impression'], r['image_facts'])
+        assert [s['facts'] for s in q['sentences']] == [s['facts'] for s in r['sentences']]
+        assert all((math.isnan(q[l]) and math.isnan(r[l])) or q[l] == r[l] for l in CHEXPERT_LABELS)
+
+
+def test_report_numbers_are_the_drawn_ones(ds, recs):
+    "The stated cardiothoracic ratio matches the one measured on the image; nodule sizes match the mask; a named rib is the drawn one."
+    ctr_checked = size_checked = 0
+    for r in (r for r in recs if r['is_frontal'] and r['view'] == 'PA'):
+        for s in r['sentences']:
+            m = re.search(r'cardiothoracic ratio (?:of |is )?(0\.\d\d)', s['text'])
+            if m:
+                assert abs(float(m.group(1)) - r['ctr']) <= 0.04, (s['text'], r['ctr']); ctr_checked += 1
+        for an in r['annotations']:
+            if an['finding'] != 'Lung Lesion' or len(an['sites']) != 1: continue
+            sent = next(s for s in r['sentences'] if s['findings'] == ['Lung Lesion'] and s['section'] == 'findings')
+            m = re.search(r'(\d+(?:\.\d)?) (mm|cm)', sent['text'])
+            if not m: continue
+            mm = float(m.group(1)) * (10 if m.group(2) == 'cm' else 1)
+            px = mm / S.MM_PER_UNIT * SIZE / 2 * r['pose']['scale']  # drawn diameter in pixels
+            assert abs(max(an['sites'][0]['bbox'][2:]) - px) <= 2 + 0.3 * px, (sent['text'], an['sites'][0], px)
+            size_checked += 1
+    assert ctr_checked >= 5 and size_checked >= 2, (ctr_checked, size_checked)
+
+
+def test_pneumothorax_is_drawn_in_the_named_zone(tmp_path):
+    "The mask of a small or moderate pneumothorax has its centre of mass in the zone the report names (apical / lateral / basilar)."
+    m = S.generate_synthcxr(tmp_path / 'p', n_patients=40, image_size=96, seed=3, prevalence={'Pneumothorax': 0.6}, progress=False)
+    hits = n = 0
+    for r in S.load_synth_manifest(m):
+        for an in r['annotations']:
+            if an['label'] != 'Pneumothorax' or an['severity'] == 'large' or not r['is_frontal']: continue
+            a = S.sample_anatomy(S._rng(3, 1, r['patient_index']))
+            mask = S.read_mask(m.parent / r['mask_path'], 'Pneumothorax')
+            U, V = S._pose_grid(96, r['pose'])
+            hits += S._zone_at(a, float(V[mask].mean()))[0] == an['zone']; n += 1
+    assert n >= 8 and hits / n >= 0.9, (hits, n)
+
+
+def test_lesion_and_fracture_masks_visible_at_128(tmp_path):
+    "At 128 px the median lung-lesion and fracture masks cover at least 9 pixels."
+    m = S.generate_synthcxr(tmp_path / 'v', n_patients=60, image_size=128, seed=1, prevalence={'Lung Lesion': 0.5, 'Fracture': 0.5}, progress=False)
+    areas = {'Lung Lesion': [], 'Fracture': []}
+    for r in S.load_synth_manifest(m):
+        for an in r['annotations']:
+            if an['label'] in areas and r['is_frontal']: areas[an['label']] += [site['area'] for site in an['sites']]
+    assert all(len(v) >= 15 and np.median(v) >= 9 for v in areas.values()), {k: (len(v), np.median(v)) for k, v in areas.items()}
+
+
+def test_every_layout_is_byte_reproducible(ds, tmp_path):
+    "Writing a layout twice gives the same bytes (gzip headers and zip entries carry no wall clock), and so does the CLI."
+    for lay in S.LAYOUTS:
+        a, b = S.write_layout(ds, tmp_path / f'{lay}-a', lay), S.write_layout(ds, tmp_path / f'{lay}-b', lay)
+        fa, fb = _files(a), _files(b)
+        assert fa and fa == fb, (lay, [k for k in fa if fa[k] != fb.get(k)][:3])
+    for n in ('c1', 'c2'):
+        assert S.synth_cli(['--out', str(tmp_path / n), '--patients', '4', '--layout', 'mimic', '--seed', '2']) == 0
+    assert _files(tmp_path / 'c1') == _files(tmp_path / 'c2')
+
+
+@pytest.fixture(scope='module')
+def demo_like():
+    "A cached dataset read the way every notebook reads it: cxrlab.data.build_manifest('synth', ...)."
+    from cxrlab.data import build_manifest
+    df, _ = build_manifest('synth', n_patients=400, image_size=48, seed=4, split_scheme='official')
+    return df
+
+
+def test_contrast_set_through_build_manifest(demo_like):
+    "The contrast set of the cached dataset: test split only, same patient and positive labels, one named change, readable by CXRDataset."
+    from cxrlab.data import CXRDataset
+    df = demo_like
+    cs = S.load_contrast_set(df)
+    test = df[df['split'] == 'test']
+    assert len(cs) >= 5 and set(cs['contrast_of']) <= set(test['image_id']) and (cs['split'] == 'test').all()
+    assert set(cs.columns) >= set(df.columns) - {'label_source'} | {'contrast_of', 'contrast_change'}
+    orig = df.set_index('image_id')
+    for r in cs.itertuples():
+        o = orig.loc[r.contrast_of]
+        assert r.subject_id == o['subject_id'] and r.study_id != o['study_id'] and r.report != o['report']
+        assert {l for l in CHEXPERT_LABELS if cs.at[r.Index, l] == 1.0} == {l for l in CHEXPERT_LABELS if o[l] == 1.0}
+        kind, rest = r.contrast_change.split(':', 1)
+        assert kind in ('side', 'zone', 'severity', 'swap_sides'), r.contrast_change
+        differ = set(r.image_facts) ^ set(o['image_facts'])
+        assert differ and all('|' in t or t.startswith('heart|') for t in differ), (r.contrast_change, differ)  # labels never change
+    ds = CXRDataset(cs, mode='mask')
+    x = ds[0]
+    assert x['image'].ndim == 3 and x['mask'].shape[-1] == x['image'].shape[-1]
+    kinds = pd.Series([c.split(':')[0] for c in cs['contrast_change']]).value_counts()
+    assert len(kinds) >= 2, kinds
+
+
+def test_oracles(demo_like):
+    "Without report noise every true pair agrees on all facts; the structure oracle beats the label oracle; noise makes the sides differ."
+    test = demo_like[demo_like['split'] == 'test'].reset_index(drop=True)
+    iv, tv = S.oracle_embeddings(test, 'structure')
+    diag = (iv * tv).sum(1)
+    assert iv.shape == tv.shape and iv.shape[0] == len(test) and ((diag >= 0) & (diag < 0.2)).all()
+    lab, st = S.oracle_retrieval(test, 'labels'), S.oracle_retrieval(test, 'structure')
+    assert st['t2i/R@1'] >= lab['t2i/R@1'] + 0.1 and st['i2t/R@1'] > lab['i2t/R@1'], (lab, st)
+    ab = S.oracle_retrieval(test, 'labels', abnormal_only=True)
+    assert ab['t2i/n_queries'] < lab['t2i/n_queries']
+
+
+def test_oracle_text_side_follows_report_noise(tmp_path):
+    "Under report noise the text vector is the noisy report's: the true pair then disagrees on at least one fact."
+    m = S.generate_synthcxr(tmp_path / 'n', n_patients=30, image_size=32, seed=2, prevalence=3.0, report_noise=1.0, progress=False)
+    df = pd.DataFrame(S.load_synth_manifest(m))
+    iv, tv = S.oracle_embeddings(df, 'structure')
+    diag = np.floor((iv * tv).sum(1).numpy())
+    noisy = df['report_noise'].str.len().to_numpy() > 0
+    assert noisy.sum() > 5 and (diag[noisy] <= -1).all() and (diag[~noisy] == 0).all()
+
+
+def test_prior_localization_rows(demo_like):
+    "Three prior rows with pointing game / Dice / IoU in [0, 1]; knowing the finding (and where the report says it is) beats the centre."
+    tr, te = demo_like[demo_like['split'] == 'train'], demo_like[demo_like['split'] == 'test']
+    res = S.prior_localization_metrics(tr, te)
+    assert set(res) == {'centre', 'finding', 'finding_side_zone'}
+    for row in res.values():
+        assert all(0 <= row[k] <= 1 for k in ('PointingGame', 'Dice', 'IoU')) and 0 < row['threshold'] < 1 and row['n_queries'] > 10
+    for row in ('finding', 'finding_side_zone'):  # the finding (and where the report puts it) beats the image centre by far
+        assert res[row]['Dice'] > res['centre']['Dice'] + 0.03 and res[row]['PointingGame'] > res['centre']['PointingGame'] + 0.05, res
