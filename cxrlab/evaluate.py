@@ -28,8 +28,8 @@ __all__ = ['INDEX_KINDS', 'PATHOLOGY_LABELS', 'DEFAULT_QUERY_TEMPLATES', 'NEGATI
            'label_query_retrieval', 'zero_shot_probs', 'manifest_fingerprint', 'embedding_path', 'run_embeddings',
            'register_evaluation', 'EvalContext', 'RunEvaluation', 'contrast_rows', 'image_forward_cost',
            'finding_sentences', 'upsample_maps', 'grounding_maps', 'grounding_eval', 'linear_probe_eval',
-           'pd_sample_patients', 'plot_recall_curves', 'retrieval_grid', 'plot_per_label', 'evaluate_run',
-           'leaderboard', 'run_data']
+           'pd_sample_patients', 'synth_reference_rows', 'pd_concat', 'plot_recall_curves', 'retrieval_grid',
+           'plot_per_label', 'evaluate_run', 'leaderboard', 'run_data']
 
 # %% ../nbs/07_retrieval_eval.ipynb #a36777a9
 def _as_parts(x) -> dict:
@@ -752,6 +752,56 @@ def pd_sample_patients(rows, n: int, seed: int = 0) -> np.ndarray:
     sizes = rows.groupby('subject_id').size().loc[subj]
     chosen = set(sizes.index[sizes.cumsum() <= n])
     return rows['subject_id'].isin(chosen).to_numpy()
+
+# %% ../nbs/07_retrieval_eval.ipynb #eebaf417
+def _oracle_set(rows, level: str, seed: int) -> EmbeddingSet:
+    from cxrlab.synth import oracle_embeddings
+    iv, tv = oracle_embeddings(rows, level, seed)
+    ids = lambda c: rows[c].astype(str).tolist()
+    return EmbeddingSet(iv, tv, ids('image_id'), ids('study_id'), ids('subject_id'), {'scorer': DotScorer().spec(), 'oracle': level})
+
+
+def synth_reference_rows(manifest,  # a SynthCXR manifest (build_manifest('synth', ...))
+                         split: str = 'test',
+                         n_resamples: int = 0, seed: int = 0,
+                         priors: bool = True,  # also the image-blind localization priors (reads train and test masks)
+                        ) -> dict[str, dict]:
+    "Oracle rows (labels only; full structure) through the retrieval protocol, and image-blind prior rows for grounding."
+    rows = manifest[manifest['split'] == split].reset_index(drop=True)
+    if len(rows) == 0 or str(rows['dataset'].iloc[0]) != 'synth' or 'image_facts' not in rows.columns: return {}
+    rows.attrs['meta'] = dict(manifest.attrs.get('meta') or {})
+    from cxrlab.synth import ORACLE_LEVELS, prior_localization_metrics
+    studies = list(dict.fromkeys(rows['study_id'].astype(str)))
+    labels = study_labels(rows.assign(study_id=rows['study_id'].astype(str)), studies)
+    abnormal, sets = dict(zip(studies, abnormal_studies(labels).tolist())), dict(zip(studies, positive_label_sets(labels)))
+    twins = contrast_rows(manifest, rows)
+    out = {}
+    for level in ORACLE_LEVELS:
+        es = _oracle_set(rows, level, seed)
+        ranks = {d: study_ranks(es, d) for d in ('i2t', 't2i')}
+        m = {**study_retrieval_eval(es, n_resamples=n_resamples, seed=seed, ranks=ranks),
+             **protocol_subset_eval(ranks, abnormal, n_resamples=n_resamples, seed=seed),
+             **same_label_eval(es, sets, n_resamples=n_resamples, seed=seed)}
+        if twins is not None:  # one vocabulary for originals and twins: embed them together
+            both = _oracle_set(pd_concat([rows, twins]), level, seed)
+            n = len(rows)
+            m.update(contrast_accuracy(both.take(range(n)), both.take(range(n, len(both))), list(twins['contrast_of']),
+                                       n_resamples=n_resamples, seed=seed))
+        out[f'oracle: {level}'] = {k: v for k, v in m.items() if 'chance' not in k}
+    if priors and 'mask_path' in rows.columns:
+        train = manifest[manifest['split'] == 'train'].reset_index(drop=True); train.attrs['meta'] = rows.attrs['meta']
+        for name, r in prior_localization_metrics(train, rows).items():
+            out[f'prior: {name.replace("_", " + ")} (image-blind)'] = {'grounding/similarity/PointingGame': r['PointingGame'],
+                                                                        'segmentation/Dice_macro': r['Dice'], 'segmentation/IoU_macro': r['IoU']}
+    return out
+
+
+def pd_concat(frames):
+    "Row-concatenate manifest frames keeping the first one's attrs."
+    import pandas as pd
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs = dict(frames[0].attrs)
+    return out
 
 # %% ../nbs/07_retrieval_eval.ipynb #921cec02
 def plot_recall_curves(ranks: Mapping[str, Mapping[str, StudyRanks]],  # name -> direction -> StudyRanks

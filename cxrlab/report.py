@@ -25,7 +25,7 @@ __all__ = ['PROFILES', 'LEADERBOARD_COLUMNS', 'PIPELINE_NEEDS', 'PIPELINE_PARAMS
 # %% ../nbs/09_report.ipynb #d4d828bc
 PROFILES = {
     'ci':   {'device': 'cpu', 'precision': 'fp32'},
-    'demo': {'device': 'auto', 'n_patients': 3200, 'image_size': 64, 'epochs': 8, 'batch_size': 32,
+    'demo': {'device': 'auto', 'n_patients': 3200, 'image_size': 128, 'epochs': 8, 'batch_size': 32,
              'max_samples': None, 'num_workers': 2},
     'gpu':  {'device': 'cuda', 'precision': 'auto', 'n_patients': 20000, 'image_size': 224, 'epochs': 20,
              'batch_size': 128, 'max_samples': None, 'num_workers': 8},
