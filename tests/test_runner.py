@@ -121,3 +121,26 @@ def test_ci_pipeline_hands_every_trained_run_to_the_evaluation(tmp_path):
     again = run_pipeline("ci", nbs, reports_dir=rep, out_dir=tmp_path / "runs", stage_params={"03_patch_ib": {"variant": "A,C"}},
                          resume=True)
     assert [r.run_dir for r in again] == [r.run_dir for r in res]
+
+
+def test_killed_pipeline_resumes_without_redoing_finished_stages(tmp_path):
+    "SIGKILL during the second stage; --resume skips the finished first stage and reruns the killed one."
+    import os, signal, time
+    rep, runs = tmp_path / "reports", tmp_path / "runs"
+    cmd = ["cxrlab", "pipeline", "--profile", "ci", "--notebooks", str(ROOT / "nbs" / "01b_synth.ipynb"),
+           str(ROOT / "nbs" / "02b_train.ipynb"), "--reports-dir", str(rep), "--out-dir", str(runs)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    state, deadline = rep / "pipeline_state.json", time.time() + 300
+    while time.time() < deadline and p.poll() is None:  # 01b has finished, 02b is running: kill everything
+        if state.exists() and "01b_synth.ipynb" in load_json(state) and any(runs.glob("02b_train-*")):
+            break
+        time.sleep(0.2)
+    assert p.poll() is None, "the pipeline finished before it could be killed"
+    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    first = load_json(state)["01b_synth.ipynb"]
+    assert "02b_train.ipynb" not in load_json(state)
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "01b_synth: unchanged since its finished run" in r.stdout + r.stderr
+    after = load_json(state)
+    assert after["01b_synth.ipynb"]["run_dir"] == first["run_dir"] and after["02b_train.ipynb"]["status"] == "ok"
