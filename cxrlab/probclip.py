@@ -569,25 +569,26 @@ def spearman(x, y) -> float:
 
 def uncertainty_binned_recall(sr,  # cxrlab.evaluate.StudyRanks of one direction
                               uncertainty: Tensor,  # [Q] uncertainty of each query
-                              n_bins: int = 10, k: int = 1,
+                              n_bins: int = 10,
+                              ks: Sequence[int] = (1, 10),  # recall cut-offs
                               n_resamples: int = 0, seed: int = 0,
                               prefix: str = '',
                              ) -> dict[str, float]:
     "R@k per equal-count uncertainty bin (bin01 = most certain), the certain − uncertain difference and ρ(σ², rank), with CIs."
-    hits, rank = recall_at_k(sr.rr, k), first_relevant_rank(sr.rr)
-    unc = torch.as_tensor(uncertainty).double()
+    rank, unc = first_relevant_rank(sr.rr), torch.as_tensor(uncertainty).double()
+    hits = {k: recall_at_k(sr.rr, k) for k in ks}
     bins = equal_count_bins(unc, n_bins)
     nan = torch.tensor(math.nan, dtype=torch.float64)
-    out = mean_ci({f'R@{k}/bin{b + 1:02d}': torch.where(bins == b, hits, nan) for b in range(n_bins)},
+    out = mean_ci({f'R@{k}/bin{b + 1:02d}': torch.where(bins == b, hits[k], nan) for k in ks for b in range(n_bins)},
                   sr.query_subjects, n_resamples, seed=seed, prefix=prefix)
     out.update({f'{prefix}sigma2/bin{b + 1:02d}': float(unc[bins == b].mean()) for b in range(n_bins)})
-    def summary(h, bn, u, r):
-        top, low = h[bn == 0], h[bn == n_bins - 1]
-        return {f'R@{k}/certain_minus_uncertain': (top.mean() - low.mean()).item() if len(top) and len(low) else math.nan,
-                'spearman_sigma2_rank': spearman(u.numpy(), r.numpy())}
-    groups = np.asarray(sr.query_subjects)
-    res = bootstrap_ci(summary, hits, bins, unc, rank, groups=groups, n_resamples=n_resamples, seed=seed) if n_resamples \
-          else {m: {'estimate': v, 'low': math.nan, 'high': math.nan} for m, v in summary(hits, bins, unc, rank).items()}
+    def summary(bn, u, r, *h):
+        res = {f'R@{k}/certain_minus_uncertain': (hk[bn == 0].mean() - hk[bn == n_bins - 1].mean()).item()
+               if (bn == 0).any() and (bn == n_bins - 1).any() else math.nan for k, hk in zip(ks, h)}
+        return {**res, 'spearman_sigma2_rank': spearman(u.numpy(), r.numpy())}
+    args = (bins, unc, rank, *[hits[k] for k in ks])
+    res = bootstrap_ci(summary, *args, groups=np.asarray(sr.query_subjects), n_resamples=n_resamples, seed=seed) if n_resamples \
+          else {m: {'estimate': v, 'low': math.nan, 'high': math.nan} for m, v in summary(*args).items()}
     out.update(with_ci_keys(res, prefix))
     return {m: v for m, v in out.items() if '/n/' not in m}
 
@@ -727,29 +728,31 @@ def uncertainty_deciles_eval(ctx, n_bins: int = 10) -> dict:
     out, ranks = {}, {}
     for d in ('t2i', 'i2t'):
         ranks[d] = study_ranks(es, d)
-        out.update(uncertainty_binned_recall(ranks[d], unc[d], n_bins, 1, ctx.n_resamples, ctx.seed, f'uncertainty/{d}/'))
+        out.update(uncertainty_binned_recall(ranks[d], unc[d], n_bins, (1, 10), ctx.n_resamples, ctx.seed, f'uncertainty/{d}/'))
     out['uncertainty/image_sigma2_mean'] = float(unc['i2t'].mean()); out['uncertainty/text_sigma2_mean'] = float(unc['t2i'].mean())
     ctx.figures['uncertainty_recall'] = plot_uncertainty_recall(out, n_bins)
     return out
 
 
-def plot_uncertainty_recall(metrics: Mapping[str, float], n_bins: int = 10, title: str = ''):
-    "R@1 per uncertainty bin (95% CIs) for both directions."
+def plot_uncertainty_recall(metrics: Mapping[str, float], n_bins: int = 10, ks: Sequence[int] = (1, 10), title: str = ''):
+    "R@k per uncertainty bin (95% CIs) for both directions."
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    w = 0.8 / len(ks)
     for ax, d in zip(axes, ('t2i', 'i2t')):
-        keys = [f'uncertainty/{d}/R@1/bin{b + 1:02d}' for b in range(n_bins)]
-        est = np.array([metrics.get(k, np.nan) for k in keys])
-        lo = np.array([metrics.get(f'{k}_ci_low', np.nan) for k in keys]); hi = np.array([metrics.get(f'{k}_ci_high', np.nan) for k in keys])
-        x = np.arange(1, n_bins + 1)
-        ax.bar(x, est, color='tab:blue', alpha=0.75)
-        ax.errorbar(x, est, yerr=[np.nan_to_num(est - lo), np.nan_to_num(hi - est)], fmt='none', ecolor='k', capsize=2, lw=1)
-        diff = metrics.get(f'uncertainty/{d}/R@1/certain_minus_uncertain')
-        sub = f"\nbin 1 − bin {n_bins}: {diff:.3f} [{metrics.get(f'uncertainty/{d}/R@1/certain_minus_uncertain_ci_low', np.nan):.3f}, " \
-              f"{metrics.get(f'uncertainty/{d}/R@1/certain_minus_uncertain_ci_high', np.nan):.3f}]" if diff is not None else ''
-        ax.set_title({'t2i': 'report → image (by report σ²)', 'i2t': 'image → report (by image σ²)'}[d] + sub, fontsize=8)
-        ax.set_xlabel('uncertainty bin (1 = most certain)'); ax.set_xticks(x); ax.grid(alpha=.3, axis='y')
-    axes[0].set_ylabel('R@1 (study level)')
+        lines = []
+        for j, k in enumerate(ks):
+            keys = [f'uncertainty/{d}/R@{k}/bin{b + 1:02d}' for b in range(n_bins)]
+            est = np.array([metrics.get(q, np.nan) for q in keys])
+            lo = np.array([metrics.get(f'{q}_ci_low', np.nan) for q in keys]); hi = np.array([metrics.get(f'{q}_ci_high', np.nan) for q in keys])
+            x = np.arange(1, n_bins + 1) + (j - (len(ks) - 1) / 2) * w
+            ax.bar(x, est, width=w, alpha=0.75, label=f'R@{k}')
+            ax.errorbar(x, est, yerr=[np.nan_to_num(est - lo), np.nan_to_num(hi - est)], fmt='none', ecolor='k', capsize=1.5, lw=0.8)
+            q = f'uncertainty/{d}/R@{k}/certain_minus_uncertain'
+            if q in metrics: lines.append(f"R@{k} bin 1 − bin {n_bins}: {metrics[q]:.3f} [{metrics.get(q + '_ci_low', np.nan):.3f}, {metrics.get(q + '_ci_high', np.nan):.3f}]")
+        ax.set_title('\n'.join([{'t2i': 'report → image (bins by report σ²)', 'i2t': 'image → report (bins by image σ²)'}[d]] + lines), fontsize=7.5)
+        ax.set_xlabel('uncertainty bin (1 = most certain)'); ax.set_xticks(np.arange(1, n_bins + 1)); ax.grid(alpha=.3, axis='y')
+    axes[0].set_ylabel('recall (study level)'); axes[0].legend(fontsize=7)
     if title: fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
