@@ -778,16 +778,21 @@ def setup_probclip(word_dropout: float = 0.1,  # text copies of missing sections
 
 
 def sigma_table(es, rows) -> 'pd.DataFrame':
-    "One row per image and one per study report: side, mean σ², patient, study and (text) whether the report was corrupted."
+    "One row per image and one per study report: side, mean σ², patient, study, (text) whether the report was corrupted, drawn findings."
     import pandas as pd
     idx, studies, first = study_index(es.study_ids)
-    noise = rows.set_index('image_id')['report_noise'].astype(str) if 'report_noise' in rows.columns else None
+    by_id = rows.set_index('image_id')
+    noise = by_id['report_noise'].astype(str) if 'report_noise' in rows.columns else None
+    ann = by_id['annotations'] if 'annotations' in rows.columns else None
+    abnormal = lambda i: bool(ann is not None and isinstance(ann.get(i), (list, tuple))
+                              and any(isinstance(a, Mapping) and a.get('label') != 'Support Devices' for a in ann.get(i)))
     img = pd.DataFrame({'side': 'image', 'sigma2': mean_sigma2(es.image).numpy(), 'subject_id': es.subject_ids,
-                        'study_id': es.study_ids, 'corrupted': False})
+                        'study_id': es.study_ids, 'corrupted': False, 'abnormal_image': [abnormal(i) for i in es.image_ids]})
     fi = first.tolist()
     txt = pd.DataFrame({'side': 'text', 'sigma2': mean_sigma2({'logvar': es.text['logvar'][first]}).numpy(),
                         'subject_id': [es.subject_ids[i] for i in fi], 'study_id': studies,
-                        'corrupted': [bool(noise is not None and noise.get(es.image_ids[i], '') not in ('', 'nan', 'None')) for i in fi]})
+                        'corrupted': [bool(noise is not None and noise.get(es.image_ids[i], '') not in ('', 'nan', 'None')) for i in fi],
+                        'abnormal_image': [abnormal(es.image_ids[i]) for i in fi]})
     return pd.concat([img, txt], ignore_index=True)
 
 
@@ -841,10 +846,11 @@ def sigma_trend(table: 'pd.DataFrame',  # `sigma_sweep` output (one knob, or sev
 
 
 def corrupted_vs_clean(table: 'pd.DataFrame', n_resamples: int = 200, seed: int = 0) -> 'pd.DataFrame':
-    "Within each level and model: mean text σ² of corrupted minus clean reports, with a patient-bootstrap CI."
+    "Within each level and model: mean text σ² of corrupted minus clean reports of abnormal images, with a patient-bootstrap CI."
     import pandas as pd
-    out = []
-    for (knob, model_name, level), t in table[table['side'] == 'text'].groupby(['knob', 'model', 'level']):
+    out, t_all = [], table[table['side'] == 'text']
+    if 'abnormal_image' in t_all.columns: t_all = t_all[t_all['abnormal_image'].astype(bool)]  # only these can be corrupted
+    for (knob, model_name, level), t in t_all.groupby(['knob', 'model', 'level']):
         if t['corrupted'].nunique() < 2: continue
         fn = lambda s, c: float(s[c].mean() - s[~c].mean()) if c.any() and (~c).any() else math.nan
         res = bootstrap_ci(fn, t['sigma2'].to_numpy(float), t['corrupted'].to_numpy(bool), groups=t['subject_id'].to_numpy(),
