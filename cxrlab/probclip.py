@@ -25,9 +25,9 @@ __all__ = ['DISTANCES', 'KL_REDUCTIONS', 'OBJECTIVES', 'NEGATION_WORDS', 'LATERA
            'augment_report', 'StudyPairs', 'ProbCLIPModel', 'ProbCLIPLoss', 'MatchProbabilityScorer', 'probclip_scorer',
            'ranks_by_scorer', 'install_scorer_ranking', 'build_probclip', 'mean_sigma2', 'equal_count_bins', 'spearman',
            'uncertainty_binned_recall', 'ece_from_hist', 'match_probability_hist', 'top1_softmax', 'calibration_eval',
-           'plot_reliability', 'plausible_match_eval', 'mu_dot_retrieval_eval', 'uncertainty_deciles_eval',
-           'plot_uncertainty_recall', 'setup_probclip', 'sigma_table', 'sigma_sweep', 'sigma_trend',
-           'corrupted_vs_clean', 'plot_sigma_sweep']
+           'plot_reliability', 'plausible_match_eval', 'mu_dot_retrieval_eval', 'subset_ranks',
+           'uncertainty_deciles_eval', 'plot_uncertainty_recall', 'setup_probclip', 'sigma_table', 'sigma_sweep',
+           'sigma_trend', 'corrupted_vs_clean', 'plot_sigma_sweep']
 
 # %% ../nbs/05_probclip.ipynb #2ce9bbf1
 def soft_clamp(x: Tensor, lo: float, hi: float) -> Tensor:
@@ -720,15 +720,30 @@ def mu_dot_retrieval_eval(ctx) -> dict:
     return {f'mu_dot/{k}': v for k, v in res.items()}
 
 
-def uncertainty_deciles_eval(ctx, n_bins: int = 10) -> dict:
-    "R@1 per σ² decile of the queries in both directions (see `uncertainty_binned_recall`), and the figure."
+def subset_ranks(sr, keep) -> 'StudyRanks':
+    "The queries of a StudyRanks where `keep` [Q] is True."
+    from cxrlab.evaluate import StudyRanks
+    from cxrlab.metrics import RelevantRanks
+    k = torch.as_tensor(keep, dtype=torch.bool)
+    pick = lambda xs: [x for x, m in zip(xs, k.tolist()) if m]
+    return StudyRanks(sr.direction, RelevantRanks(sr.rr.pos[k], sr.rr.n_rel[k], sr.rr.n_gallery), pick(sr.query_studies), pick(sr.query_subjects))
+
+
+def uncertainty_deciles_eval(ctx, n_bins: int = 10, n_bins_abnormal: int = 5) -> dict:
+    "R@1 / R@10 per σ² decile of the queries in both directions, and per σ² quintile among abnormal studies only; the figure."
+    from cxrlab.evaluate import PATHOLOGY_LABELS, abnormal_studies
     es = ctx.embeddings
     idx, studies, first = study_index(es.study_ids)
     unc = {'t2i': mean_sigma2({'logvar': es.text['logvar'][first]}), 'i2t': mean_sigma2(es.image)}
     out, ranks = {}, {}
+    abnormal = abnormal_studies(study_labels(ctx.rows, studies)) if set(PATHOLOGY_LABELS) <= set(ctx.rows.columns) else None
     for d in ('t2i', 'i2t'):
         ranks[d] = study_ranks(es, d)
         out.update(uncertainty_binned_recall(ranks[d], unc[d], n_bins, (1, 10), ctx.n_resamples, ctx.seed, f'uncertainty/{d}/'))
+        keep = None if abnormal is None else (abnormal if d == 't2i' else abnormal[idx])
+        if keep is not None and int(keep.sum()) >= 2 * n_bins_abnormal:  # is σ² more than a normal-vs-abnormal flag?
+            out.update(uncertainty_binned_recall(subset_ranks(ranks[d], keep), unc[d][keep], n_bins_abnormal, (1, 10),
+                                                 ctx.n_resamples, ctx.seed, f'uncertainty/abnormal/{d}/'))
     out['uncertainty/image_sigma2_mean'] = float(unc['i2t'].mean()); out['uncertainty/text_sigma2_mean'] = float(unc['t2i'].mean())
     ctx.figures['uncertainty_recall'] = plot_uncertainty_recall(out, n_bins)
     return out
@@ -861,19 +876,20 @@ def corrupted_vs_clean(table: 'pd.DataFrame', n_resamples: int = 200, seed: int 
 
 
 def plot_sigma_sweep(means: 'pd.DataFrame', corr: 'pd.DataFrame'):
-    "Mean σ² of texts and images against each knob (95% CIs over patients), one panel per knob, ρ in the legend."
+    "Mean σ² of texts and images against each knob, relative to its lowest level (95% CIs over patients), ρ in the legend."
     import matplotlib.pyplot as plt
     knobs = list(dict.fromkeys(means['knob']))
-    fig, axes = plt.subplots(1, len(knobs), figsize=(4.6 * len(knobs), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(knobs), figsize=(4.8 * len(knobs), 3.5), squeeze=False)
     colors, styles = {'text': 'tab:orange', 'image': 'tab:blue'}, {'retrained': '-', 'main': '--'}
     for ax, knob in zip(axes[0], knobs):
         for (model_name, side), t in means[means['knob'] == knob].groupby(['model', 'side'], sort=False):
-            t = t.sort_values('level')
+            t = t.sort_values('level'); ref = float(t['mean'].iloc[0])
             c = corr[(corr['knob'] == knob) & (corr['model'] == model_name) & (corr['side'] == side)].iloc[0]
-            ax.errorbar(t['level'], t['mean'], yerr=[t['mean'] - t['low'], t['high'] - t['mean']], color=colors.get(side),
+            ax.errorbar(t['level'], t['mean'] / ref, yerr=[(t['mean'] - t['low']) / ref, (t['high'] - t['mean']) / ref], color=colors.get(side),
                         ls=styles.get(model_name, ':'), marker='o', ms=3, capsize=2,
-                        label=f"{side}, {model_name}: ρ={c['spearman']:.2f} [{c['low']:.2f}, {c['high']:.2f}]")
-        ax.set_xlabel(knob); ax.set_ylabel('mean σ²'); ax.set_yscale('log'); ax.grid(alpha=.3); ax.legend(fontsize=6)
-        ax.set_title(f'σ² vs SynthCXR {knob}', fontsize=9)
+                        label=f"{side}, {model_name} (σ² {ref:.3g} at {t['level'].iloc[0]:g}): ρ={c['spearman']:.2f} [{c['low']:.2f}, {c['high']:.2f}]")
+        ax.axhline(1, color='k', lw=0.6)
+        ax.set_xlabel(knob); ax.set_ylabel('mean σ² / mean σ² at the lowest level'); ax.grid(alpha=.3); ax.legend(fontsize=5.5)
+        ax.set_title(f'σ² vs SynthCXR {knob} (solid: a model per level; dashed: one model)', fontsize=8)
     fig.tight_layout()
     return fig
