@@ -1016,11 +1016,12 @@ def read_study_csv(data_root: Path, qc: QCReport, csv_path: str | Path | None = 
     return out
 
 # %% ../nbs/01_data.ipynb #dd176912
-def _synth_manifest_path(data_root: Path | None, n_patients: int, image_size: int, seed: int, views) -> Path:
-    "Manifest of a SynthCXR folder, or of the cached default dataset."
+def _synth_manifest_path(data_root: Path | None, n_patients: int, image_size: int, seed: int, views,
+                         generation: Mapping | None = None) -> Path:
+    "Manifest of a SynthCXR folder, or of the cached dataset generated with these options."
     if data_root is None:
         from cxrlab.synth import ensure_synthcxr
-        kw = dict(n_patients=n_patients, image_size=image_size, seed=seed)
+        kw = dict(n_patients=n_patients, image_size=image_size, seed=seed, **dict(generation or {}))
         if views is not None: kw['views'] = tuple(views)
         return Path(ensure_synthcxr(**kw))
     if data_root.is_file(): return data_root
@@ -1028,9 +1029,13 @@ def _synth_manifest_path(data_root: Path | None, n_patients: int, image_size: in
 
 
 def read_synth(data_root: Path | None, qc: QCReport, n_patients: int = 64, image_size: int = 128, seed: int = 0,
-               synth_views: Sequence[str] | None = None, **_) -> tuple[pd.DataFrame, Path]:
-    "SynthCXR manifest (generated and cached when `data_root` is None); returns (table, image root)."
-    mp = _synth_manifest_path(data_root, n_patients, image_size, seed, synth_views)
+               synth_views: Sequence[str] | None = None, **options) -> tuple[pd.DataFrame, Path]:
+    "SynthCXR manifest (generated and cached when `data_root` is None, with any SynthCXR generation options); returns (table, image root)."
+    from cxrlab.synth import DEFAULT_CONFIG
+    generation = {k: v for k, v in options.items() if k in DEFAULT_CONFIG}  # difficulty, report_noise, prevalence, ...
+    if generation and data_root is not None:
+        raise DataError(f"SynthCXR generation options {sorted(generation)} only apply when the data is generated (data_root=None)")
+    mp = _synth_manifest_path(data_root, n_patients, image_size, seed, synth_views, generation)
     df, meta = load_manifest(mp)
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing: raise DataError(f"{mp}: missing column(s) {missing}")

@@ -533,6 +533,7 @@ class EvalContext:
     n_resamples: int = 200
     seed: int = 0
     figures: dict = field(default_factory=dict)  # name -> matplotlib figure (saved into the run)
+    ranks: dict = field(default_factory=dict)  # direction -> StudyRanks of the run's own scorer (computed once)
 
 
 @dataclass
@@ -902,6 +903,7 @@ def evaluate_run(run,  # a LoadedRun, or a run folder / name
     es = run_embeddings(lr, rows, split, batch_size, dev, precision, num_workers, reuse, out_dir) if lr.method.retrieval else None
     ctx = EvalContext(lr, manifest, rows, split, es, dev, get_precision(precision, dev), int(batch_size), int(n_resamples), int(seed))
     ranks = {d: study_ranks(es, d) for d in ('i2t', 't2i')} if es is not None else {}
+    ctx.ranks = ranks
     out = {}
     if 'retrieval' in fams: out.update(_retrieval_family(ctx, ranks))
     if 'protocol' in fams: out.update(_protocol_family(ctx, ranks))

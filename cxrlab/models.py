@@ -1221,18 +1221,23 @@ class Method:
     defaults: dict = field(default_factory=dict)  # default {'model': {...}, 'loss': {...}} options
     module: str = ''  # module that registers the method (imported by get_method when needed)
     dataset_mode: str = 'pair'  # CXRDataset mode the method trains on
+    wrap_dataset: Callable | None = None  # (dataset, split, config) -> dataset, e.g. multi-view pairs built from studies
     retrieval: bool = True  # False for methods that do not embed images and reports (e.g. a segmentation model)
     description: str = ''
 
-    def config(self, backbone_config: Mapping, model: Mapping | None = None, loss: Mapping | None = None) -> dict:
-        "The full method config: backbone config plus the defaults updated with `model` / `loss` options."
-        unknown = {k: set(o or {}) - set(self.defaults.get(k, {})) for k, o in (('model', model), ('loss', loss))}
+    def config(self, backbone_config: Mapping, model: Mapping | None = None, loss: Mapping | None = None,
+               data: Mapping | None = None) -> dict:
+        "The full method config: backbone config plus the defaults updated with `model` / `loss` / `data` options."
+        given = (('model', model), ('loss', loss), ('data', data))
+        unknown = {k: set(o or {}) - set(self.defaults.get(k, {})) for k, o in given}
         bad = {k: sorted(v) for k, v in unknown.items() if v}
         if bad: raise KeyError(f"method {self.name!r}: unknown option(s) {bad}; known: "
                                f"{ {k: sorted(v) for k, v in self.defaults.items()} }")
-        return {'backbone': copy.deepcopy(dict(backbone_config)),
-                'model': {**copy.deepcopy(self.defaults.get('model', {})), **dict(model or {})},
-                'loss': {**copy.deepcopy(self.defaults.get('loss', {})), **dict(loss or {})}}
+        out = {'backbone': copy.deepcopy(dict(backbone_config))}
+        for k, o in given:
+            if k != 'data' or 'data' in self.defaults:
+                out[k] = {**copy.deepcopy(self.defaults.get(k, {})), **dict(o or {})}
+        return out
 
 
 METHODS: dict[str, Method] = {}

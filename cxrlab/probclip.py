@@ -23,11 +23,11 @@ __all__ = ['DISTANCES', 'KL_REDUCTIONS', 'OBJECTIVES', 'NEGATION_WORDS', 'LATERA
            'pcmepp_distance_pairs', 'distance_fns', 'initial_match_constants', 'MatchHead', 'vib_kl',
            'softmax_match_loss', 'bce_match_loss', 'pseudo_positives', 'pseudo_positive_loss', 'is_protected_word',
            'augment_report', 'StudyPairs', 'ProbCLIPModel', 'ProbCLIPLoss', 'MatchProbabilityScorer', 'probclip_scorer',
-           'ranks_by_scorer', 'install_scorer_ranking', 'build_probclip', 'mean_sigma2', 'equal_count_bins', 'spearman',
-           'uncertainty_binned_recall', 'ece_from_hist', 'match_probability_hist', 'top1_softmax', 'calibration_eval',
-           'plot_reliability', 'plausible_match_eval', 'mu_dot_retrieval_eval', 'subset_ranks',
-           'uncertainty_deciles_eval', 'plot_uncertainty_recall', 'setup_probclip', 'sigma_table', 'sigma_sweep',
-           'sigma_trend', 'corrupted_vs_clean', 'plot_sigma_sweep']
+           'build_probclip', 'mean_sigma2', 'equal_count_bins', 'spearman', 'uncertainty_binned_recall',
+           'ece_from_hist', 'match_probability_hist', 'top1_softmax', 'calibration_eval', 'plot_reliability',
+           'plausible_match_eval', 'mu_dot_retrieval_eval', 'subset_ranks', 'uncertainty_deciles_eval',
+           'plot_uncertainty_recall', 'setup_probclip', 'sigma_table', 'sigma_sweep', 'sigma_trend',
+           'corrupted_vs_clean', 'plot_sigma_sweep']
 
 # %% ../nbs/05_probclip.ipynb #2ce9bbf1
 def soft_clamp(x: Tensor, lo: float, hi: float) -> Tensor:
@@ -449,75 +449,6 @@ def probclip_scorer(model: nn.Module) -> MatchProbabilityScorer:
     a, b = float(model.match.scale.detach()), float(model.match.shift.detach())
     return MatchProbabilityScorer(model.distance, max(a, model.match.min_scale), b)
 
-# %% ../nbs/05_probclip.ipynb #2470870c
-def _relevant_matrix(relevant, n_queries: int) -> tuple[Tensor, Tensor]:
-    "([Q, R] gallery indices padded with -1, [Q] counts) from a [Q] index tensor or Q index lists."
-    if isinstance(relevant, Tensor) or (len(relevant) and not isinstance(relevant[0], (list, tuple))):
-        rel = [[int(i)] for i in torch.as_tensor(relevant).tolist()]
-    else: rel = [list(map(int, r)) for r in relevant]
-    if len(rel) != n_queries: raise ValueError(f"relevant has {len(rel)} entries for {n_queries} queries")
-    R = max([len(r) for r in rel] + [1])
-    idx = torch.full((n_queries, R), -1, dtype=torch.long)
-    for q, r in enumerate(rel): idx[q, :len(r)] = torch.tensor(r, dtype=torch.long)
-    return idx, torch.tensor([len(r) for r in rel])
-
-
-def ranks_by_scorer(queries: Mapping[str, Tensor],  # query-side tensors (rows = queries)
-                    gallery: Mapping[str, Tensor],  # gallery-side tensors
-                    relevant,  # [Q] gallery index per query, or Q lists of indices
-                    ties: str = 'pessimistic',  # 'pessimistic' (ties rank the relevant item below) | 'optimistic'
-                    chunk_size: int = 8192,  # gallery rows per chunk
-                    query_chunk_size: int = 512,  # queries per chunk
-                    score_fn: Callable | None = None,  # (query rows, gallery rows) -> [q, g]
-                    pair_fn: Callable | None = None,  # (query rows, gallery rows) -> [n] row-aligned
-                   ):
-    "Exact ranks of each query's relevant items under `score_fn`, chunk by chunk (no [Q, G] matrix)."
-    from cxrlab.metrics import RelevantRanks
-    if ties not in ('pessimistic', 'optimistic'): raise ValueError(f"ties={ties!r}; expected 'pessimistic' or 'optimistic'")
-    rows = lambda parts, ix: {k: v[ix] for k, v in parts.items()}
-    n_q, n_g = len(next(iter(queries.values()))), len(next(iter(gallery.values())))
-    idx, n_rel = _relevant_matrix(relevant, n_q)
-    if (idx >= n_g).any(): raise ValueError(f"relevant index out of range for a gallery of {n_g}")
-    valid = idx >= 0
-    pos = []
-    for q0 in range(0, n_q, query_chunk_size):
-        sl = slice(q0, q0 + query_chunk_size)
-        q, ix, ok = rows(queries, sl), idx[sl], valid[sl]
-        qi, ri = ok.nonzero(as_tuple=True)
-        rs = torch.full(ix.shape, -math.inf, dtype=torch.float64)
-        if len(qi): rs[qi, ri] = pair_fn(rows(q, qi), rows(gallery, ix[qi, ri])).double()
-        rs = rs.sort(1, descending=True).values.contiguous()
-        counts = torch.zeros(rs.shape, dtype=torch.long)
-        for g0 in range(0, n_g, chunk_size):
-            s = score_fn(q, rows(gallery, slice(g0, g0 + chunk_size))).double()
-            inside = ok & (ix >= g0) & (ix < g0 + s.shape[1])
-            r_in, c_in = inside.nonzero(as_tuple=True)
-            s[r_in, ix[r_in, c_in] - g0] = -math.inf  # relevant items are not counted
-            srt = s.sort(1).values.contiguous()
-            counts += s.shape[1] - torch.searchsorted(srt, rs, right=(ties == 'optimistic'))
-        pos.append(counts.double() + torch.arange(1, rs.shape[1] + 1, dtype=torch.float64))
-    pos = torch.cat(pos).masked_fill(~valid, math.inf) if pos else torch.zeros(0, idx.shape[1], dtype=torch.float64)
-    return RelevantRanks(pos, n_rel, n_g)
-
-
-def install_scorer_ranking() -> bool:
-    "Give cxrlab.metrics.chunked_relevant_ranks the score_fn / pair_fn arguments if it lacks them; True if installed."
-    import cxrlab.metrics as M
-    base = M.chunked_relevant_ranks
-    if 'score_fn' in inspect.signature(base).parameters: return False
-    def chunked_relevant_ranks(queries, gallery, relevant, ties='pessimistic', chunk_size=32768, query_chunk_size=1024,
-                               progress=False, score_fn=None, pair_fn=None):
-        if score_fn is None:
-            return base(queries, gallery, relevant, ties=ties, chunk_size=chunk_size, query_chunk_size=query_chunk_size, progress=progress)
-        pair_fn = pair_fn or (lambda q, g: torch.stack([score_fn({k: v[i:i + 1] for k, v in q.items()},
-                                                                 {k: v[i:i + 1] for k, v in g.items()})[0, 0] for i in range(len(next(iter(q.values()))))]))
-        return ranks_by_scorer(queries, gallery, relevant, ties, chunk_size, query_chunk_size, score_fn, pair_fn)
-    chunked_relevant_ranks.__doc__ = base.__doc__
-    M.chunked_relevant_ranks = chunked_relevant_ranks
-    return True
-
-_ = install_scorer_ranking()
-
 # %% ../nbs/05_probclip.ipynb #3b1694b1
 _MODEL_DEFAULTS = dict(distance='csd', normalize_mu=True, logvar_min=-6., logvar_max=6., logvar_clamp='soft', init_logvar=-4.,
                        uncertainty_hidden=256, init_temperature=0.07, init_scale=None, init_shift=None, min_scale=1e-3)
@@ -531,10 +462,15 @@ def build_probclip(config: Mapping, backbone: nn.Module | None = None) -> ProbCL
 def _probclip_loss(opts: Mapping) -> ProbCLIPLoss:
     return ProbCLIPLoss(**opts)
 
+def _study_pairs(dataset, split: str, config: Mapping):
+    "The method's training data: each study as two views and two sections (StudyPairs); other splits unchanged."
+    return StudyPairs(dataset, float(config['data']['word_dropout']), bool(config['data']['shuffle_sentences'])) if split == 'train' else dataset
+
 PROBCLIP = register_method(Method(
     'probclip', build=build_probclip, loss=_probclip_loss, scorer=probclip_scorer, module='cxrlab.probclip',
     evaluations=('mu_dot_retrieval', 'uncertainty_deciles', 'match_calibration', 'plausible_match'),
-    defaults={'model': _MODEL_DEFAULTS, 'loss': _LOSS_DEFAULTS}, dataset_mode='study',
+    defaults={'model': _MODEL_DEFAULTS, 'loss': _LOSS_DEFAULTS, 'data': {'word_dropout': 0.1, 'shuffle_sentences': True}},
+    dataset_mode='study', wrap_dataset=_study_pairs,
     description='MedProbCLIP: Gaussian embeddings, MedProbCLIP / PCME++ match probability, VIB, multi-view / multi-section training'))
 
 # %% ../nbs/05_probclip.ipynb #cc3945b6
@@ -783,13 +719,10 @@ def setup_probclip(word_dropout: float = 0.1,  # text copies of missing sections
                    shuffle_sentences: bool = True,
                    **params,  # setup_experiment arguments: prefix, model_options, loss_options, EXPERIMENT_PARAMS, ...
                   ):
-    "`setup_experiment('probclip', ...)` with the training split as `StudyPairs` (two views, two sections per study)."
+    "`setup_experiment('probclip', ...)` with the StudyPairs options (the method's `wrap_dataset` builds the pairs)."
     from cxrlab.train import setup_experiment
-    extra = {**dict(params.pop('extra_params', None) or {}), 'study_pairs': {'word_dropout': float(word_dropout),
-                                                                             'shuffle_sentences': bool(shuffle_sentences)}}
-    exp = setup_experiment('probclip', extra_params=extra, **params)
-    exp.datasets['train'] = StudyPairs(exp.datasets['train'], float(word_dropout), bool(shuffle_sentences))
-    return exp
+    return setup_experiment('probclip', data_method_options={'word_dropout': float(word_dropout),
+                                                             'shuffle_sentences': bool(shuffle_sentences)}, **params)
 
 
 def sigma_table(es, rows) -> 'pd.DataFrame':

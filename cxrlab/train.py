@@ -1034,6 +1034,7 @@ def setup_experiment(method: str | Method = 'clip',  # a registered method (or a
                      prefix: str | None = None,  # run-name prefix (the notebook's stem)
                      model_options: Mapping | None = None,  # method model options (see the method's defaults)
                      loss_options: Mapping | None = None,  # method loss options
+                     data_method_options: Mapping | None = None,  # options of the method's `wrap_dataset` (its 'data' defaults)
                      extra_params: Mapping | None = None,  # method-specific parameters to record in params.json
                      synth_options: Mapping | None = None,  # extra SynthCXR generation options (difficulty, report_noise, ...)
                      **params,  # EXPERIMENT_PARAMS and TrainConfig fields
@@ -1051,7 +1052,7 @@ def setup_experiment(method: str | Method = 'clip',  # a registered method (or a
     manifest, qc = build_manifest(**data)
     overrides = {**P['model_overrides'], **{k: P[k] for k in ('image_size', 'embed_dim') if P.get(k) is not None}}
     bundle = create_model(P['backbone'], pretrained=P['pretrained'], **overrides)
-    mcfg = m.config(bundle.config, model_options, loss_options)
+    mcfg = m.config(bundle.config, model_options, loss_options, data_method_options)
     model, loss = m.build(mcfg, bundle.model), m.loss(mcfg['loss'])
     record = {k: v for k, v in P.items() if k != 'train'}
     record.update(train=asdict(cfg), data=data, method={'name': m.name, 'module': m.module, 'config': mcfg}, **(extra_params or {}))
@@ -1060,6 +1061,7 @@ def setup_experiment(method: str | Method = 'clip',  # a registered method (or a
     tf = {'train': bundle.train_transform, 'validate': bundle.eval_transform, 'test': bundle.eval_transform}
     datasets = {s: CXRDataset(manifest[manifest['split'] == s], mode=m.dataset_mode, transform=tf[s], section=P['section'])
                 for s in ('train', 'validate', 'test')}
+    if m.wrap_dataset is not None: datasets = {s: m.wrap_dataset(d, s, mcfg) for s, d in datasets.items()}
     collate = make_collate(bundle.tokenizer, text_keys=MODE_TEXT_KEYS.get(m.dataset_mode, ('text',)))
     if not m.retrieval and cfg.early_stop_metric == 'rsum':
         log = get_logger('cxrlab.train'); log.info(f"{m.name} is not a retrieval method: set early_stop_metric to one of its validation metrics")

@@ -394,3 +394,14 @@ def test_mimic_addendum_after_underscores_stays_out_of_findings_and_impression(t
     row = with_add.set_index('image_id').loc['d03']
     assert row['impression'] == 'Possible mild pulmonary edema.'            # still never in the impression
     assert row['report'].endswith('Possible mild pulmonary edema. The findings were discussed with Dr. ___ at 10:00.')
+
+
+def test_synth_generation_options_reach_the_generator():
+    "difficulty / report_noise / prevalence given to build_manifest change the generated data (not swallowed)."
+    from cxrlab.data import DataError, build_manifest
+    clean, _ = build_manifest('synth', n_patients=40, image_size=48)
+    noisy, _ = build_manifest('synth', n_patients=40, image_size=48, report_noise=1.0)
+    assert (clean['report_noise'].fillna('') == '').all() and (noisy['report_noise'].fillna('') != '').any()
+    assert noisy.attrs['meta']['data_root'] != clean.attrs['meta']['data_root']  # its own cache entry
+    with pytest.raises(DataError, match='only apply when the data is generated'):
+        build_manifest('synth', clean.attrs['meta']['data_root'], report_noise=0.5)
