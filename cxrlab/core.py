@@ -208,7 +208,7 @@ def load_checkpoint(ckpt_dir: str | Path,  # folder written by `save_checkpoint`
     if model is not None:
         target = model.module if hasattr(model, 'module') else model
         target = getattr(target, '_orig_mod', target)
-        missing, unexpected = target.load_state_dict(sd, strict=strict)
+        torch.nn.Module.load_state_dict(target, sd, strict=strict)  # the base method: some libraries override it (smp encoders)
     spath = ckpt_dir/'state.pt'
     state = torch.load(spath, map_location=map_location, weights_only=True) if spath.exists() else None
     return {'model': sd, 'state': state}

@@ -793,7 +793,7 @@ def synth_reference_rows(manifest,  # a SynthCXR manifest (build_manifest('synth
         train = manifest[manifest['split'] == 'train'].reset_index(drop=True); train.attrs['meta'] = rows.attrs['meta']
         for name, r in prior_localization_metrics(train, rows).items():
             out[f'prior: {name.replace("_", " + ")} (image-blind)'] = {'grounding/similarity/PointingGame': r['PointingGame'],
-                                                                        'segmentation/Dice_macro': r['Dice'], 'segmentation/IoU_macro': r['IoU']}
+                                                                        'loc/Dice/macro': r['Dice'], 'loc/IoU/macro': r['IoU']}
     return out
 
 

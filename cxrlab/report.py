@@ -15,9 +15,9 @@ import nbformat
 from .core import get_logger, load_json, resolve_path, save_json, atomic_write, project_root
 
 # %% auto #0
-__all__ = ['PROFILES', 'LEADERBOARD_COLUMNS', 'PIPELINE_NEEDS', 'PIPELINE_PARAMS', 'RESULTS_MARKERS', 'README_FIGURES',
-           'SUBCOMMANDS', 'profile_params', 'parse_value', 'load_param_file', 'parameters_cell', 'nbs_dir',
-           'experiment_notebooks', 'NotebookFailed', 'RunResult', 'LogLines', 'html_report', 'run_notebook',
+__all__ = ['PROFILES', 'LEADERBOARD_COLUMNS', 'PIPELINE_NEEDS', 'PIPELINE_PARAMS', 'PROFILE_STAGE_PARAMS', 'RESULTS_MARKERS',
+           'README_FIGURES', 'SUBCOMMANDS', 'profile_params', 'parse_value', 'load_param_file', 'parameters_cell',
+           'nbs_dir', 'experiment_notebooks', 'NotebookFailed', 'RunResult', 'LogLines', 'html_report', 'run_notebook',
            'run_label', 'leaderboard_rows', 'leaderboard_table', 'plot_leaderboard', 'write_leaderboard', 'write_index',
            'collate', 'StageResult', 'trained_runs', 'stage_fingerprint', 'run_pipeline', 'write_summary',
            'readme_text', 'sync_readme', 'results_markdown', 'fill_results', 'build_parser', 'main']
@@ -178,7 +178,7 @@ LEADERBOARD_COLUMNS = [  # (metric, header) in the order shown
     ('contrast/i2t', 'contrast acc. (image→report)'), ('contrast/t2i', 'contrast acc. (report→image)'),
     ('label_query/macro/R-Precision', 'label-query R-precision'), ('zero_shot/AUROC_macro', 'zero-shot AUROC'),
     ('grounding/similarity/PointingGame', 'pointing game'), ('grounding/similarity/CNR', 'CNR'),
-    ('segmentation/Dice_macro', 'localization Dice'),
+    ('loc/Dice/macro', 'localization Dice (macro)'),
     ('cost/params_M', 'params (M)'), ('cost/train_time_s', 'train time (s)'), ('cost/forward_images_per_s', 'images/s'),
 ]
 
@@ -187,7 +187,7 @@ def run_label(run_dir: str | Path) -> str:
     p = load_json(Path(run_dir)/'params.json')['params'] if (Path(run_dir)/'params.json').exists() else {}
     m = (p.get('method') or {})
     bb = ((m.get('config') or {}).get('backbone') or {}).get('name', p.get('backbone', ''))
-    extra = next((str(p[k]) for k in ('variant', 'loss_combo') if p.get(k)), '')
+    extra = next((str(p[k]) for k in ('variant', 'loss_combo', 'stage') if p.get(k)), '')
     return ' '.join(x for x in (m.get('name', Path(run_dir).name), extra, f'({bb})' if bb else '') if x)
 
 def leaderboard_rows(eval_metrics: dict,  # metrics.json of the evaluation stage: '<split>/<run>/<metric>'
@@ -296,7 +296,12 @@ def collate(results: list[StageResult], reports_dir: str | Path, profile: str = 
     if ev is not None:
         runs = load_json(Path(ev.run_dir)/'params.json')['params'].get('runs', [])
         rows = leaderboard_rows(load_json(Path(ev.run_dir)/'metrics.json'), runs, references=references)
-        write_leaderboard(rows, reports_dir)
+    for r in results:  # methods that do not embed image-report pairs report their own test metrics (e.g. localization)
+        for d in (trained_runs(r.run_dir) if r.status == 'ok' and r.run_dir else []):
+            if not _is_retrieval_run(d) and (Path(d)/'metrics.json').exists():
+                m = {k[5:]: v for k, v in load_json(Path(d)/'metrics.json').items() if k.startswith('test/')}
+                if any(c in m for c, _ in LEADERBOARD_COLUMNS): rows[run_label(d)] = m
+    if rows: write_leaderboard(rows, reports_dir)
     write_index(results, reports_dir, profile)
     return rows
 
@@ -312,18 +317,30 @@ class StageResult:
     error: str | None = None
     metrics: dict = field(default_factory=dict)
 
-def trained_runs(run_dir: str | Path) -> list[str]:
+def trained_runs(run_dir: str | Path,
+                 retrieval_only: bool = False,  # only runs of methods that embed images and reports (what 07 compares)
+                ) -> list[str]:
     "The model runs a stage produced: the stage's run itself if it has a best checkpoint, and the `child_runs` it lists."
     d = Path(run_dir)
     out = [str(d)] if (d/'checkpoints'/'best').exists() else []
     if (d/'params.json').exists():
         out += [c for c in load_json(d/'params.json')['params'].get('child_runs', []) if (Path(c)/'checkpoints'/'best').exists()]
-    return out
+    return [r for r in out if not retrieval_only or _is_retrieval_run(r)]
+
+def _is_retrieval_run(run_dir: str | Path) -> bool:
+    from cxrlab.models import get_method
+    rec = load_json(Path(run_dir)/'params.json')['params'].get('method') or {}
+    try: return get_method(rec['name'], rec.get('module')).retrieval
+    except KeyError: return True  # an unknown method: let the evaluation stage name the problem
 
 PIPELINE_NEEDS = {  # notebook stem -> what it needs from earlier stages ('trained': at least one trained model run)
     '07_retrieval_eval': 'trained', '08_viz': 'trained'}
 PIPELINE_PARAMS = {  # per-notebook parameters the pipeline adds (the main job runs every variant of a stage)
     '03_patch_ib': {'variant': 'all'}, '04_remix': {'loss_combo': 'all'}}
+PROFILE_STAGE_PARAMS = {  # profile -> notebook -> parameters: where a stage must shrink to fit the profile's budget
+    'demo': {'03_patch_ib': {'epochs': 4}, '04_remix': {'epochs': 3}, '05_probclip': {'epochs': 4, 'sweep_patients': 400,
+             'sweep_epochs': 2}, '06_localization': {'n_patients': 1000, 'image_size': 64, 'epochs': 3, 'phase1_epochs': 1}},
+}
 
 def stage_fingerprint(nb: Path, params: dict) -> str:
     "Hash of a notebook's source and the parameters it ran with (run names and folders excluded)."
@@ -355,13 +372,17 @@ def run_pipeline(profile: str = 'demo',  # PROFILES name
     nbs = [Path(n) for n in notebooks] if notebooks else experiment_notebooks()
     stamp = _dt.datetime.now().strftime('%Y%m%d-%H%M%S')
     state = load_json(_state_path(reports_dir)) if resume and _state_path(reports_dir).exists() else {}
-    per_stage = PIPELINE_PARAMS if stage_params is None else stage_params
+    if stage_params is None:
+        stage_params = {n: {**PIPELINE_PARAMS.get(n, {}), **PROFILE_STAGE_PARAMS.get(profile, {}).get(n, {})}
+                        for n in set(PIPELINE_PARAMS) | set(PROFILE_STAGE_PARAMS.get(profile, {}))}
     results = []
     for nb in nbs:
         declared = pm.inspect_notebook(str(nb))
-        extra = {k: v for k, v in {**per_stage.get(nb.stem, {}), **(params or {})}.items() if k in declared}
-        trained = [d for r in results if r.run_dir and r.status == 'ok' for d in trained_runs(r.run_dir)]
+        extra = {k: v for k, v in {**stage_params.get(nb.stem, {}), **(params or {})}.items() if k in declared}
+        trained = [d for r in results if r.run_dir and r.status == 'ok' for d in trained_runs(r.run_dir, retrieval_only=True)]
         if 'runs' in declared and 'runs' not in extra and trained: extra['runs'] = ','.join(trained)  # evaluate what was trained
+        base = next((r.run_dir for r in results if r.notebook.startswith('02b') and r.status == 'ok' and r.run_dir), None)
+        if 'text_run' in declared and 'text_run' not in extra and base: extra['text_run'] = base  # a trained text tower
         fp = stage_fingerprint(nb, {**profile_params(profile, declared), **extra})
         if (prev := _previous(state, nb, fp)) is not None:
             log.info(f"{nb.stem}: unchanged since its finished run ({prev.run_dir or prev.report}); skipped (--resume)")

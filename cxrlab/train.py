@@ -184,6 +184,7 @@ class TrainConfig:
     save_checkpoints: bool = True  # write checkpoints/last each epoch and checkpoints/best (needs a run)
     keep_epoch_checkpoints: bool = False  # also keep checkpoints/epoch_NNN
     restore_best: bool = True  # load the best epoch's weights into the model when training ends
+    keep_last_checkpoint: bool = True  # keep checkpoints/last (resume state) after a run finished (False saves disk)
     stop_after_epochs: int | None = None  # end this call after N epochs (time-sliced jobs; continue with resume=True)
     find_unused_parameters: bool = False  # DDP option for models with branches unused in some steps
     progress: bool = True  # tqdm progress bars
@@ -810,6 +811,8 @@ def train(model: nn.Module,  # forward(batch) -> dict of outputs
     if history and 'train/loss' in history[-1]: summary['loss'] = history[-1]['train/loss']
     best = next((h for h in history if h['epoch'] == stopper.best_epoch), None)
     if run is not None and main: _write_summary(run, summary, best, history, cfg)
+    if finished and use_ckpt and main and not cfg.keep_last_checkpoint and stopper.best_epoch is not None:
+        import shutil; shutil.rmtree(run_dir / 'checkpoints' / 'last', ignore_errors=True)  # the run is complete: best is kept
     return {'history': history, 'best_epoch': stopper.best_epoch, 'best_value': stopper.best,
             'best_metric': cfg.early_stop_metric, 'best': best, 'run_dir': None if run is None else str(run.dir), **summary}
 
@@ -1022,10 +1025,11 @@ class Experiment:
         "The method's scorer for the current model."
         return self.method.scorer(self.model)
 
-    def fit(self, **kw) -> dict:
-        "Train with the engine on train/validate; validation uses the method's scorer. `kw` goes to `train`."
-        ev = lambda m, dl, a: evaluate_retrieval(m, dl, a, loss_fn=self.loss, relevance_key=self.cfg.relevance_key,
-                                                 scorer=self.method.scorer)
+    def fit(self, evaluate_fn: Callable | None = None,  # (model, loader, accelerator) -> metrics; default: retrieval
+            **kw) -> dict:
+        "Train with the engine on train/validate; validation uses the method's scorer unless `evaluate_fn` is given."
+        ev = evaluate_fn or (lambda m, dl, a: evaluate_retrieval(m, dl, a, loss_fn=self.loss, relevance_key=self.cfg.relevance_key,
+                                                                 scorer=self.method.scorer))
         return train(self.model, self.loss, self.datasets['train'], self.datasets['validate'], self.cfg, run=self.run,
                      evaluate_fn=ev, collate_fn=self.collate, resume=self.params['resume'], **kw)
 
