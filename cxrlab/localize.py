@@ -844,6 +844,7 @@ def setup_stage(method: str,  # 'localize' | 'localize_recon'
     "A localization stage's Experiment with its own datasets (exp.datasets / exp.triplets)."
     from cxrlab.train import setup_experiment
     exp = setup_experiment(method, **kw)
+    exp.cfg.keep_last_checkpoint = False  # a U-Net's optimizer state is ~300 MB: a finished stage keeps only `best`
     if method == 'localize_recon':
         exp.loss.mean, exp.loss.std = transform_normalisation(exp.params['method']['config']['backbone'])
     else: exp.run.update_params(localization=dict(localization or {}))
@@ -852,12 +853,9 @@ def setup_stage(method: str,  # 'localize' | 'localize_recon'
 
 
 def fit_stage(exp, **kw) -> dict:
-    "Train a stage through cxrlab.train.train with its validation (Dice for phase 2, PSNR for phase 1)."
-    from cxrlab.train import train
+    "Train a stage with the engine (`Experiment.fit`) and its validation (Dice for phase 2, PSNR for phase 1)."
     val = reconstruction_validation if exp.method.name == 'localize_recon' else segmentation_validation
-    return train(exp.model, exp.loss, exp.datasets['train'], exp.datasets['validate'], exp.cfg, run=exp.run,
-                 evaluate_fn=lambda m, dl, a: val(m, dl, a, loss_fn=exp.loss), collate_fn=exp.collate,
-                 resume=exp.params['resume'], **kw)
+    return exp.fit(evaluate_fn=lambda m, dl, a: val(m, dl, a, loss_fn=exp.loss), **kw)
 
 # %% ../nbs/06_localization.ipynb #89864be8
 def text_run_backbone(text_run: str | Path) -> dict:
