@@ -253,3 +253,21 @@ def test_compiled_training_step_matches_eager_and_checkpoints_load_bare(tmp_path
     bare = TrainStep(create_model('tiny', **SMALL_OVERRIDES['tiny']).model, InfoNCELoss())
     load_checkpoint(tmp_path / 'ck', bare)
     torch.testing.assert_close(bare(batch)[1]['loss'], loss_eager, atol=1e-5, rtol=1e-5)
+
+
+def test_gpu_smoke_benchmark_runs_its_cpu_version(capsys, tmp_path):
+    "benchmarks/gpu_smoke.py discovers the stages, skips missing ones with a line, and prints its table."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('gpu_smoke', PACKAGE.parent / 'benchmarks' / 'gpu_smoke.py')
+    smoke = importlib.util.module_from_spec(spec); spec.loader.exec_module(smoke)
+    rows = smoke.main(['--device', 'cpu', '--stages', 'clip,patch_ib:E,nonesuch', '--steps', '1', '--warmup', '0',
+                       '--batch-size', '4', '--out-dir', str(tmp_path)])
+    out = capsys.readouterr().out
+    assert [r['stage'] for r in rows] == ['clip', 'patch_ib:E'] and 'tiny CPU version' in out
+    assert 'skip nonesuch: not a registered stage here' in out and '| patch_ib:E |' in out
+    assert all(r['images_per_s'] > 0 and r['train_gflops'] > 0 for r in rows)
+    for name in set(METHOD_MODULES) - {'clip', 'patch_ib'}:  # stages whose modules are not on this checkout yet
+        try:
+            get_method(name)
+        except KeyError:
+            assert f'skip {name}:' in out
