@@ -151,10 +151,11 @@ def test_every_device_choice_goes_through_core():
     """Inventory: direct device / precision / memory-format code outside cxrlab.core must be one of the places these
     tests cover. A new one is a reason to use the core helpers (get_device, get_precision, autocast, use_pin_memory,
     use_channels_last, maybe_compile) or to add a test here."""
-    patterns = r'torch\.cuda\.\w+|\.cuda\(\)|torch\.autocast\(|channels_last|pin_memory|torch\.compile\(|is_bf16_supported'
+    patterns = r'torch\.cuda\.\w+|\.cuda\(|torch\.autocast\(|torch\.channels_last|torch\.compile\(|is_bf16_supported'
     covered = {  # file: the uses, each checked above or below
-        'train.py': {'torch.cuda.is_available', 'pin_memory', 'torch.cuda.get_rng_state_all', 'torch.cuda.set_rng_state_all'},
-        'models.py': {'channels_last'},  # ResNet towers follow their weights' memory format: test_channels_last_*
+        'train.py': {'torch.cuda.is_available',  # make_loader's pin_memory default: test_training_engine_on_a_fake_gpu
+                     'torch.cuda.get_rng_state_all', 'torch.cuda.set_rng_state_all'},  # test_run_records_and_rng_state_*
+        'models.py': {'torch.channels_last'},  # ResNet towers follow their weights' memory format: test_channels_last_*
         'core.py': None,  # the helpers themselves (tested in 00_core and here)
     }
     found = {}
