@@ -20,7 +20,7 @@ Data loading is not timed: this measures the model step. On a CPU the script run
 """
 from __future__ import annotations
 
-import argparse, contextlib, gc, math, os, resource, statistics, sys, tempfile, time, warnings
+import argparse, contextlib, gc, math, os, statistics, sys, tempfile, time, warnings
 
 import torch
 
@@ -165,8 +165,11 @@ def run_stage(label, method, options, a, device, precision, out_dir) -> dict:
         times.append(time.perf_counter() - t0)
     if not torch.isfinite(loss.detach().float()):
         raise FloatingPointError(f'{label}: the loss became {float(loss)}')
-    peak = (torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == 'cuda'
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+    if device.type == 'cuda':
+        peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    else:  # the process's high-water mark (Linux reports KiB)
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     t = statistics.median(times)
     res = dict(stage=label, images_per_s=a.batch_size / t, step_ms=1000 * t, peak_gib=peak, train_gflops=flops / 1e9,
                tflops=flops * a.batch_size / t / 1e12, tokens=tokens, channels_last=channels_last,
