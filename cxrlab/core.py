@@ -16,10 +16,12 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CHEXPERT_LABELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PRECISIONS', 'as_bool', 'as_list', 'seed_everything',
-           'dataloader_generator', 'seed_worker', 'get_device', 'get_precision', 'autocast', 'atomic_write',
-           'save_json', 'load_json', 'save_checkpoint', 'load_checkpoint', 'project_root', 'resolve_path', 'cache_dir',
-           'package_versions', 'git_info', 'environment_info', 'get_logger', 'Run', 'start_run', 'resolve_run']
+__all__ = ['CHEXPERT_LABELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PRECISIONS', 'COMPILE_MODES', 'as_bool', 'as_list',
+           'seed_everything', 'dataloader_generator', 'seed_worker', 'get_device', 'cuda_bf16_native', 'get_precision',
+           'autocast', 'use_pin_memory', 'is_conv_net', 'use_channels_last', 'to_channels_last', 'compile_mode',
+           'maybe_compile', 'atomic_write', 'save_json', 'load_json', 'save_checkpoint', 'load_checkpoint',
+           'project_root', 'resolve_path', 'cache_dir', 'package_versions', 'git_info', 'environment_info',
+           'get_logger', 'Run', 'start_run', 'resolve_run']
 
 # %% ../nbs/00_core.ipynb #98558bcd
 CHEXPERT_LABELS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum',
@@ -80,22 +82,38 @@ PRECISIONS = ('fp32', 'bf16', 'fp16')
 def get_device(device: str | torch.device = 'auto') -> torch.device:
     "Resolve 'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' to a torch.device, failing clearly when unavailable."
     if isinstance(device, torch.device): return device
-    d = str(device).lower()
+    d = str(device).strip().lower()
     if d == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if d.startswith('cuda') and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} was asked for but no CUDA device is visible; use device='auto' or 'cpu'")
-    return torch.device(d)
+    try: dev = torch.device(d)
+    except RuntimeError: raise ValueError(f"device={device!r}; expected auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device={device!r} was asked for but no CUDA device is visible; use device='auto' or 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible "
+                               f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}; check CUDA_VISIBLE_DEVICES)")
+    if dev.type == 'mps' and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device={device!r} was asked for but MPS (Apple GPU) is not available; use 'auto' or 'cpu'")
+    return dev
+
+def cuda_bf16_native(device: str | torch.device = 'cuda') -> bool:
+    "True when the CUDA `device` computes bf16 in hardware (compute capability >= 8.0, or a ROCm GPU)."
+    dev = get_device(device)
+    if dev.type != 'cuda': return False
+    return bool(torch.version.hip) or torch.cuda.get_device_capability(dev)[0] >= 8
 
 def get_precision(precision: str = 'auto', device: str | torch.device | None = None) -> str:
-    "Resolve 'auto' | 'fp32' | 'bf16' | 'fp16' for `device`: cuda → bf16 if supported else fp16; cpu → fp32."
-    p = str(precision).lower()
+    "Resolve 'auto' | 'fp32' | 'bf16' | 'fp16' for `device`: cuda → bf16 if native else fp16; cpu → fp32."
+    p = str(precision).strip().lower()
     if p not in ('auto',) + PRECISIONS: raise ValueError(f"precision={precision!r}; expected one of auto, {', '.join(PRECISIONS)}")
     dev = get_device(device or 'auto')
-    if p != 'auto':
-        if p == 'fp16' and dev.type == 'cpu': raise ValueError("precision='fp16' is not supported on CPU; use fp32 or bf16")
-        return p
-    if dev.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
-    return 'fp32'
+    if p == 'auto': return ('bf16' if cuda_bf16_native(dev) else 'fp16') if dev.type == 'cuda' else 'fp32'
+    if p == 'fp16' and dev.type == 'cpu': raise ValueError("precision='fp16' is not supported on CPU; use fp32 or bf16")
+    if p == 'bf16' and dev.type == 'cuda' and not cuda_bf16_native(dev):
+        import warnings
+        warnings.warn(f"{torch.cuda.get_device_name(dev)} (compute capability {'.'.join(map(str, torch.cuda.get_device_capability(dev)))}) "
+                      f"has no bf16 tensor cores: bf16 runs emulated and slowly; precision='auto' picks fp16 here")
+    return p
 
 def autocast(device: str | torch.device = 'auto', precision: str = 'auto'):
     "An autocast context for `device`/`precision` (a no-op for fp32)."
@@ -103,6 +121,49 @@ def autocast(device: str | torch.device = 'auto', precision: str = 'auto'):
     p = get_precision(precision, dev)
     if p == 'fp32': return contextlib.nullcontext()
     return torch.autocast(dev.type, dtype=torch.bfloat16 if p == 'bf16' else torch.float16)
+
+# %% ../nbs/00_core.ipynb #4470d36a
+COMPILE_MODES = ('default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs')
+
+def use_pin_memory(device: str | torch.device = 'auto') -> bool:
+    "Pin DataLoader batches in host memory only when they go to a CUDA device."
+    return get_device(device).type == 'cuda'
+
+def is_conv_net(module: torch.nn.Module) -> bool:
+    "True when `module` has more 2-D convolutions than a ViT's single patch embedding."
+    return sum(isinstance(m, torch.nn.Conv2d) for m in module.modules()) > 1
+
+def use_channels_last(module: torch.nn.Module,  # the model (or its image tower)
+                      device: str | torch.device = 'auto',
+                      precision: str = 'auto',
+                      channels_last='auto',  # auto | true | false (papermill strings accepted)
+                     ) -> bool:
+    "'auto': channels-last for a conv net on CUDA in bf16/fp16; true/false force it."
+    if str(channels_last).strip().lower() != 'auto': return as_bool(channels_last)
+    dev = get_device(device)
+    return dev.type == 'cuda' and get_precision(precision, dev) != 'fp32' and is_conv_net(module)
+
+def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
+    "Store the 4-D weights of `module` channels-last (in place); inputs follow inside the conv towers."
+    return module.to(memory_format=torch.channels_last)
+
+def compile_mode(compile) -> str | None:
+    "None (off) or a `torch.compile` mode, from False/True, 'false'/'true' or a mode name."
+    if compile is None or isinstance(compile, bool): return 'default' if compile else None
+    s = str(compile).strip().lower()
+    if s in _FALSE: return None
+    if s in _TRUE: return 'default'
+    if s in COMPILE_MODES: return s
+    raise ValueError(f"compile={compile!r}; expected true/false or a torch.compile mode ({', '.join(COMPILE_MODES)})")
+
+def maybe_compile(module: torch.nn.Module,
+                  compile=False,  # False | True | a mode in COMPILE_MODES
+                  backend: str = 'inductor',  # torch.compile backend ('aot_eager' traces without code generation)
+                 ) -> torch.nn.Module:
+    "`torch.compile(module)` when asked (opt-in), else `module` itself."
+    mode = compile_mode(compile)
+    if mode is None: return module
+    return torch.compile(module, mode=None if mode == 'default' else mode, backend=backend)
 
 # %% ../nbs/00_core.ipynb #318563c7
 def _umask() -> int:

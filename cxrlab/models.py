@@ -25,12 +25,13 @@ __all__ = ['MODEL_CONFIGS', 'MAX_LOGIT_SCALE', 'IMAGE_TOWERS', 'TEXT_TOWERS', 'S
            'weighted_mean', 'ImageTower', 'ViTImageTower', 'ClipViTImageTower', 'TimmViTImageTower', 'CNNImageTower',
            'ResNetImageTower', 'SmallCNNImageTower', 'masked_mean', 'ClipTextTower', 'hf_text_config', 'HFTextTower',
            'word_mask', 'DualEncoder', 'ClipBPETokenizer', 'WordPieceTokenizer', 'write_wordpiece_vocab',
-           'PretrainedWeightsError', 'parse_pretrained', 'resolve_hub_dir', 'read_state_dict', 'load_matching',
-           'from_open_clip_state_dict', 'load_open_clip_weights', 'build_model', 'load_pretrained', 'ModelBundle',
-           'create_model', 'to_open_clip_state_dict', 'open_clip_model_cfg', 'save_open_clip_checkpoint',
-           'count_params', 'build_meta', 'towers_of', 'tower_side', 'param_role', 'param_groups',
-           'CrossAttentionAlignment', 'register_scorer', 'Scorer', 'make_scorer', 'DotScorer', 'LateInteractionScorer',
-           'dot_scorer', 'Method', 'register_method', 'get_method', 'profile_model']
+           'PretrainedWeightsError', 'HubRepo', 'parse_pretrained', 'hub_downloads_allowed', 'hub_cache_folder',
+           'hub_file_patterns', 'resolve_hub_dir', 'read_state_dict', 'load_matching', 'from_open_clip_state_dict',
+           'load_open_clip_weights', 'build_model', 'load_pretrained', 'ModelBundle', 'create_model',
+           'to_open_clip_state_dict', 'open_clip_model_cfg', 'save_open_clip_checkpoint', 'count_params', 'build_meta',
+           'towers_of', 'tower_side', 'param_role', 'param_groups', 'CrossAttentionAlignment', 'register_scorer',
+           'Scorer', 'make_scorer', 'DotScorer', 'LateInteractionScorer', 'dot_scorer', 'Method', 'register_method',
+           'get_method', 'profile_model']
 
 # %% ../nbs/02a_models.ipynb #c077ff62
 _BERT_BASE = dict(width=768, layers=12, heads=12, mlp_ratio=4.0, max_positions=512)
@@ -607,11 +608,21 @@ def write_wordpiece_vocab(path: str | Path,  # folder to write vocab.txt into
 
 # %% ../nbs/02a_models.ipynb #5f954392
 class PretrainedWeightsError(FileNotFoundError):
-    "Pretrained weights were requested but cannot be loaded offline."
+    "Pretrained weights were requested but cannot be loaded."
 
+
+class HubRepo(str):
+    "A hub repo id the user named (`'hf-hub:org/name'` or a bare `'org/name'`): resolving it may download."
+    def __new__(cls, repo_id: str, bare: bool = False):
+        obj = super().__new__(cls, repo_id)
+        obj.bare = bare  # given without the hf-hub: prefix (so it might have been meant as a folder)
+        return obj
+
+
+_HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]')  # org/name, as the hub allows them
 
 def parse_pretrained(pretrained) -> tuple[str | None, str | None]:
-    "('hf-hub', repo) | ('local-dir', path) | ('default', None) | (None, None) from a `pretrained` argument."
+    "('hf-hub', HubRepo) | ('local-dir', path) | ('default', None) | (None, None) from a `pretrained` argument."
     if pretrained is None or pretrained is False:
         return None, None
     if pretrained is True:
@@ -622,34 +633,128 @@ def parse_pretrained(pretrained) -> tuple[str | None, str | None]:
     if s.lower() in ('true', '1', 'yes'):
         return 'default', None
     if s.startswith('hf-hub:'):
-        return 'hf-hub', s[len('hf-hub:'):]
+        repo = s[len('hf-hub:'):].strip()
+        if not _HUB_ID.fullmatch(repo):
+            raise ValueError(f"pretrained={pretrained!r}: expected 'hf-hub:org/name' (one slash, letters, digits, . _ -)")
+        return 'hf-hub', HubRepo(repo)
     if s.startswith('local-dir:'):
         return 'local-dir', s[len('local-dir:'):]
     if Path(s).expanduser().exists():
         return 'local-dir', s
+    if _HUB_ID.fullmatch(s):
+        return 'hf-hub', HubRepo(s, bare=True)
     raise ValueError(f"pretrained={pretrained!r}: expected False, True, 'hf-hub:org/repo', 'local-dir:/path' "
                      f"or an existing path")
 
-# %% ../nbs/02a_models.ipynb #ff90e9ed
+# %% ../nbs/02a_models.ipynb #580b4592
+def hub_downloads_allowed() -> bool:
+    "False when HF_HUB_OFFLINE is set (now, or when huggingface_hub was imported)."
+    from huggingface_hub import constants
+    now = os.environ.get('HF_HUB_OFFLINE', '').strip().upper() in ('1', 'ON', 'YES', 'TRUE')
+    return not (now or constants.HF_HUB_OFFLINE)
+
+
+def hub_cache_folder(repo_id: str) -> Path:
+    "The Hugging Face cache folder of model repo `repo_id` (`$HF_HUB_CACHE/models--org--name`)."
+    from huggingface_hub import constants
+    return Path(constants.HF_HUB_CACHE) / ('models--' + str(repo_id).replace('/', '--'))
+
+
 def _weights_help(cfg: dict) -> str:
+    "How to get the registry's released weights of backbone `cfg`, for the error messages."
     w = cfg.get('weights') or {}
     hubs = [h for h in (w.get('hub'), w.get('text_hub')) if h]
-    dl = ' and '.join(f'`huggingface-cli download {h}`' for h in hubs) or 'the released weights'
-    return (f"On a machine with internet run {dl} and copy the Hugging Face cache (~/.cache/huggingface/hub, "
-            f"or $HF_HOME) here, or pass pretrained='local-dir:/path' where /path holds: {w.get('layout', '?')}.")
+    dl = ' and '.join(f'`hf download {h}` (`huggingface-cli download {h}` before huggingface_hub 1.0)' for h in hubs)
+    where = ', '.join(str(hub_cache_folder(h)) for h in hubs)
+    online = (f" On a machine with internet, pretrained='hf-hub:{hubs[0]}' downloads it there (HF_HUB_OFFLINE unset)."
+              if hubs else '')
+    return (f"For the released weights, run {dl or 'their download'} on a machine with internet and copy the result "
+            f"to {where or 'the Hugging Face cache ($HF_HUB_CACHE)'}, or pass pretrained='local-dir:/path' where /path "
+            f"holds: {w.get('layout', '?')}.{online}")
+
+# %% ../nbs/02a_models.ipynb #ff90e9ed
+_HUB_SMALL_FILES = ('*.json', '*.txt', '*.model')  # configs, vocabularies, sentencepiece models
+_HF_TEXT_WEIGHTS = ('model.safetensors', 'pytorch_model.bin')
 
 
-def resolve_hub_dir(repo_id: str,  # 'org/name' on the Hugging Face hub
-                    cfg: dict | None = None,  # backbone config, for the error message
-                   ) -> Path:
-    "Local snapshot folder of `repo_id` from the HF cache; never downloads."
+def hub_file_patterns(cfg: dict,  # backbone config (its `weights` entry says which files exist)
+                      repo_files: Iterable[str],  # paths in the hub repo
+                      repo_id: str = '',  # for the error message
+                     ) -> list[str]:
+    "The repo files `cfg` needs: one weights file per part (first candidate present) plus small config/vocab files."
+    from fnmatch import fnmatch
+    w, files = cfg.get('weights') or {}, sorted(repo_files)
+    parts = {'model': (w.get('files'), ('',)), 'image weights': (w.get('image_files'), ('',)),  # at the top level
+             'text weights': (_HF_TEXT_WEIGHTS if w.get('text_hub') else None, ('', 'text/'))}  # or under text/
+    chosen = []
+    for part, (candidates, folders) in parts.items():
+        if not candidates:
+            continue
+        hit = next((f for pat in candidates for d in folders for f in files
+                    if f.startswith(d) and '/' not in f[len(d):] and fnmatch(f[len(d):], pat)), None)
+        if hit is None:
+            raise PretrainedWeightsError(f"{cfg.get('name', 'model')}: hub repo {repo_id!r} has no {part} "
+                                         f"({' | '.join(candidates)}); it holds {files[:12]}. " + _weights_help(cfg))
+        chosen.append(hit)
+    return chosen + list(_HUB_SMALL_FILES)
+
+# %% ../nbs/02a_models.ipynb #1ad5aa4a
+def _cached_snapshot(repo_id: str) -> Path:
+    "The cached snapshot folder of `repo_id` (a partial one too); raises when there is none."
     from huggingface_hub import snapshot_download
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
+        return Path(snapshot_download(str(repo_id), local_files_only=True))
+    except Exception as e:  # IncompleteSnapshotError carries the folder of a pattern-filtered download
+        if getattr(e, 'snapshot_path', None) and Path(e.snapshot_path).is_dir():
+            return Path(e.snapshot_path)
+        raise
+
+
+def _download_snapshot(repo_id: str, cfg: dict | None) -> Path:
+    "Download what `cfg` needs from `repo_id` into the HF cache (progress bar, HF_ENDPOINT, HF_TOKEN apply)."
+    from huggingface_hub import HfApi, snapshot_download
+    files = [s.rfilename for s in HfApi().model_info(str(repo_id)).siblings or []]  # one request, no retries
+    patterns = hub_file_patterns(cfg, files, repo_id) if cfg else None
+    from cxrlab.core import get_logger
+    get_logger('cxrlab.models').info(f"downloading {repo_id} ({', '.join(patterns) if patterns else 'all files'}) "
+                                     f"into {hub_cache_folder(repo_id)}")
+    return Path(snapshot_download(str(repo_id), allow_patterns=patterns))
+
+
+def _hub_refused(e: Exception) -> bool:
+    "True for hub answers that retrying from the cache cannot fix: no such repo, gated, no such revision."
+    names = {t.__name__ for t in type(e).__mro__}
+    return bool(names & {'RepositoryNotFoundError', 'GatedRepoError', 'RevisionNotFoundError'})
+
+
+def resolve_hub_dir(repo_id: str,  # 'org/name' on the Hugging Face hub; a HubRepo may be downloaded
+                    cfg: dict | None = None,  # backbone config: which files to fetch, and the error message
+                   ) -> Path:
+    "Snapshot folder of `repo_id`: downloaded if the user named it and downloads are allowed, else from the HF cache."
+    name, note = (cfg or {}).get('name', 'model'), ''
+    if isinstance(repo_id, HubRepo) and hub_downloads_allowed():
+        try:
+            return _download_snapshot(repo_id, cfg)
+        except PretrainedWeightsError:
+            raise
+        except Exception as e:
+            if _hub_refused(e):
+                hint = f" If {repo_id!r} was meant as a folder, it does not exist." if repo_id.bare else ''
+                raise PretrainedWeightsError(f"{name}: the hub refused {repo_id!r} ({type(e).__name__}: it does not "
+                                             f"exist, or it is private or gated: log in with `hf auth login` or set "
+                                             f"HF_TOKEN).{hint}") from None
+            note = f" The hub could not be reached ({type(e).__name__}: {str(e).splitlines()[0][:200]})."
+    elif isinstance(repo_id, HubRepo):
+        note = (f" HF_HUB_OFFLINE is set, so nothing is downloaded: unset it, or fill that folder with "
+                f"`hf download {repo_id}` on a machine with internet and copy it here.")
+    try:
+        return _cached_snapshot(repo_id)
     except Exception as e:  # LocalEntryNotFoundError, offline-mode errors, bad repo ids
-        name = (cfg or {}).get('name', 'model')
+        hint = (f" If {repo_id!r} was meant as a folder, it does not exist."
+                if isinstance(repo_id, HubRepo) and repo_id.bare else '')
         raise PretrainedWeightsError(f"{name}: hub repo {repo_id!r} is not in the local Hugging Face cache "
-                                     f"({type(e).__name__}). " + (_weights_help(cfg) if cfg else '')) from None
+                                     f"{hub_cache_folder(repo_id)} ({type(e).__name__}).{note}{hint} "
+                                     + (_weights_help(cfg) if cfg else '')) from None
 
 
 def _find_file(folder: Path, patterns: Iterable[str]) -> Path | None:
