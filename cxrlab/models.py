@@ -966,7 +966,7 @@ def _make_tokenizer(cfg: dict, weights_dir: Path | None, pretrained: bool):
         if pretrained:
             raise PretrainedWeightsError(f"{cfg['name']}: the weights were found but not the tokenizer "
                                          f"{tcfg['hub']!r} (vocab.txt). Put its files next to the weights, pass "
-                                         f"tokenizer_dir=..., or `huggingface-cli download {tcfg['hub']}`.") from None
+                                         f"tokenizer_dir=..., or `hf download {tcfg['hub']}`.") from None
     warnings.warn(f"{cfg['name']}: no {tcfg['hub']} vocabulary on disk; random-init model uses open_clip's BPE "
                   f"tokenizer and a 49408-row text embedding instead (pass tokenizer_dir=... for WordPiece).")
     tcfg.update(kind='clip_bpe_fallback', vocab_size=49408)

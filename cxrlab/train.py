@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm.auto import tqdm
 
-from .core import (dataloader_generator, get_device, get_logger, get_precision, load_checkpoint,
+from .core import (compile_mode, maybe_compile, to_channels_last, use_channels_last, use_pin_memory,
+                         dataloader_generator, get_device, get_logger, get_precision, load_checkpoint,
                          save_checkpoint, seed_everything, seed_worker)
 
 # %% auto #0
@@ -188,6 +189,8 @@ class TrainConfig:
     stop_after_epochs: int | None = None  # end this call after N epochs (time-sliced jobs; continue with resume=True)
     find_unused_parameters: bool = False  # DDP option for models with branches unused in some steps
     progress: bool = True  # tqdm progress bars
+    compile: bool | str = False  # torch.compile model + loss: False | True | a mode in cxrlab.core.COMPILE_MODES (opt-in: minutes of compiling)
+    channels_last: bool | str = 'auto'  # auto: channels-last weights for conv image towers on CUDA in bf16/fp16 | true | false
 
     def __post_init__(self):
         self.betas, self.freeze = tuple(self.betas), tuple(self.freeze)
@@ -198,7 +201,9 @@ class TrainConfig:
                   (self.precision in ('auto', 'fp32', 'bf16', 'fp16'), 'precision must be auto|fp32|bf16|fp16'),
                   (self.layer_decay is None or 0 < self.layer_decay <= 1, 'layer_decay must be in (0, 1]'),
                   (self.grad_clip is None or self.grad_clip > 0, 'grad_clip must be > 0 or None'),
-                  (self.max_bad_steps >= 0, 'max_bad_steps must be >= 0')]
+                  (self.max_bad_steps >= 0, 'max_bad_steps must be >= 0'),
+                  (str(self.channels_last).lower() in ('auto', 'true', 'false', '1', '0'), 'channels_last must be auto|true|false')]
+        compile_mode(self.compile)  # a bad compile value is an error here, not after the data is loaded
         bad = [msg for ok, msg in checks if not ok]
         if bad: raise ValueError(f"TrainConfig: {'; '.join(bad)}")
 
@@ -333,6 +338,7 @@ def make_loader(data,  # a torch Dataset or a ready DataLoader
                 collate_fn: Callable | None = None,
                 num_workers: int = 0,
                 drop_last: bool = False,
+                pin_memory: bool | None = None,  # None: pin when a CUDA device is visible
                ) -> DataLoader:
     "A DataLoader with a seeded generator; a given DataLoader is kept (its random sampler gets a generator if it has none)."
     if isinstance(data, DataLoader):
@@ -341,7 +347,8 @@ def make_loader(data,  # a torch Dataset or a ready DataLoader
         return data
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, collate_fn=collate_fn,
                       num_workers=num_workers, generator=dataloader_generator(seed) if shuffle else None,
-                      worker_init_fn=seed_worker if num_workers else None, pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=seed_worker if num_workers else None,
+                      pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
                       persistent_workers=False)  # fresh workers per epoch draw their seeds from `generator`: resumable
 
 def _loader_generators(loader: DataLoader) -> list:
@@ -733,12 +740,15 @@ def train(model: nn.Module,  # forward(batch) -> dict of outputs
     acc = accelerator or make_accelerator(cfg)
     main = acc.is_main_process
     seed_everything(cfg.seed)
-    train_loader = make_loader(train_data, cfg.batch_size, True, cfg.seed, collate_fn, cfg.num_workers, cfg.drop_last)
+    pin = use_pin_memory(acc.device)
+    train_loader = make_loader(train_data, cfg.batch_size, True, cfg.seed, collate_fn, cfg.num_workers, cfg.drop_last, pin)
     val_loader = None if val_data is None else make_loader(val_data, cfg.eval_batch_size or cfg.batch_size, False,
-                                                           cfg.seed, collate_fn, cfg.num_workers)
+                                                           cfg.seed, collate_fn, cfg.num_workers, pin_memory=pin)
+    if use_channels_last(model, acc.device, cfg.precision, cfg.channels_last): to_channels_last(model)
     step_module = TrainStep(model, loss_fn)
     groups = param_groups or make_param_groups(step_module, cfg.lr, cfg.weight_decay, cfg.head_lr_mult,
                                                cfg.layer_decay, cfg.freeze)
+    step_module = maybe_compile(step_module, cfg.compile)  # opt-in; checkpoints keep saving the bare `model`
     optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != 'param_names'} for g in groups],
                                   lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     generators = _loader_generators(train_loader)
@@ -961,6 +971,7 @@ def _convert_train_field(name: str, value):
     value, t = _none(value), str(f.type)
     if value is None: return None
     from cxrlab.core import as_bool, as_list
+    if t.startswith('bool | str'): return value if isinstance(value, bool) else str(value)  # compile, channels_last
     if t.startswith('bool'): return as_bool(value)
     if t.startswith('int'): return int(value)
     if t.startswith('float'): return float(value)

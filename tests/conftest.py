@@ -23,3 +23,7 @@ def _session_cache(tmp_path_factory):
     if "CXRLAB_CACHE" not in os.environ:
         os.environ["CXRLAB_CACHE"] = str(tmp_path_factory.mktemp("cxrlab-cache"))
     yield
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: minutes-long tests (the runtime-only install); run with -m slow or CXRLAB_SLOW=1')

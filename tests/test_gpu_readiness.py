@@ -272,3 +272,10 @@ def test_gpu_smoke_benchmark_runs_its_cpu_version(capsys, tmp_path):
             get_method(name)
         except KeyError:
             assert f'skip {name}:' in out
+
+
+def test_train_config_compile_and_channels_last():
+    from cxrlab.train import TrainConfig, resolve_experiment_params
+    with pytest.raises(ValueError, match='torch.compile mode'): TrainConfig(compile='turbo')
+    P = resolve_experiment_params({'compile': 'max-autotune', 'channels_last': 'true'})
+    assert (P['train']['compile'], P['train']['channels_last']) == ('max-autotune', 'true')
