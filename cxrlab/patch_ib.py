@@ -268,7 +268,7 @@ class PatchIBModel(nn.Module):
             out = self.dual.image_tower(images)
             if sel in ('mask', 'topk'):
                 logits, keep = self.selector(out['patch_features'])
-                soft = torch.sigmoid(logits) if sel == 'mask' else keep.detach()
+                soft = torch.sigmoid(logits)  # the keep score per patch (for D a monotone map of its ranking score)
                 out = {**out, 'global_full': out['global'], 'mask_logits': logits, 'keep': keep, 'keep_map': soft,
                        'global': self.dual.image_tower.pool(out['patch_features'], keep)}
         out['embeds'] = F.normalize(out['global'], dim=-1)
