@@ -530,19 +530,32 @@ _LAT_RX, _ZONE_RX, _SEV_RX = (re.compile(_alt(d)) for d in (LATERALITY, ZONES, S
 _BOTH_SIDES = re.compile(r'\b(?:left|right)\W+(?:and|&|to)\W+(?:left|right)\b')
 _NOT_ZONE = re.compile(r'\b(?:upper|lower) (?:limits?|range|normal)\b|\blower extremit\w*|\bupper abdom\w*')  # not lung zones
 _NP_CUT = re.compile(r'[,;]|\b(?:and|with|without|or|but|no|while|which|versus|vs)\b')
+# a second site of the same finding after 'and': "... of the right lower lobe and [the] ... of the left lower lobe",
+# "... right mid lung zone and lingula" (the lingula is left) — a site, not another finding
+_SITE_SIDE = re.compile(r'\b(?:left|right|lingula|lingular)\b')
+_FINDING_NOUN = re.compile(r'\b(?:effusions?|atelectasis|pneumothora\w*|opacit\w*|consolidations?|edema|nodules?|mass(?:es)?|'
+                           r'fractures?|cardiomegaly|pneumonias?|thickening|tubes?|catheters?|lines?|pacemakers?|clips?|wires?)\b')
+_LEFT_ONLY = re.compile(r'\blingula[r]?\b')
 
 def parse_location(t: str,  # lower-cased text
                    s: int, e: int,  # mention span
                    cs: int, ce: int,  # clause span
                   ) -> dict:  # laterality, zone, severity (None where not stated)
-    "Laterality, zone and severity of the mention at `t[s:e]`."
+    "Laterality, zone and severity of the mention at `t[s:e]` (a coordinated second site of the same finding counts)."
     _check_text('parse_location', t); _check_span('parse_location', t, cs, s, e, ce)
-    pre, post = t[words_back(t, cs, s, 5):s], t[e:words_fwd(t, e, ce, 8)]
+    pre, post = t[words_back(t, cs, s, 5):s], t[e:words_fwd(t, e, ce, 16)]
     cuts = list(_NP_CUT.finditer(pre))
     if cuts and not _BOTH_SIDES.search(pre): pre = pre[cuts[-1].end():]
     m = _NP_CUT.search(post)
-    if m and not _BOTH_SIDES.search(post[:m.end() + 8]): post = post[:m.start()]
-    return location_words(pre + ' ' + t[s:e] + ' ' + post)
+    if m and not _BOTH_SIDES.search(post[:m.end() + 8]):
+        rest = post[m.end():]
+        nxt = _NP_CUT.search(rest)
+        seg = rest[:nxt.start()] if nxt else rest
+        site = m.group(0) == 'and' and _SITE_SIDE.search(seg) and not _FINDING_NOUN.search(seg)
+        post = post[:m.end()] + seg if site else post[:m.start()]
+    window = pre + ' ' + t[s:e] + ' ' + post
+    if _LEFT_ONLY.search(window): window += ' left'  # the lingula is part of the left lung
+    return location_words(window)
 
 def location_words(window: str,  # lower-cased text
                   ) -> dict:  # laterality, zone, severity (None where not stated)
