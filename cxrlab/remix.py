@@ -26,7 +26,7 @@ from .train import ProgressAware, TermSchedule
 __all__ = ['LOSS_COMBOS', 'LOSS_FORMS', 'REMIX', 'LOCATION_ASPECTS', 'CHEXPERT_5', 'REMIX_BACKBONE_DEFAULTS', 'encode_chunks',
            'cross_scale_logits', 'cross_scale_infonce', 'pooled_symmetric_infonce', 'self_repulsion', 'MaskedLMHead',
            'mask_tokens', 'default_mask_token_id', 'ReMiXModel', 'ReMiXLoss', 'build_remix', 'view_tag',
-           'remix_run_name', 'setup_remix', 'fact_aspect', 'sentence_queries', 'sentence_query_ranks',
+           'remix_run_name', 'setup_remix', 'training_state', 'fact_aspect', 'sentence_queries', 'sentence_query_ranks',
            'plot_recall_at_k', 'sentence_query_eval', 'label_query_metrics', 'label_query_ci', 'exclusive_subset',
            'plot_label_r_precision', 'label_query_ci_eval']
 
@@ -329,6 +329,15 @@ def setup_remix(model_options: Mapping | None = None,  # ReMiX model options (lo
         exp.run.update_params(method=rec)
     exp.run.update_params(max_chunks=int(max_chunks))
     return exp
+
+# %% ../nbs/04_remix.ipynb #5d92987f
+def training_state(run_dir) -> str:
+    "'finished' (training summary written), 'interrupted' (a resumable `last` checkpoint) or 'new'."
+    from cxrlab.core import load_json, resolve_path
+    d = resolve_path(run_dir)
+    if (d / 'checkpoints' / 'best' / 'model.safetensors').exists() and (d / 'metrics.json').exists() \
+            and 'train/steps' in load_json(d / 'metrics.json'): return 'finished'
+    return 'interrupted' if (d / 'checkpoints' / 'last' / 'state.pt').exists() else 'new'
 
 # %% ../nbs/04_remix.ipynb #d2ce0450
 LOCATION_ASPECTS = ('side', 'zone')
