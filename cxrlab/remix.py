@@ -465,7 +465,8 @@ def plot_label_r_precision(results: Mapping[str, Mapping],  # name -> metrics wi
         key = lambda l, s='': f'{prefix}{l}/R-Precision{s}'
         est = np.array([r.get(key(l), np.nan) for l in labels])
         lo, hi = (np.array([r.get(key(l, s), e) for l, e in zip(labels, est)]) for s in ('_ci_low', '_ci_high'))
-        ax.bar(np.arange(len(labels)) + i * w, est, w, yerr=[est - lo, hi - est], capsize=2, label=name,
+        err = np.nan_to_num(np.clip([est - lo, hi - est], 0, None))  # a percentile CI need not contain the estimate
+        ax.bar(np.arange(len(labels)) + i * w, est, w, yerr=err, capsize=2, label=name,
                error_kw=dict(lw=0.7, ecolor='0.35'))
     ax.set_xticks(np.arange(len(labels)) + 0.4 - w / 2, labels, rotation=60, ha='right', fontsize=7)
     ax.set_ylim(0, 1); ax.set_ylabel('R-precision'); ax.set_title(title, fontsize=9); ax.legend(fontsize=7)
