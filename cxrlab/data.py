@@ -1223,14 +1223,58 @@ def make_transforms(preset: str = 'tiny',  # tiny | rclip_mini | biomedclip | cl
     return CXRTransform(preset, as_bool(train), augment=augment, hflip=as_bool(hflip), **cfg)
 
 # %% ../nbs/01_data.ipynb #017ca1bc
-_ENUM_RE = re.compile(r'(?:(?<=\s)|^)\d{1,2}[.)]\s+(?=[A-Za-z_])')
-_SENT_RE = re.compile(r'(?<=[.!?])\s+(?=[A-Z0-9_])')
+_NEVER_END = frozenset(  # abbreviations (lower case, without their last period) that do not end a sentence
+    'approx appr dr drs mr mrs ms prof vs v e.g eg i.e ie cf c.f incl esp resp fig figs pt pts hx dx sx tx rt lt '
+    'bilat st sq ca ref nos'.split())
+_MAY_END = frozenset('etc a.m p.m al'.split())  # end a sentence only when a capitalised word follows
+_LIST_ITEM = re.compile(r'(?:^|(?<=\s))(\d{1,2})[.)]\s+(?=\S)')  # "1. " / "2) " candidates
+_BULLET = re.compile(r'(?:^|\n)[ \t]*[-*\u2022][ \t]+')  # "- item" / "• item" at the start of a line
+_END = re.compile(r'[.!?]+[)\]"\']*(?=\s|$)'  # terminal punctuation (and closers) before a space or the end
+                  r'|[!?]+(?=[A-Z])|(?<=[A-Za-z]{2})\.(?=[A-Z][a-z])'  # ... or a missing space: "effusion.The"
+                  r'|\n[ \t]*\n')  # a blank line
+_DEID = re.compile(r'\b(?:_{2,}|X{2,})\b|_{2,}')  # de-identification tokens: MIMIC's ___ and IU X-Ray's XXXX
+_WORD_BEFORE = re.compile(r'(\S+?)[.!?]+[)\]"\']*$')
+
+
+def _list_markers(text: str) -> list[re.Match]:
+    "List numbers that really number items: 1, 2, 3, ... in order, the first at the start or after a sentence end."
+    out, expected = [], 1
+    for m in _LIST_ITEM.finditer(text):
+        n, before = int(m.group(1)), text[:m.start()].rstrip()
+        starts = not before or before[-1] in '.!?:;' or '\n' in text[len(before):m.start()]
+        if n == 1 and starts: out.append(m); expected = 2
+        elif n == expected and expected > 1: out.append(m); expected += 1
+    return out
+
+
+def _is_end(text: str, m: re.Match) -> bool:
+    "Does the punctuation `m` end a sentence (not an abbreviation such as 'approx.' or 'Dr.')?"
+    if m.group().startswith('\n') or not m.group().startswith('.'): return True
+    w = _WORD_BEFORE.search(text[:m.end()])
+    word = (w.group(1) if w else '').lower().lstrip('([')
+    nxt = text[m.end():].lstrip()[:1]
+    if word in _NEVER_END: return False
+    if word in _MAY_END: return nxt.isupper()
+    return True
+
+
+def _has_content(s: str) -> bool:
+    "Anything but punctuation and de-identification tokens?"
+    return bool(re.search(r'[^\W_]', _DEID.sub(' ', s)))
 
 
 def split_sentences(text: str) -> list[str]:
-    "Sentences of a report section (list numbering removed)."
+    "Sentences of a report section: list numbers and bullets removed, abbreviations and decimals kept, whitespace collapsed."
     if not isinstance(text, str) or not text.strip(): return []
-    return [s.strip() for s in _SENT_RE.split(_ENUM_RE.sub('', text.strip())) if s.strip() and s.strip() not in '.!?']
+    text = _BULLET.sub('\n\n', text.strip())
+    cuts = [(m.start(), m.end()) for m in _list_markers(text)]  # (cut here, resume after the marker)
+    cuts += [(m.end(), m.end()) for m in _END.finditer(text) if _is_end(text, m)]
+    out, start = [], 0
+    for cut, resume in sorted(cuts):
+        if cut < start: continue
+        out.append(text[start:cut]); start = resume
+    out.append(text[start:])
+    return [s for s in (' '.join(p.split()) for p in out) if _has_content(s)]
 
 # %% ../nbs/01_data.ipynb #54a5bc5e
 DATASET_MODES = ('pair', 'labels', 'mask', 'sentences', 'study')
