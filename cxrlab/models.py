@@ -24,14 +24,14 @@ __all__ = ['MODEL_CONFIGS', 'MAX_LOGIT_SCALE', 'IMAGE_TOWERS', 'TEXT_TOWERS', 'S
            'FREEZE_SHORTHANDS', 'SCORERS', 'METHOD_MODULES', 'METHODS', 'model_config', 'make_projection', 'Tower',
            'weighted_mean', 'ImageTower', 'ViTImageTower', 'ClipViTImageTower', 'TimmViTImageTower', 'CNNImageTower',
            'ResNetImageTower', 'SmallCNNImageTower', 'masked_mean', 'ClipTextTower', 'hf_text_config', 'HFTextTower',
-           'word_mask', 'DualEncoder', 'ClipBPETokenizer', 'WordPieceTokenizer', 'write_wordpiece_vocab',
-           'PretrainedWeightsError', 'HubRepo', 'parse_pretrained', 'hub_downloads_allowed', 'hub_cache_folder',
-           'hub_file_patterns', 'resolve_hub_dir', 'read_state_dict', 'load_matching', 'from_open_clip_state_dict',
-           'load_open_clip_weights', 'build_model', 'load_pretrained', 'ModelBundle', 'create_model',
-           'to_open_clip_state_dict', 'open_clip_model_cfg', 'save_open_clip_checkpoint', 'count_params', 'build_meta',
-           'towers_of', 'tower_side', 'param_role', 'param_groups', 'CrossAttentionAlignment', 'register_scorer',
-           'Scorer', 'make_scorer', 'DotScorer', 'LateInteractionScorer', 'dot_scorer', 'Method', 'register_method',
-           'get_method', 'profile_model']
+           'word_mask', 'DualEncoder', 'DualEncoderWrapper', 'ClipBPETokenizer', 'WordPieceTokenizer',
+           'write_wordpiece_vocab', 'PretrainedWeightsError', 'HubRepo', 'parse_pretrained', 'hub_downloads_allowed',
+           'hub_cache_folder', 'hub_file_patterns', 'resolve_hub_dir', 'read_state_dict', 'load_matching',
+           'from_open_clip_state_dict', 'load_open_clip_weights', 'build_model', 'load_pretrained', 'ModelBundle',
+           'create_model', 'to_open_clip_state_dict', 'open_clip_model_cfg', 'save_open_clip_checkpoint',
+           'count_params', 'build_meta', 'towers_of', 'tower_side', 'param_role', 'param_groups',
+           'CrossAttentionAlignment', 'register_scorer', 'Scorer', 'make_scorer', 'DotScorer', 'LateInteractionScorer',
+           'dot_scorer', 'Method', 'register_method', 'get_method', 'profile_model']
 
 # %% ../nbs/02a_models.ipynb #c077ff62
 _BERT_BASE = dict(width=768, layers=12, heads=12, mlp_ratio=4.0, max_positions=512)
@@ -544,6 +544,25 @@ class DualEncoder(nn.Module):
     def forward(self, batch: Mapping[str, Tensor]) -> dict:
         e = self.embed(batch)
         return dict(image_embeds=e['image']['embeds'], text_embeds=e['text']['embeds'], logit_scale=self.scale(), **e)
+
+# %% ../nbs/02a_models.ipynb #248fbce0
+class DualEncoderWrapper(nn.Module):
+    "Base of a method model around a `DualEncoder` kept as `self.dual`: encoding, `embed` and `post_step` pass through."
+
+    def __init__(self, dual: nn.Module):
+        super().__init__()
+        self.dual = dual
+
+    def encode_image(self, images: Tensor) -> dict: return self.dual.encode_image(images)
+
+    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> dict:
+        return self.dual.encode_text(input_ids, attention_mask)
+
+    def embed(self, batch: Mapping[str, Tensor]) -> dict:
+        "Both sides of a collated batch through this model's own `encode_image` / `encode_text`."
+        return {'image': self.encode_image(batch['image']), 'text': self.encode_text(batch['input_ids'], batch['attention_mask'])}
+
+    def post_step(self): self.dual.post_step()
 
 # %% ../nbs/02a_models.ipynb #e0edbae5
 class ClipBPETokenizer:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .evaluate import finding_sentences, grounding_maps, mean_ci, register_evaluation, upsample_maps
-from .models import Method, ViTImageTower, build_model, masked_mean, register_method
+from .models import DualEncoderWrapper, Method, ViTImageTower, build_model, masked_mean, register_method
 from .train import InfoNCELoss, ProgressAware, TermSchedule, TrainProgress
 
 # %% auto #0
@@ -217,7 +217,7 @@ VARIANTS = {  # variant -> what it adds (architecture as data)
     'E': dict(local=True, select='drop', description='B + hard token dropping inside the ViT'),
 }
 
-class PatchIBModel(nn.Module):
+class PatchIBModel(DualEncoderWrapper):
     "Patch-IB Models A–E on one dual encoder (see VARIANTS)."
     def __init__(self, dual: nn.Module,  # a cxrlab DualEncoder
                  variant: str = 'C',  # A | B | C | D | E
@@ -232,7 +232,7 @@ class PatchIBModel(nn.Module):
                  keep_ratio: float = 0.5,  # E: share of patch tokens kept after block `drop_after`
                  drop_after: int = 1,  # E: the scorer reads the tokens after this many blocks
                 ):
-        super().__init__()
+        super().__init__(dual)
         if variant not in VARIANTS: raise ValueError(f"variant={variant!r}; expected one of {sorted(VARIANTS)}")
         self.dual, self.variant, self.spec = dual, variant, VARIANTS[variant]
         self.logit_scale = dual.logit_scale
@@ -275,13 +275,6 @@ class PatchIBModel(nn.Module):
         out['embeds_full'] = F.normalize(out['global_full'], dim=-1) if 'global_full' in out else out['embeds']
         return out
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> dict:
-        return self.dual.encode_text(input_ids, attention_mask)
-
-    def embed(self, batch: Mapping) -> dict:
-        return {'image': self.encode_image(batch['image']), 'text': self.encode_text(batch['input_ids'], batch['attention_mask'])}
-
-    def post_step(self): self.dual.post_step()
 
     def patch_mask(self, image: Mapping) -> Tensor | None:
         "[B, P'] bool of the patches in `image['patches']` the local head may attend to (None = all)."

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .models import Method, Scorer, build_model, masked_mean, register_method, register_scorer
+from .models import DualEncoderWrapper, Method, Scorer, build_model, masked_mean, register_method, register_scorer
 from .train import ProgressAware, TermSchedule
 
 # %% auto #0
@@ -288,7 +288,7 @@ class StudyPairs(torch.utils.data.Dataset):
         return s
 
 # %% ../nbs/05_probclip.ipynb #a85d14c7
-class ProbCLIPModel(nn.Module):
+class ProbCLIPModel(DualEncoderWrapper):
     "MedProbCLIP: Gaussian image and report embeddings (μ, log σ²) on a cxrlab dual encoder, with a match head."
     def __init__(self, dual: nn.Module,  # a cxrlab DualEncoder
                  distance: str = 'csd',  # 'csd' (MedProbCLIP) | 'pcmepp' (PCME++)
@@ -302,7 +302,7 @@ class ProbCLIPModel(nn.Module):
                  init_shift: float | None = None,  # b₀ (None: p = ½ at ‖Δμ‖² = 1)
                  min_scale: float = 1e-3,  # floor of a
                 ):
-        super().__init__()
+        super().__init__(dual)
         self.dual, self.normalize_mu = dual, bool(normalize_mu)
         tower = dual.image_tower
         D = tower.project(torch.zeros(1, tower.width)).shape[-1]
@@ -326,12 +326,8 @@ class ProbCLIPModel(nn.Module):
         local = masked_mean(out['tokens'], out['attention_mask'].bool())
         return {**out, 'mu': self._mu(out['global']), 'logvar': self.text_uncertainty(out['global'], local)}
 
-    def embed(self, batch: Mapping) -> dict:
-        "One image and one report per sample: {'image': encode_image(...), 'text': encode_text(...)}."
-        return {'image': self.encode_image(batch['image']), 'text': self.encode_text(batch['input_ids'], batch['attention_mask'])}
-
     def post_step(self):
-        self.dual.post_step(); self.match.post_step()
+        super().post_step(); self.match.post_step()
 
     def forward(self, batch: Mapping) -> dict:
         "Every view and section of a study batch (or the one image / report of a pair batch) as Gaussians."

@@ -19,7 +19,7 @@ from .evaluate import (EvalContext, aggregate_by_study, chance_recall, encode_te
                              register_evaluation, scored_relevant_ranks, study_labels)
 from .metrics import (bootstrap_ci, first_relevant_rank, ndcg_at_k, ndcg_retrieved_list_normalised, per_query_from_ranks,
                             precision_at_k, r_precision, relevant_ranks, summarise_per_query, with_ci_keys)
-from .models import Method, build_model, masked_mean, register_method
+from .models import DualEncoderWrapper, Method, build_model, masked_mean, register_method
 from .train import ProgressAware, TermSchedule
 
 # %% auto #0
@@ -147,7 +147,7 @@ def default_mask_token_id(backbone_config: Mapping) -> int | None:
     return None
 
 
-class ReMiXModel(nn.Module):
+class ReMiXModel(DualEncoderWrapper):
     "ReMiX around a dual encoder: image and text at global and local (patch / sentence-chunk) scale, optional MLM."
     def __init__(self, dual: nn.Module,  # a cxrlab DualEncoder
                  loss_combo: str = 'igl_tgl',  # ig_tg | igl_tg | ig_tgl | igl_tgl
@@ -156,7 +156,7 @@ class ReMiXModel(nn.Module):
                  mask_token_id: int | None = None,  # the tokenizer's mask token ([MASK]); needed when mlm_probability > 0
                  vocab_size: int | None = None,  # the text tower's vocabulary (MLM head size)
                 ):
-        super().__init__()
+        super().__init__(dual)
         if loss_combo not in LOSS_COMBOS: raise ValueError(f"loss_combo={loss_combo!r}; expected one of {sorted(LOSS_COMBOS)}")
         if image_global not in ('pooled', 'patch_mean'): raise ValueError(f"image_global={image_global!r}; expected 'pooled' or 'patch_mean'")
         if not 0 <= float(mlm_probability) < 1: raise ValueError(f"mlm_probability={mlm_probability} must be in [0, 1)")
@@ -177,13 +177,6 @@ class ReMiXModel(nn.Module):
             out['embeds'] = F.normalize(out['global'], dim=-1)
         return out
 
-    def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> dict:
-        return self.dual.encode_text(input_ids, attention_mask)
-
-    def embed(self, batch: Mapping) -> dict:
-        return {'image': self.encode_image(batch['image']), 'text': self.encode_text(batch['input_ids'], batch['attention_mask'])}
-
-    def post_step(self): self.dual.post_step()
 
     def encode_chunks(self, batch: Mapping) -> tuple[Tensor, Tensor]:
         "([B, S, D] sentence-chunk embeddings, [B, S] mask) of a collated 'sentences' batch, in one text-tower forward."
