@@ -148,3 +148,23 @@ def test_long_text_is_linear():
     for text in ('opacity ' * 12000, 'old pneumonia ' * 8000, 'pericardial effusion ' * 5000, 'effusion; ' * 10000):
         t = time.process_time(); label_report(text); dt = time.process_time() - t
         assert dt < 10, f"{text[:20]!r}...: {dt:.1f} s"
+
+
+def test_iu_development_set_macro_f1():
+    """The real-report benchmark of 01a on the development uids (1-1500 only; never the held-out ones): macro-F1 of the
+    ten IU labels against the MeSH major terms, uncertain as positive. 0.832 when written; the floor catches a
+    regression of a few points (one label losing its main mention phrase costs about 0.02)."""
+    import numpy as np
+    import pandas as pd
+    from cxrlab.labels import IU_LABELS, agreement, find_nlm_reports, label_reports, mesh_labels, read_nlm_reports
+    path = find_nlm_reports()
+    if path is None: pytest.skip("torchxrayvision (the IU reports inside its wheel) is not installed: pip install -e '.[dev]'")
+    iu = read_nlm_reports(path, (1, 1500))
+    gold = [mesh_labels(t) for t in iu['mesh']]
+    keep = np.array([g is not None for g in gold])
+    ref = pd.DataFrame([g for g in gold if g is not None], columns=IU_LABELS)
+    pred = label_reports(iu[keep].reset_index(drop=True)[['findings', 'impression']], mode='both')[IU_LABELS].fillna(0.0)
+    assert len(ref) == 1440
+    ag = agreement(pred, ref, IU_LABELS, uncertain_as='positive')
+    assert ag.loc['macro', 'f1'] >= 0.81, ag.loc[IU_LABELS + ['macro'], ['precision', 'recall', 'f1']]
+    assert (ag.loc[IU_LABELS, 'f1'] >= 0.45).all(), ag.loc[IU_LABELS, 'f1']
