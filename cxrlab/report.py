@@ -495,8 +495,10 @@ SUBCOMMANDS = {  # name -> (module:function taking argv, help)
 def _run_cmd(a) -> int:
     params = {**(load_param_file(a.param_file) if a.param_file else {}), **{k: parse_value(v) for k, v in a.param}}
     try:
+        # the notebook's cxrlab log lines (epochs, evaluations) stream to the terminal; the per-cell bar only on a terminal
         r = run_notebook(a.notebook, params, profile=a.profile, run_name=a.run_name, reports_dir=a.reports_dir,
-                         out_dir=a.out_dir, kernel=a.kernel, html=not a.no_html)
+                         out_dir=a.out_dir, kernel=a.kernel, html=not a.no_html, progress=sys.stderr.isatty(),
+                         log_lines=lambda line: print(line, flush=True))
     except NotebookFailed as e:
         print(f"cxrlab run: {e}", file=sys.stderr); return 1
     print(f"executed notebook: {r.output}\nHTML report:       {r.html}\nrun directory:     {r.run_dir}\n"

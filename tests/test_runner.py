@@ -82,6 +82,18 @@ def test_cli_run_writes_notebook_and_html(tmp_path):
     assert "yoyo" in html and "print(greeting" not in html
 
 
+def test_cli_run_streams_the_notebooks_log_lines(tmp_path):
+    "`cxrlab run` prints the notebook's cxrlab log lines (epochs, evaluations) while it runs; plain prints stay in the notebook."
+    nb = _notebook(tmp_path / "talk.ipynb", ["n = 2", "from cxrlab.core import get_logger\nlog = get_logger('cxrlab.train')\n"
+                                             "for i in range(n): log.info(f'epoch {i + 1}/{n}: done')\nprint('not a log line')"], tagged=0)
+    p = subprocess.run(["cxrlab", "run", str(nb), "--run-name", "t", "--no-html", "--reports-dir", str(tmp_path / "r")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = [l for l in p.stdout.splitlines() if 'cxrlab.train' in l]
+    assert [l.split('cxrlab.train: ')[1] for l in lines] == ['epoch 1/2: done', 'epoch 2/2: done'], p.stdout
+    assert 'not a log line' not in p.stdout
+
+
 def test_param_file_and_unknown_parameter(tmp_path):
     nb = _notebook(tmp_path / "ok.ipynb", ["a = 1\nb = 2", "print(a + b)"], tagged=0)
     (tmp_path / "p.yaml").write_text("a: 10\nb: 5\n")
