@@ -23,20 +23,21 @@ from .data import DataError, QCReport
 # %% auto #0
 __all__ = ['MASK_KINDS', 'MASK_TABLE_COLUMNS', 'MS_CXR_REQUIRED', 'CHEXLOCALIZE_LABELS', 'MASK_SUFFIXES', 'TRIPLET_COLUMNS',
            'MASK_SOURCES', 'UNET_DEFAULTS', 'ENCODER_KEYS', 'LOCALIZE', 'LOCALIZE_RECON', 'PRIOR_LEVELS',
-           'PRIOR_THRESHOLDS', 'LOC_METRICS', 'MaskError', 'coco_rle_counts', 'coco_rle_string', 'rle_to_mask',
-           'mask_to_rle', 'siim_rle_to_mask', 'mask_to_siim_rle', 'read_binary_mask', 'decode_mask', 'read_ms_cxr',
-           'chexlocalize_key', 'read_chexlocalize', 'read_siim', 'read_iu_masks', 'attach_masks', 'side_of_text',
-           'swap_laterality', 'mask_side', 'synth_triplets', 'parse_mask_source', 'triplets_for',
-           'localizer_transforms', 'LocalizationDataset', 'build_unet', 'BottleneckFusion', 'TextConditionedUNet',
-           'ReconstructionUNet', 'save_encoder', 'load_phase1_encoder', 'load_imagenet_encoder', 'soft_dice_loss',
-           'tversky_loss', 'focal_loss', 'SegmentationLoss', 'ssim', 'psnr', 'ReconstructionLoss', 'build_localizer',
-           'build_reconstructor', 'transform_normalisation', 'segmentation_validation', 'reconstruction_validation',
-           'stage_datasets', 'setup_stage', 'fit_stage', 'text_run_backbone', 'adopt_text_tower', 'predict_masks',
-           'run_inputs', 'SplitPredictions', 'predict_split', 'context_predictions', 'fit_priors', 'prior_predict',
-           'item_metrics', 'macro_ci', 'macro_difference', 'per_label_ci', 'calibration_table',
-           'expected_calibration_error', 'training_masks', 'localization_items', 'summarise_localization',
-           'localization_eval', 'centroid_x', 'laterality_candidates', 'laterality_values', 'finding_swap_pairs',
-           'text_sensitivity_eval', 'reconstruction_eval', 'plot_calibration', 'plot_tri_panels',
+           'PRIOR_THRESHOLDS', 'LOC_METRICS', 'MIRROR_EXCLUDED_LABELS', 'MaskError', 'coco_rle_counts',
+           'coco_rle_string', 'rle_to_mask', 'mask_to_rle', 'siim_rle_to_mask', 'mask_to_siim_rle', 'read_binary_mask',
+           'decode_mask', 'read_ms_cxr', 'chexlocalize_key', 'read_chexlocalize', 'read_siim', 'read_iu_masks',
+           'attach_masks', 'side_of_text', 'swap_laterality', 'mask_side', 'synth_triplets', 'parse_mask_source',
+           'triplets_for', 'localizer_transforms', 'LocalizationDataset', 'build_unet', 'BottleneckFusion',
+           'TextConditionedUNet', 'ReconstructionUNet', 'save_encoder', 'load_phase1_encoder', 'load_imagenet_encoder',
+           'soft_dice_loss', 'tversky_loss', 'focal_loss', 'SegmentationLoss', 'ssim', 'psnr', 'ReconstructionLoss',
+           'build_localizer', 'build_reconstructor', 'transform_normalisation', 'segmentation_validation',
+           'reconstruction_validation', 'stage_datasets', 'setup_stage', 'fit_stage', 'text_run_backbone',
+           'adopt_text_tower', 'predict_masks', 'run_inputs', 'SplitPredictions', 'predict_split',
+           'context_predictions', 'fit_priors', 'prior_predict', 'item_metrics', 'macro_ci', 'macro_difference',
+           'per_label_ci', 'calibration_table', 'expected_calibration_error', 'training_masks', 'localization_items',
+           'summarise_localization', 'localization_eval', 'centroid_x', 'laterality_candidates', 'laterality_values',
+           'finding_swap_pairs', 'text_sensitivity_eval', 'side_swap_negatives', 'mirrorable', 'mirror_sample',
+           'negative_sample', 'LateralityTraining', 'reconstruction_eval', 'plot_calibration', 'plot_tri_panels',
            'plot_reconstructions', 'estimate_pos_weight', 'plot_laterality_swaps']
 
 # %% ../nbs/06_localization.ipynb #6ed75283
@@ -821,7 +822,9 @@ def reconstruction_validation(model: nn.Module, loader, accelerator=None, loss_f
     return {k: float(torch.cat(v).mean()) for k, v in vals.items()} | {'loss': float(torch.cat(vals['mse']).mean())}
 
 # %% ../nbs/06_localization.ipynb #b2d62c75
-def stage_datasets(exp, localization: Mapping | None = None) -> tuple[dict, dict]:
+def stage_datasets(exp, localization: Mapping | None = None,
+                   laterality_training: Mapping | None = None,  # LateralityTraining options of the training split (phase 2)
+                  ) -> tuple[dict, dict]:
     "({split: dataset}, {split: triplets}) of a localization stage: triplets (phase 2) or images (phase 1)."
     from cxrlab.data import CXRDataset
     cfg = exp.params['method']['config']
@@ -834,11 +837,14 @@ def stage_datasets(exp, localization: Mapping | None = None) -> tuple[dict, dict
         else:
             trips[split] = triplets_for(rows, localization)
             data[split] = LocalizationDataset(rows, trips[split], tf)
+    side = {k: float(v) for k, v in (laterality_training or {}).items()}
+    if 'train' in trips and any(side.values()): data['train'] = LateralityTraining(data['train'], **side, seed=int(exp.cfg.seed))
     return data, trips
 
 
 def setup_stage(method: str,  # 'localize' | 'localize_recon'
                 localization: Mapping | None = None,  # {'masks', 'sections', 'text_source'} (phase 2)
+                laterality_training: Mapping | None = None,  # {'negative_prob', 'mirror_prob'} (phase 2, see LateralityTraining)
                 **kw,  # setup_experiment arguments
                ):
     "A localization stage's Experiment with its own datasets (exp.datasets / exp.triplets)."
@@ -847,8 +853,8 @@ def setup_stage(method: str,  # 'localize' | 'localize_recon'
     exp.cfg.keep_last_checkpoint = False  # a U-Net's optimizer state is ~300 MB: a finished stage keeps only `best`
     if method == 'localize_recon':
         exp.loss.mean, exp.loss.std = transform_normalisation(exp.params['method']['config']['backbone'])
-    else: exp.run.update_params(localization=dict(localization or {}))
-    exp.datasets, exp.triplets = stage_datasets(exp, localization)
+    else: exp.run.update_params(localization=dict(localization or {}), laterality_training=dict(laterality_training or {}))
+    exp.datasets, exp.triplets = stage_datasets(exp, localization, laterality_training)
     return exp
 
 
@@ -1157,7 +1163,8 @@ def laterality_values(orig: Tensor, swapped: Tensor, sides: Sequence[str], thres
     on_named = (co - 0.5) * to_image_right < 0  # the original prediction's centroid is on the named side
     on_other = (cs - 0.5) * to_image_right > 0  # the swapped one's on the other side (False when empty)
     moved = (on_named & on_other).float()
-    return {'moved': moved, 'moved_given_named_side': torch.where(on_named, moved, torch.tensor(float('nan'))),
+    return {'moved': moved, 'suppressed': (on_named & cs.isnan()).float(),
+            'moved_given_named_side': torch.where(on_named, moved, torch.tensor(float('nan'))),
             'original_on_named_side': on_named.float(), 'empty_swapped': cs.isnan().float(), 'shift': (cs - co) * to_image_right,
             'mass_named_side/original': mass(orig), 'mass_named_side/swapped': mass(swapped)}
 
@@ -1201,6 +1208,61 @@ def text_sensitivity_eval(ctx, threshold: float = 0.5, max_items: int | None = 5
         res = mean_ci(vals, pred.triplets['subject_id'].iloc[b].tolist(), ctx.n_resamples, seed=ctx.seed, prefix='finding_swap/')
         out |= {k: v for k, v in res.items() if '/n/' not in k}
     return out
+
+# %% ../nbs/06_localization.ipynb #6fd10b23
+MIRROR_EXCLUDED_LABELS = ('Cardiomegaly', 'Enlarged Cardiomediastinum', 'Support Devices')
+
+def side_swap_negatives(triplets: pd.DataFrame,  # TRIPLET_COLUMNS
+                        targets: Sequence,  # their masks (any resolution)
+                       ) -> pd.DataFrame:
+    "Laterality candidates [item, side, swapped] whose image holds the finding in no other triplet (the swap names an absent finding)."
+    cand = laterality_candidates(triplets, targets)
+    shared = triplets.reset_index(drop=True).duplicated(['row', 'label'], keep=False).to_numpy()
+    return cand[~shared[cand['item'].to_numpy(dtype=int)]].reset_index(drop=True)
+
+
+def mirrorable(triplets: pd.DataFrame) -> np.ndarray:
+    "[N] bool: the sentence names one side (right or left) of a finding not in MIRROR_EXCLUDED_LABELS."
+    return np.array([side_of_text(r['text']) in ('right', 'left') and r['label'] not in MIRROR_EXCLUDED_LABELS
+                     for r in triplets.to_dict('records')], dtype=bool)
+
+
+def mirror_sample(sample: Mapping) -> dict:
+    "The sample in a mirror: image and mask flipped left-right, right and left exchanged in the text."
+    return {**sample, 'image': sample['image'].flip(-1), 'mask': sample['mask'].flip(-1), 'text': swap_laterality(sample['text'])}
+
+
+def negative_sample(sample: Mapping, swapped_text: str) -> dict:
+    "The sample with the side-swapped sentence and an empty target."
+    return {**sample, 'mask': torch.zeros_like(sample['mask']), 'text': swapped_text}
+
+
+class LateralityTraining(torch.utils.data.Dataset):
+    "A training LocalizationDataset plus side-swapped negatives (extra items) and mirrored samples."
+    def __init__(self, base: LocalizationDataset,
+                 negative_prob: float = 0.0,  # share of eligible items that also get their side-swapped negative
+                 mirror_prob: float = 0.0,  # probability that a mirrorable sample is mirrored
+                 seed: int = 0,  # draws which items get a negative
+                ):
+        for name, p in (('negative_prob', negative_prob), ('mirror_prob', mirror_prob)):
+            if not 0 <= float(p) <= 1: raise ValueError(f"{name}={p} must be a probability in [0, 1]")
+        self.base, self.negative_prob, self.mirror_prob = base, float(negative_prob), float(mirror_prob)
+        neg = side_swap_negatives(base.triplets, [base.mask(i) for i in range(len(base))]) if self.negative_prob else \
+            pd.DataFrame(columns=['item', 'side', 'swapped'])
+        self.negatives = neg[np.random.default_rng(seed).random(len(neg)) < self.negative_prob].reset_index(drop=True)
+        self.mirrorable = mirrorable(base.triplets)
+        self.triplets = base.triplets
+
+    def __len__(self): return len(self.base) + len(self.negatives)
+
+    def __getitem__(self, i: int) -> dict:
+        i, n = int(i), len(self.base)
+        if i < n: item, s = i, self.base[i]
+        else:
+            neg = self.negatives.iloc[i - n]; item = int(neg['item'])
+            s = negative_sample(self.base[item], neg['swapped'])
+        if self.mirror_prob and self.mirrorable[item] and float(torch.rand(())) < self.mirror_prob: s = mirror_sample(s)
+        return {**s, 'index': i}
 
 # %% ../nbs/06_localization.ipynb #3113ff08
 @torch.no_grad()

@@ -254,3 +254,32 @@ def test_text_tower_of_a_trained_run(tmp_path):
     wide = setup_stage('localize', model_options=SMALL, out_dir=tmp_path, run_name='loc64', embed_dim=64, **DATA)
     with pytest.raises(ValueError, match="text tower does not fit this model"):
         adopt_text_tower(wide.model, clip.run.dir)
+
+
+# ---------------------------------------------------------------- side-swapped negatives and mirroring in phase 2
+
+def test_laterality_training_through_the_engine(tmp_path):
+    from cxrlab.core import load_json
+    from cxrlab.data import make_collate
+    from cxrlab.localize import LateralityTraining, fit_stage, mask_side, setup_stage, side_of_text, swap_laterality
+    side = {'negative_prob': 1.0, 'mirror_prob': 0.5}
+    exp = setup_stage('localize', model_options=SMALL, laterality_training=side, out_dir=tmp_path, run_name='side',
+                      early_stop_metric='dice', **DATA)
+    train = exp.datasets['train']
+    assert isinstance(train, LateralityTraining) and len(train.negatives) > 0
+    assert len(train) == len(exp.triplets['train']) + len(train.negatives)
+    assert not isinstance(exp.datasets['validate'], LateralityTraining)  # validation and test see the plain triplets
+    assert load_json(exp.run.dir / 'params.json')['params']['laterality_training'] == side
+    n = len(train.base)
+    batch = make_collate(exp.tokenizer)([train[n + k] for k in range(min(4, len(train.negatives)))])
+    assert batch['mask'].sum() == 0 and batch['input_ids'].shape[0] == batch['mask'].shape[0]
+    for k, neg in train.negatives.head(4).iterrows():  # the negative's sentence names the side its finding is not on
+        item = int(neg['item'])
+        assert neg['swapped'] == swap_laterality(train.base.texts[item])
+        finding_side = mask_side(train.base.mask(item))
+        assert finding_side in ('right', 'left') and side_of_text(neg['swapped']) == {'right': 'left', 'left': 'right'}[finding_side]
+    fit = fit_stage(exp)
+    assert 'val/dice' in fit['history'][0]
+    plain = setup_stage('localize', model_options=SMALL, laterality_training={'negative_prob': 0.0, 'mirror_prob': 0.0},
+                        out_dir=tmp_path, run_name='plain', **DATA)
+    assert not isinstance(plain.datasets['train'], LateralityTraining)  # options off: the baseline pipeline unchanged
