@@ -924,10 +924,11 @@ def _check_state(run_dir: Path, ck: Path, model: nn.Module, sd: Mapping) -> None
 def load_run(run: str | Path,  # a run folder, a run name inside out_dir, or 'latest'
              checkpoint: str = 'best',  # best | last | epoch_NNN
              out_dir: str | Path = 'runs',
-             device: str | torch.device = 'cpu',
+             device: str | torch.device = 'cpu',  # 'auto' picks CUDA, then MPS, then CPU (like training)
             ) -> LoadedRun:
     "Rebuild any run's model (through the method registry), tokenizer and transforms, and load its weights strictly."
-    from cxrlab.core import resolve_run, load_json
+    from cxrlab.core import get_device, resolve_run, load_json
+    device = get_device(device)
     from cxrlab.data import make_transforms
     d = resolve_run(run, out_dir)
     params = load_json(d / 'params.json')['params']

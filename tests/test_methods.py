@@ -49,6 +49,9 @@ def test_load_run_rebuilds_the_same_model(trained):
         a, b = exp.model.embed(batch), lr.model.embed(batch)
     torch.testing.assert_close(a['image']['embeds'], b['image']['embeds'])
     torch.testing.assert_close(a['text']['embeds'], b['text']['embeds'])
+    from cxrlab.core import get_device
+    auto = load_run(out / 'residual_head', device='auto')  # the profiles' default ('auto' failed inside torch before)
+    assert next(auto.model.parameters()).device.type == get_device('auto').type
 
 
 def test_load_run_names_the_problem(trained, tmp_path):
