@@ -255,6 +255,7 @@ class PatchIBModel(DualEncoderWrapper):
         x = tower.run_blocks(tower.embed_tokens(images), 0, self.drop_after)
         n = tower.prefix_tokens
         kept, idx, scores = self.selector(x[:, n:])
+        self._kept_index = idx.detach()  # for `cam_target`: the grid cells of the tokens the later blocks see
         pooled, feats = tower.finish(tower.run_blocks(torch.cat([x[:, :n], kept], 1), self.drop_after, None))
         out = tower._outputs(pooled, feats, tower.grid)
         keep = torch.zeros_like(scores).scatter_(1, idx, 1.)
@@ -298,6 +299,20 @@ class PatchIBModel(DualEncoderWrapper):
             full = values.new_full((values.shape[0], h * w), float(values.min()) if values.numel() else 0.)
             values = full.scatter(1, image['kept_index'], values)
         return values.reshape(-1, h, w)
+
+    def cam_target(self) -> tuple[nn.Module, Callable | None]:
+        "Grad-CAM's layer and reshape: the tower's; for E the kept tokens go back to their grid cells (dropped cells are 0)."
+        tower = self.dual.image_tower
+        layer, reshape = tower.cam_target()
+        if self.spec['select'] != 'drop': return layer, reshape
+        def scatter_kept(tokens: Tensor) -> Tensor:  # [B, prefix + K, C] of the forward Grad-CAM just ran
+            (h, w), n, C = tower.grid, tower.prefix_tokens, tokens.shape[-1]
+            x = tokens[:, n:]
+            if x.shape[1] != h * w:
+                idx = self._kept_index[..., None].expand(-1, -1, C)
+                x = x.new_zeros(x.shape[0], h * w, C).scatter(1, idx, x)
+            return x.reshape(-1, h, w, C).permute(0, 3, 1, 2)
+        return layer, scatter_kept
 
 # %% ../nbs/03_patch_ib.ipynb #64425e92
 class PatchIBLoss(ProgressAware, nn.Module):

@@ -18,10 +18,10 @@ from torch import Tensor
 from .evaluate import EmbeddingSet, finding_sentences, grounding_maps, study_index, upsample_maps
 
 # %% auto #0
-__all__ = ['CAM_METHODS', 'GRADIENT_FREE', 'unwrap_run', 'image_tower_of', 'SimilarityToTexts', 'SimilarityTarget',
-           'text_embeddings', 'similarity_cam', 'spearman', 'randomisation_cascade', 'cascading_randomisation',
-           'swap_sides', 'sentence_sensitivity', 'smooth_map', 'patch_similarity_maps', 'overlay', 'cam_grounding',
-           'retrieval_grid_i2t', 'Explorer']
+__all__ = ['CAM_METHODS', 'GRADIENT_FREE', 'unwrap_run', 'image_tower_of', 'cam_target_of', 'SimilarityToTexts',
+           'SimilarityTarget', 'text_embeddings', 'similarity_cam', 'spearman', 'randomisation_cascade',
+           'cascading_randomisation', 'swap_sides', 'sentence_sensitivity', 'smooth_map', 'patch_similarity_maps',
+           'overlay', 'cam_grounding', 'retrieval_grid_i2t', 'Explorer']
 
 # %% ../nbs/08_viz.ipynb #f3e8873c
 def _cam_classes() -> dict:
@@ -44,6 +44,12 @@ def image_tower_of(model: nn.Module) -> nn.Module:
     for m in (model, getattr(model, 'dual', None)):
         if m is not None and hasattr(m, 'image_tower'): return m.image_tower
     raise TypeError(f"{type(model).__name__} has no image tower (expected `image_tower` or `dual.image_tower`)")
+
+
+def cam_target_of(model: nn.Module) -> tuple[nn.Module, Callable | None]:
+    "(layer, reshape) Grad-CAM reads: the model's own `cam_target` (a method that changes the token grid), else its image tower's."
+    own = getattr(model, 'cam_target', None)
+    return own() if callable(own) else image_tower_of(model).cam_target()
 
 
 class SimilarityToTexts(nn.Module):
@@ -85,7 +91,7 @@ def similarity_cam(model,  # a cxrlab model (or a LoadedRun / Experiment, which 
     if len(texts) != len(images): raise ValueError(f"{len(texts)} texts for {len(images)} images (one text per image)")
     model = model.eval()
     dev = next(model.parameters()).device
-    layer, reshape = image_tower_of(model).cam_target()
+    layer, reshape = cam_target_of(model)
     wrapped = SimilarityToTexts(model, text_embeddings(model, tokenizer, texts, dev))
     with _cam_classes()[method](model=wrapped, target_layers=[layer], reshape_transform=reshape) as cam:
         maps = cam(input_tensor=images.to(dev), targets=[SimilarityTarget(i) for i in range(len(images))])
