@@ -456,6 +456,9 @@ README_FIGURES = {  # figure in the pipeline's outputs (glob, relative to the re
     '03_patch_ib-*/figures/ablation.png': 'patch_ib_ablation.png',
     '03_patch_ib-*-C/figures/mask_overlays.png': 'patch_ib_masks.png',
     '02b_train-*/figures/retrieval_grid.png': 'baseline_retrieval_grid.png',
+    '04_remix-*[0-9]/figures/sentence_query_recall.png': 'remix_sentence_query_recall.png',
+    '05_probclip-*[0-9]/figures/uncertainty_recall.png': 'probclip_uncertainty_recall.png',
+    '06_localization-*[0-9]/figures/macro_dice.png': 'localization_macro_dice.png',
 }
 
 def results_markdown(reports_dir: str | Path = 'reports', out_dir: str | Path = 'runs', root: str | Path | None = None) -> str:
@@ -467,7 +470,7 @@ def results_markdown(reports_dir: str | Path = 'reports', out_dir: str | Path = 
     lines = [f"`cxrlab pipeline --profile {meta.get('profile', '?')}` on this machine, finished {meta.get('finished', '?')}. "
              "Every number below is read from the run's `metrics.json` files by `cxrlab readme --results reports`.", '',
              '| stage | status | wall time (s) |', '|---|---|---:|']
-    lines += [f"| {n} | {st['status']} | {st['seconds']:.0f} |" for n, st in state.items()]
+    lines += [f"| {n} | {st['status']} | {st['seconds']:.0f} |" for n, st in sorted(state.items())]  # stage order
     lines.append(f"| **total** | | **{sum(st['seconds'] for st in state.values()):.0f}** |")
     if (rep/'leaderboard.md').exists():
         lines += ['', 'Test split, 95% confidence intervals over patients in brackets:', '', (rep/'leaderboard.md').read_text().strip()]
