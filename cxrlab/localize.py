@@ -1168,7 +1168,7 @@ def laterality_values(orig: Tensor, swapped: Tensor, sides: Sequence[str], thres
             'original_on_named_side': on_named.float(), 'empty_swapped': cs.isnan().float(), 'shift': (cs - co) * to_image_right,
             'mass_named_side/original': mass(orig), 'mass_named_side/swapped': mass(swapped)}
 
-
+# %% ../nbs/06_localization.ipynb #023241c3
 def finding_swap_pairs(pred: SplitPredictions, max_overlap: float = 0.5) -> list[tuple[int, int]]:
     "(A, B) item pairs of the same image, different findings, masks overlapping with Dice < max_overlap."
     from cxrlab.metrics import dice_score

@@ -217,6 +217,7 @@ VARIANTS = {  # variant -> what it adds (architecture as data)
     'E': dict(local=True, select='drop', description='B + hard token dropping inside the ViT'),
 }
 
+# %% ../nbs/03_patch_ib.ipynb #e9f0def0
 class PatchIBModel(DualEncoderWrapper):
     "Patch-IB Models A–E on one dual encoder (see VARIANTS)."
     def __init__(self, dual: nn.Module,  # a cxrlab DualEncoder

@@ -146,7 +146,7 @@ def default_mask_token_id(backbone_config: Mapping) -> int | None:
         return int(SimpleTokenizer(context_length=8).sot_token_id)
     return None
 
-
+# %% ../nbs/04_remix.ipynb #571e739f
 class ReMiXModel(DualEncoderWrapper):
     "ReMiX around a dual encoder: image and text at global and local (patch / sentence-chunk) scale, optional MLM."
     def __init__(self, dual: nn.Module,  # a cxrlab DualEncoder
@@ -355,7 +355,7 @@ def sentence_queries(rows) -> tuple[list[dict], dict]:
                                 section=s.get('section', '')))
     return queries, dict(skipped)
 
-
+# %% ../nbs/04_remix.ipynb #a4a51caf
 def sentence_query_ranks(scorer, model: nn.Module, tokenizer: Callable, embeddings, rows, device='cpu'):
     "(RelevantRanks of each sentence query over the embedded images, the queries, their patients, skipped counts)."
     queries, skipped = sentence_queries(rows)

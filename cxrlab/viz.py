@@ -51,7 +51,7 @@ def cam_target_of(model: nn.Module) -> tuple[nn.Module, Callable | None]:
     own = getattr(model, 'cam_target', None)
     return own() if callable(own) else image_tower_of(model).cam_target()
 
-
+# %% ../nbs/08_viz.ipynb #e90f4797
 class SimilarityToTexts(nn.Module):
     "images -> [B, T] cosine similarities to T fixed text embeddings: the 'scores' a similarity CAM explains."
     def __init__(self, model: nn.Module, text_embeds: Tensor):
