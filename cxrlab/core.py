@@ -252,6 +252,7 @@ def _dedupe_shared(sd: dict) -> dict:
         if key is not None: seen[key] = k
     return out
 
+# %% ../nbs/00_core.ipynb #06227ac9
 def load_checkpoint(ckpt_dir: str | Path,  # folder written by `save_checkpoint`
                     model: torch.nn.Module | None = None,  # if given, weights are loaded into it (strict)
                     map_location: str = 'cpu',
@@ -356,6 +357,7 @@ def _flatten_metrics(metrics: Mapping, split: str | None) -> dict:
         out[f'{split}/{k}' if split else k] = v
     return out
 
+# %% ../nbs/00_core.ipynb #59b2da08
 @dataclass
 class Run:
     "A run directory: params, metrics, checkpoints, figures, embeddings."
@@ -404,6 +406,7 @@ class Run:
 def _params_hash(params: Mapping) -> str:
     return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:6]
 
+# %% ../nbs/00_core.ipynb #cd22edb5
 def _point_latest(out_dir: Path, run_dir: Path):
     "Make `out_dir/latest` name `run_dir`: a relative symlink, or a text file where symlinks are unavailable."
     latest = out_dir/'latest'

@@ -179,7 +179,7 @@ def read_csv_checked(path: str | Path,  # CSV or CSV.GZ file with a header row
     fast = _read_csv_fast(raw, name, required)
     return fast if fast is not None else _read_csv_module(raw, qc, required, name)
 
-
+# %% ../nbs/01_data.ipynb #a2d1dd95
 def _lines(name: str, start: int, end: int) -> list[str]:
     "'file:line N' for each physical line of a record."
     return [f"{name}:line {i}" for i in range(start, end + 1)]
@@ -596,7 +596,7 @@ def _drop_bad_ids(df: pd.DataFrame, qc: QCReport, cols: Sequence[str] = ID_COLUM
         df = drop_rows(df, bad, qc, 'bad_id', [f"{c}={v!r} is not a number" for v in df.loc[bad, c]])
     return df
 
-
+# %% ../nbs/01_data.ipynb #fab93c08
 def finalize_manifest(df: pd.DataFrame,  # adapter output (manifest columns + provenance)
                       qc: QCReport,  # skips are recorded here
                       data_root: Path | None,  # anchor of relative image paths
@@ -687,7 +687,7 @@ MIMIC_METADATA_COLUMNS = ['dicom_id', 'subject_id', 'study_id', 'PerformedProced
 
 _MIMIC_NUMERIC = {'Rows': r'\d+', 'Columns': r'\d+', 'StudyDate': r'\d{8}', 'StudyTime': r'\d+(?:\.\d*)?'}
 
-
+# %% ../nbs/01_data.ipynb #b29b08a3
 class ReportStore:
     "Report texts keyed by 'pXX/pSUBJECT/sSTUDY', from an unpacked folder or `mimic-cxr-reports.zip`."
     def __init__(self, path: Path):
@@ -741,7 +741,7 @@ class ReportStore:
         if '\x00' in text: raise DataError(f"{self.where(key)}: binary content (NUL byte at {text.index(chr(0))})")
         return text
 
-
+# %% ../nbs/01_data.ipynb #faaa4141
 def _mimic_reports_path(data_root: Path, reports: str | Path | None) -> Path:
     "Where MIMIC report texts are: given, or found next to the images."
     if reports is not None: return Path(reports)
@@ -749,7 +749,7 @@ def _mimic_reports_path(data_root: Path, reports: str | Path | None) -> Path:
         if (data_root/cand).exists(): return data_root/cand
     return data_root  # reports unpacked into the image tree (files/pXX/pSUBJ/sSTUDY.txt)
 
-
+# %% ../nbs/01_data.ipynb #75c0d8a3
 def read_mimic(data_root: Path,  # MIMIC-CXR-JPG root (has files/ and the csv.gz tables)
                qc: QCReport,
                reports: str | Path | None = None,  # reports folder or mimic-cxr-reports.zip (default: found near data_root)
@@ -924,7 +924,7 @@ def _cxp_image_pattern(data_root: Path, paths: pd.Series) -> tuple[str, str]:
         if sample and any(full(p).exists() for p in sample): return prefix, suffix or ''
     return '', ''
 
-
+# %% ../nbs/01_data.ipynb #715dc344
 def read_chexpert_plus(data_root: Path, qc: QCReport, label_file: str | Path | None = None, **_) -> pd.DataFrame:
     "CheXpert Plus CSV + CheXbert JSON-lines labels, one row per image, sections as released."
     df = read_csv_checked(_find_file(data_root, ['df_chexpert_plus*.csv', '*chexpert_plus*.csv'], 'df_chexpert_plus_*.csv'), qc,
@@ -1063,7 +1063,7 @@ def _apply_split_file(df: pd.DataFrame, path: Path, qc: QCReport) -> pd.Series:
     m = dict(zip(sp[key].str.strip(), sp['split'].str.strip().str.lower()))
     return df[key].map(m).fillna('')
 
-
+# %% ../nbs/01_data.ipynb #5e54c337
 def build_manifest(dataset: str,  # synth | mimic | iu | iu_xml | chexpert_plus | csv
                    data_root: str | Path | None = None,  # dataset folder (None: SynthCXR from the cache)
                    strict: bool = False,  # raise on the first bad row instead of counting it
@@ -1204,7 +1204,7 @@ class CXRTransform:
 
     def __repr__(self): return f"CXRTransform({self.preset!r}, train={self.train}, resize={self.resize}, crop={self.crop})"
 
-
+# %% ../nbs/01_data.ipynb #b6b0748a
 def make_transforms(preset: str = 'tiny',  # tiny | rclip_mini | biomedclip | clip | biovil | gloria
                     train: bool = False,  # add laterality-preserving augmentation
                     image_size: int | None = None,  # output side; the resize scales with it (e.g. biovil 448)
@@ -1290,7 +1290,7 @@ def select_text(findings: str, impression: str, report: str, section: str = 'rep
     if section == 'impression_or_findings': return impression or findings
     raise ValueError(f"section={section!r}: choose one of {SECTION_CHOICES}")
 
-
+# %% ../nbs/01_data.ipynb #1da3c97b
 class CXRDataset(torch.utils.data.Dataset):
     "Manifest rows (or studies) as dict samples for pairs, labels, masks, sentence chunks and multi-view studies."
     def __init__(self, manifest: pd.DataFrame,  # standard manifest (see `build_manifest`)
@@ -1429,7 +1429,7 @@ def _cache_one(job: tuple) -> tuple:
     except FileNotFoundError: return i, 'error', 'missing_image'
     except DataError as e: return i, 'error', str(e)
 
-
+# %% ../nbs/01_data.ipynb #ff5ff5a9
 def build_image_cache(manifest: pd.DataFrame,  # manifest to cache (image_path relative to data_root, or absolute)
                       cache_dir: str | Path,  # cache root; images go to cache_dir/<size>/
                       size: int = 512,  # shorter side of the cached images

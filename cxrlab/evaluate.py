@@ -407,7 +407,7 @@ def prompt_scores(scorer: Scorer,
         rows.append(scorer.score(image, ens)[:, 0] if ens is not None else scorer.score(image, parts).mean(1))
     return torch.stack(rows)
 
-
+# %% ../nbs/07_retrieval_eval.ipynb #be68961d
 def aggregate_by_study(scores: Tensor,  # [L, N] scores per image
                        study_ids: Sequence[str],  # [N] study of each image
                        how: str = 'max',  # max | mean over a study's images
@@ -600,7 +600,7 @@ def _prompt_parts(ctx: EvalContext, texts: Mapping[str, list[str]]) -> dict:
         out[label] = {k: v[i:i + len(ts)] for k, v in parts.items()}; i += len(ts)
     return out
 
-
+# %% ../nbs/07_retrieval_eval.ipynb #e1116602
 def _label_families(ctx: EvalContext, fams: set) -> dict:
     from cxrlab.metrics import classification_metrics
     es, sc = ctx.embeddings, ctx.run.scorer()
@@ -700,7 +700,7 @@ def _region(ctx, row: int, bits: int, size) -> Tensor:
     p = Path(ctx.rows['mask_path'].iloc[row]); p = p if p.is_absolute() or root is None else Path(root) / p
     return torch.from_numpy(read_mask(p, bits))
 
-
+# %% ../nbs/07_retrieval_eval.ipynb #3ee0fba7
 @register_evaluation('grounding')
 def grounding_eval(ctx, max_pairs: int = 2000, batch_size: int = 32) -> dict:
     "Pointing game, CNR and mIoU of each map kind against SynthCXR's finding regions, with patient CIs."
@@ -856,7 +856,7 @@ def retrieval_grid(es: EmbeddingSet, rows, scorer: Scorer | None = None, n_queri
     fig.tight_layout()
     return fig
 
-
+# %% ../nbs/07_retrieval_eval.ipynb #6d495172
 def plot_per_label(results: Mapping[str, Mapping], metric: str = 'zero_shot/AUROC', ylabel: str = 'zero-shot AUROC',
                    reference: float | None = 0.5):
     "Grouped bars of `<metric>/<label>` per run."

@@ -45,6 +45,7 @@ _CP_QUAL = dict(  # costophrenic angles: blunting is (hedged) effusion, sharp an
     unc=[], stable=[],
 )
 
+# %% ../nbs/01a_labels.ipynb #1e46bf48
 LABEL_RULES = {
     'Atelectasis': dict(
         terms=[r'atelecta\w*', r'(?:lung|lobar|lobe|segmental|subsegmental|basilar) collapse', r'collapsed?',
@@ -146,6 +147,7 @@ LABEL_RULES = {
                  r'clips? (?:\w+ ){0,3}(?:gallbladder|right upper quadrant|upper abdomen|abdomen)', r'eustachian tubes?', r'bronchial tubes?', r'neural tube', r'tube feeds?', r'port of entry', r'ports? wine']),
 }
 
+# %% ../nbs/01a_labels.ipynb #3c6fa58c
 OTHER_FINDINGS = dict(  # abnormalities outside the 14: they block No Finding but are not columns
     terms=[r'scar\w*', r'cicatri\w*', r'fibros\w*', r'fibrotic', r'volume loss', r'metasta\w*', r'malignan\w*', r'neoplastic',
            r'blunt\w* (?:of )?(?:the )?(?:\w+ )?(?:costophrenic|cp|costodiaphragmatic)(?: angles?| sulc\w+| recess\w*)?',
@@ -288,6 +290,7 @@ def _expand(p: str, limit: int = 64) -> list[str]:
 
 _META = set('\\()[]{}?*+|.^$')
 
+# %% ../nbs/01a_labels.ipynb #b8196248
 def _literal_runs(frag: str) -> list[str]:
     "Literal substrings that every match of `frag` contains (top level only)."
     runs, cur, depth, i = [], '', 0, 0
@@ -597,6 +600,7 @@ def _clause(clauses: tuple, s: int, e: int, S: int, E: int) -> tuple[int, int]:
     i, j = bisect.bisect_right(ends, s), bisect.bisect_left(starts, e)
     return (ends[i - 1] if i else S), (starts[j] if j < len(starts) else E)
 
+# %% ../nbs/01a_labels.ipynb #5a84cac1
 def parse_mentions(text: str,  # report text (already the section(s) to label)
                    strict: bool = False,  # CheXpert-strict: stable heart/mediastinum and "no new X" are uncertain
                    locate: bool = True,  # parse laterality/zone/severity (labels alone do not need it)
@@ -779,6 +783,7 @@ LABEL_ABBREV = {'ATEL': 'Atelectasis', 'CM': 'Cardiomegaly', 'CONS': 'Consolidat
                 'NF': 'No Finding', 'EFF': 'Pleural Effusion', 'PO': 'Pleural Other', 'PNA': 'Pneumonia',
                 'PTX': 'Pneumothorax', 'SD': 'Support Devices'}
 
+# %% ../nbs/01a_labels.ipynb #6a18dca7
 DEV_SET = [  # (report text, expected labels "ABBR=value ..."; unlisted labels are NaN)
     ("The heart is normal in size. The mediastinum is unremarkable. The lungs are clear.", "CM=0 EC=0 NF=1"),
     ("Heart size and mediastinal contours are within normal limits. No focal consolidation, pleural effusion, or pneumothorax. "
@@ -874,6 +879,7 @@ DEV_SET = [  # (report text, expected labels "ABBR=value ..."; unlisted labels a
     ("Lung volumes are low, which accentuates the bronchovascular markings.", ""),
 ]
 
+# %% ../nbs/01a_labels.ipynb #eaa4bacf
 def parse_expected(spec: str) -> dict[str, float]:
     "'CM=1 EFF=-1' -> all 14 labels (NaN where unlisted)."
     _check_text('parse_expected', spec, 'spec')
@@ -1053,6 +1059,7 @@ def _nlm_files(path):
         m = _UID_FILE.search(member.name)
         if m and member.isfile(): yield int(m.group(1)), f"{path.name}:{member.name}", (lambda mb=member: tar.extractfile(mb).read())
 
+# %% ../nbs/01a_labels.ipynb #ccb90626
 def read_nlm_reports(path,  # folder / .tgz / .whl, e.g. find_nlm_reports()
                      uids: tuple[int, int] = IU_DEV_UIDS,  # inclusive uid range to read
                      allow_held_out: bool = False,  # uids above 1500 are the held-out evaluation set
@@ -1172,6 +1179,7 @@ def _slug(label: str) -> str: return label.lower().replace(' ', '_')
 
 _ZONE_3 = {'base': 'lower', 'apex': 'upper'}  # SynthCXR annotates three zones
 
+# %% ../nbs/01a_labels.ipynb #39a2a686
 def location_agreement(corpus: pd.DataFrame,  # SynthCXR-style rows with `sentences` and `annotations`
                       ) -> pd.DataFrame:
     "Accuracy of laterality / zone / severity of positive mentions against sentence-linked finding annotations."

@@ -36,6 +36,7 @@ __all__ = ['MODEL_CONFIGS', 'MAX_LOGIT_SCALE', 'IMAGE_TOWERS', 'TEXT_TOWERS', 'S
 # %% ../nbs/02a_models.ipynb #c077ff62
 _BERT_BASE = dict(width=768, layers=12, heads=12, mlp_ratio=4.0, max_positions=512)
 
+# %% ../nbs/02a_models.ipynb #ea87ea85
 MODEL_CONFIGS: dict[str, dict] = {
     'tiny': dict(  # from scratch in minutes on 2 CPU cores; 160 tokens hold 99% of SynthCXR reports whole
         embed_dim=128, image_size=64, context_length=160, transform='tiny',
@@ -234,7 +235,7 @@ class ViTImageTower(ImageTower):
     def cam_target(self) -> tuple[nn.Module, Callable]:
         return self.blocks[-1], self._token_reshape(lambda: self.grid)
 
-
+# %% ../nbs/02a_models.ipynb #f1a0ab59
 class ClipViTImageTower(ViTImageTower):
     "open_clip VisionTransformer returning the projected class token and projected patch tokens."
     embed_keys = ('visual.conv1', 'visual.class_embedding', 'visual.positional_embedding', 'visual.ln_pre')
@@ -366,7 +367,7 @@ class _ResBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x + self.body(x))
 
-
+# %% ../nbs/02a_models.ipynb #f15b49ac
 class SmallCNNImageTower(CNNImageTower):
     "Small from-scratch CNN (stem + strided residual stages); global = projected mean of the final map's cells."
     embed_keys = ('stem.',)
@@ -775,7 +776,7 @@ def resolve_hub_dir(repo_id: str,  # 'org/name' on the Hugging Face hub; a HubRe
                                      f"{hub_cache_folder(repo_id)} ({type(e).__name__}).{note}{hint} "
                                      + (_weights_help(cfg) if cfg else '')) from None
 
-
+# %% ../nbs/02a_models.ipynb #2f9d1a4a
 def _find_file(folder: Path, patterns: Iterable[str]) -> Path | None:
     "First file in `folder` matching one of `patterns` (in pattern order)."
     for pat in patterns:
@@ -930,7 +931,7 @@ def _weights_folder(cfg: dict, source: str, where: str | None) -> Path:
         return folder
     return resolve_hub_dir(where or w.get('hub') or w['text_hub'], cfg)
 
-
+# %% ../nbs/02a_models.ipynb #f6842892
 def load_pretrained(model: DualEncoder, cfg: dict, source: str, where: str | None) -> dict:
     "Fill `model` with pretrained weights; returns {part: file} of what was loaded."
     name, w = cfg['name'], cfg['weights']
@@ -1003,7 +1004,7 @@ def _make_transforms(cfg: dict):
     return (make_transforms(cfg['transform'], train=True, image_size=cfg['image_size']),
             make_transforms(cfg['transform'], train=False, image_size=cfg['image_size']))
 
-
+# %% ../nbs/02a_models.ipynb #89a06de5
 def create_model(name: str,  # backbone: tiny | rclip_mini | biomedclip | clip_vit_b32 | biovil | gloria
                  pretrained=False,  # False | True | 'hf-hub:org/repo' | 'local-dir:/path'
                  **overrides,  # config overrides (`image_layers=2`, `embed_dim=64`, `tokenizer_dir=...`)
@@ -1160,7 +1161,7 @@ def _frozen_by(entry: str, name: str, kind: str, path: str, lid) -> bool:
         return kind == 'tower' and tower_side(path) == side and (not trunk or lid is not None)
     return name == entry or name.startswith(entry.rstrip('.') + '.')
 
-
+# %% ../nbs/02a_models.ipynb #eeca662c
 def param_groups(model: nn.Module,
                  base_lr: float,  # learning rate of the trunks' top layers
                  weight_decay: float = 0.0,  # AdamW decay for matrices; 0 for 1-D params and position tables
@@ -1372,7 +1373,7 @@ def register_method(method: Method) -> Method:
     METHODS[method.name] = method
     return method
 
-
+# %% ../nbs/02a_models.ipynb #7c7629eb
 def get_method(name: str,  # a method name
                module: str | None = None,  # module to import if it is not registered yet (e.g. from params.json)
               ) -> Method:

@@ -145,7 +145,7 @@ def local_distance(x: Tensor, ctx: Tensor, mask: Tensor, loss_type: str = 'mse')
     m = mask.bool()
     return (d * m).sum() / m.sum().clamp(min=1)
 
-
+# %% ../nbs/03_patch_ib.ipynb #33bb00ec
 class LocalAlignmentLoss(nn.Module):
     "Words attend over patches (and, symmetric, patches over words); distance of each to what it attends to."
     param_role = 'head'

@@ -572,7 +572,7 @@ def top1_softmax(score_fn: Callable,  # (query rows, gallery rows) -> [q, g] log
         conf.append((top - lse).exp()); best.append(idx)
     return torch.cat(conf), torch.cat(best)
 
-
+# %% ../nbs/05_probclip.ipynb #8f9dad71
 def calibration_eval(ctx, n_bins: int = 15) -> dict:
     "ECE of the pairwise match probability and of the top-1 softmax retrieval probability (both directions), with CIs."
     es, sc = ctx.embeddings, ctx.run.scorer()
@@ -680,7 +680,7 @@ def uncertainty_deciles_eval(ctx, n_bins: int = 10, n_bins_abnormal: int = 5) ->
     ctx.figures['uncertainty_recall'] = plot_uncertainty_recall(out, n_bins)
     return out
 
-
+# %% ../nbs/05_probclip.ipynb #647a4fe0
 def plot_uncertainty_recall(metrics: Mapping[str, float], n_bins: int = 10, ks: Sequence[int] = (1, 10), title: str = ''):
     "R@k per uncertainty bin (95% CIs) for both directions."
     import matplotlib.pyplot as plt
@@ -739,7 +739,7 @@ def sigma_table(es, rows) -> 'pd.DataFrame':
                         'abnormal_image': [abnormal(es.image_ids[i]) for i in fi]})
     return pd.concat([img, txt], ignore_index=True)
 
-
+# %% ../nbs/05_probclip.ipynb #b2cc1b2e
 def sigma_sweep(knob: str,  # a SynthCXR generation option: 'report_noise' | 'difficulty' | ...
                 levels: Sequence[float],  # its values
                 synth: Mapping,  # the other generation options (n_patients, image_size, seed, views, ...)
@@ -788,7 +788,7 @@ def sigma_trend(table: 'pd.DataFrame',  # `sigma_sweep` output (one knob, or sev
         corr.append(dict(knob=knob, model=model_name, side=side, spearman=res['estimate'], low=res['low'], high=res['high'], n=len(t)))
     return pd.DataFrame(means), pd.DataFrame(corr)
 
-
+# %% ../nbs/05_probclip.ipynb #79c36d7a
 def corrupted_vs_clean(table: 'pd.DataFrame', n_resamples: int = 200, seed: int = 0) -> 'pd.DataFrame':
     "Within each level and model: mean text σ² of corrupted minus clean reports of abnormal images, with a patient-bootstrap CI."
     import pandas as pd

@@ -130,6 +130,7 @@ def html_report(ipynb: str | Path) -> Path:
     with atomic_write(out) as f: f.write(body)
     return out
 
+# %% ../nbs/09_report.ipynb #a2c57c36
 def run_notebook(notebook: str | Path,  # the .ipynb to execute
                  params: dict | None = None,  # parameter overrides (win over the profile)
                  profile: str | None = None,  # a PROFILES name applied first
@@ -222,6 +223,7 @@ def leaderboard_table(rows: dict[str, dict], columns=LEADERBOARD_COLUMNS):
     cols = [(m, h) for m, h in columns if any(m in r for r in rows.values())]
     return pd.DataFrame({name: {h: _cell(r, m) for m, h in cols} for name, r in rows.items()}).T
 
+# %% ../nbs/09_report.ipynb #d64726b4
 def plot_leaderboard(rows: dict[str, dict], metrics=('t2i/R@10', 'same_label/t2i/R@1', 'contrast/i2t', 'grounding/similarity/PointingGame')):
     "Horizontal bars with 95% CIs for a few headline metrics."
     import matplotlib; import matplotlib.pyplot as plt
@@ -359,6 +361,7 @@ def _previous(state: dict, nb: Path, fp: str) -> StageResult | None:
     if st.get('run_dir') and not Path(st['run_dir']).exists(): return None
     return StageResult(**{k: v for k, v in st.items() if k in StageResult.__dataclass_fields__})
 
+# %% ../nbs/09_report.ipynb #4f6b89c7
 def run_pipeline(profile: str = 'demo',  # PROFILES name
                  notebooks: list[str | Path] | None = None,  # default: every experiment notebook, in order
                  reports_dir: str | Path = 'reports',
@@ -415,6 +418,7 @@ def run_pipeline(profile: str = 'demo',  # PROFILES name
              + f"\n  {'total':>7}  {sum(r.seconds for r in results):8.1f} s")
     return results
 
+# %% ../nbs/09_report.ipynb #d9db5fd0
 def write_summary(results: list[StageResult], path: str | Path, profile: str = '') -> Path:
     "Markdown summary: one status table, then each stage's metrics."
     lines = [f"# cxrlab pipeline summary", '',
@@ -522,6 +526,7 @@ def _readme_cmd(a) -> int:
     if a.results: fill_results(project_root()/'nbs'/'index.ipynb', results_markdown(a.results, a.out_dir))
     print(sync_readme()); return 0
 
+# %% ../nbs/09_report.ipynb #0847c254
 def build_parser() -> argparse.ArgumentParser:
     "The `cxrlab` argument parser."
     ap = argparse.ArgumentParser(prog='cxrlab', description='cxrlab: chest X-ray vision-language workbench')

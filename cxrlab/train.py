@@ -207,6 +207,7 @@ class TrainConfig:
         bad = [msg for ok, msg in checks if not ok]
         if bad: raise ValueError(f"TrainConfig: {'; '.join(bad)}")
 
+# %% ../nbs/02b_train.ipynb #0ce85a06
 TRAIN_PRESETS = {
     # from-scratch small CNN + 2-layer text transformer; on SynthCXR lr 1e-3 beat 2e-3 and 3e-4 (demo-size runs)
     'tiny': dict(backbone='tiny', image_size=64, epochs=6, batch_size=32, lr=1e-3, weight_decay=0.01, grad_clip=1.0,
@@ -383,6 +384,7 @@ def _side_outputs(model: nn.Module, batch: Mapping) -> dict:
         raise KeyError(f"{type(model).__name__}: embed/forward must return 'image' and 'text' dicts (got {sorted(out)})")
     return out
 
+# %% ../nbs/02b_train.ipynb #bd5bc95a
 @torch.no_grad()
 def compute_embeddings(model: nn.Module,  # has embed(batch) -> {'image': {...}, 'text': {...}} (the cxrlab model interface)
                        loader,  # evaluation loader (prepared by accelerate when `accelerator` is given)
@@ -578,6 +580,7 @@ def _clip_grad_norm(accelerator, params, max_norm: float) -> torch.Tensor:
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
     return accelerator.clip_grad_norm_(params, max_norm)
 
+# %% ../nbs/02b_train.ipynb #61fad73c
 def _train_one_epoch(step_module, optimizer, scheduler, loader, accelerator, cfg: TrainConfig, state: LoopState,
                      on_step: Callable, desc: str) -> dict:
     "One pass over `loader` with accumulation, clipping, non-finite skipping; returns mean loss terms."
@@ -721,6 +724,7 @@ def _warmup_steps(cfg: TrainConfig, total: int) -> int:
     w = cfg.warmup_steps if cfg.warmup_steps is not None else int(round(cfg.warmup_ratio * total))
     return min(max(0, w), total - 1)
 
+# %% ../nbs/02b_train.ipynb #bf1a8e9c
 def train(model: nn.Module,  # forward(batch) -> dict of outputs
           loss_fn: nn.Module,  # forward(outputs, batch) -> dict of terms with 'loss'
           train_data,  # Dataset or DataLoader
@@ -826,6 +830,7 @@ def train(model: nn.Module,  # forward(batch) -> dict of outputs
     return {'history': history, 'best_epoch': stopper.best_epoch, 'best_value': stopper.best,
             'best_metric': cfg.early_stop_metric, 'best': best, 'run_dir': None if run is None else str(run.dir), **summary}
 
+# %% ../nbs/02b_train.ipynb #b0798009
 def _save_epoch(run, model, resume_state: dict, improved: bool, stopper, history, cfg: TrainConfig, main: bool):
     "Main process: replace checkpoints/last (and best when improved), update epoch_log.csv."
     if not main: return
@@ -920,7 +925,7 @@ def _check_state(run_dir: Path, ck: Path, model: nn.Module, sd: Mapping) -> None
                            f"({type(model).__name__}): {len(missing)} missing key(s) {missing[:5]}, {len(unexpected)} "
                            f"unexpected key(s) {unexpected[:5]}, shape mismatches (key, model, checkpoint) {shapes[:3]}")
 
-
+# %% ../nbs/02b_train.ipynb #b219f102
 def load_run(run: str | Path,  # a run folder, a run name inside out_dir, or 'latest'
              checkpoint: str = 'best',  # best | last | epoch_NNN
              out_dir: str | Path = 'runs',
@@ -1045,7 +1050,7 @@ class Experiment:
         return train(self.model, self.loss, self.datasets['train'], self.datasets['validate'], self.cfg, run=self.run,
                      evaluate_fn=ev, collate_fn=self.collate, resume=self.params['resume'], **kw)
 
-
+# %% ../nbs/02b_train.ipynb #3f51e9f4
 def setup_experiment(method: str | Method = 'clip',  # a registered method (or a Method)
                      prefix: str | None = None,  # run-name prefix (the notebook's stem)
                      model_options: Mapping | None = None,  # method model options (see the method's defaults)

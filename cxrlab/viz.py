@@ -150,7 +150,7 @@ def swap_sides(text: str) -> str:
     import re
     return re.sub(r'\b(left|right|Left|Right)\b', lambda m: _SWAP[m.group(1)], text)
 
-
+# %% ../nbs/08_viz.ipynb #d78b8d93
 def sentence_sensitivity(model: nn.Module, tokenizer: Callable, images: Tensor, sentences: Sequence[str],
                          method: str = 'gradcam') -> dict:
     "Rank correlation of the maps for a one-sided sentence and its side-swapped twin, and how often the map's mass follows the side."
