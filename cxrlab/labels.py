@@ -16,11 +16,12 @@ from .core import CHEXPERT_LABELS, get_logger
 
 # %% auto #0
 __all__ = ['LABEL_RULES', 'OTHER_FINDINGS', 'MISSPELLINGS', 'OTHER', 'LATERALITY', 'ZONES', 'SEVERITY', 'STATUS_VALUE', 'log',
-           'LABELER_SOURCE', 'CHEXPERT_DIFFERENCES', 'LABEL_ABBREV', 'DEV_SET', 'LABEL_PHRASES', 'QUERY_TEMPLATES',
-           'IU_LABELS', 'IU_DEV_UIDS', 'MESH_LABEL_RULES', 'IU_HOW_TO_GET', 'ERROR_CAUSES', 'sentence_spans',
-           'words_back', 'words_fwd', 'classify_span', 'parse_location', 'location_words', 'Mention', 'parse_mentions',
-           'mentions_frame', 'aggregate', 'split_sections', 'section_text', 'label_report', 'label_reports',
-           'parse_expected', 'dev_frames', 'binarize', 'agreement', 'label_queries', 'mesh_labels', 'find_nlm_reports',
+           'LABELER_SOURCE', 'CHEXPERT_DIFFERENCES', 'LABEL_ABBREV', 'DEV_SET', 'HEDGED_DIAGNOSES',
+           'UNCERTAINTY_POLICIES', 'LABEL_PHRASES', 'QUERY_TEMPLATES', 'IU_LABELS', 'IU_DEV_UIDS', 'MESH_LABEL_RULES',
+           'IU_HOW_TO_GET', 'ERROR_CAUSES', 'sentence_spans', 'words_back', 'words_fwd', 'classify_span',
+           'parse_location', 'location_words', 'Mention', 'parse_mentions', 'mentions_frame', 'aggregate',
+           'split_sections', 'section_text', 'label_report', 'label_reports', 'parse_expected', 'dev_frames',
+           'policy_per_label', 'binarize', 'agreement', 'label_queries', 'mesh_labels', 'find_nlm_reports',
            'read_nlm_reports', 'binary_f1', 'error_causes', 'reference_studies', 'plot_label_f1', 'location_agreement']
 
 # %% ../nbs/01a_labels.ipynb #e8c0bc1c
@@ -896,26 +897,59 @@ def dev_frames() -> tuple[pd.Series, pd.DataFrame]:
     reports = pd.Series([r for r, _ in DEV_SET], name='report')
     return reports, pd.DataFrame([parse_expected(e) for _, e in DEV_SET], columns=CHEXPERT_LABELS)
 
+# %% ../nbs/01a_labels.ipynb #e0978360
+HEDGED_DIAGNOSES = ['Pneumonia', 'Lung Lesion']  # labels a report offers as the diagnosis of a seen opacity or density
+UNCERTAINTY_POLICIES = {  # policy -> how a -1 counts per label ('*': every label not named)
+    'U-Ones': {'*': 'positive'}, 'U-Zeros': {'*': 'negative'}, 'U-Ignore': {'*': 'ignore'},
+    'U-Findings': {'*': 'positive', **{l: 'negative' for l in HEDGED_DIAGNOSES}},
+}
+_HOW = ('positive', 'negative', 'ignore')
+
+def policy_per_label(policy,  # a UNCERTAINTY_POLICIES name, 'positive' | 'negative' | 'ignore', or {label or '*': either}
+                     labels: Sequence[str],  # the label columns
+                    ) -> list[str]:  # 'positive' | 'negative' | 'ignore' for each label
+    "How a -1 counts in each of `labels` under `policy`."
+    if isinstance(policy, str):
+        if policy in _HOW: return [policy] * len(labels)
+        if policy not in UNCERTAINTY_POLICIES:
+            raise ValueError(f"uncertainty policy {policy!r}: use one of {[*UNCERTAINTY_POLICIES, *_HOW]} or a {{label: policy}} dict")
+        policy = UNCERTAINTY_POLICIES[policy]
+    if not isinstance(policy, Mapping): raise TypeError(f"uncertainty policy must be a name or a dict, got {type(policy).__name__}")
+    how = {k: UNCERTAINTY_POLICIES[v]['*'] if v in UNCERTAINTY_POLICIES and len(UNCERTAINTY_POLICIES[v]) == 1 else v for k, v in policy.items()}
+    bad = {k: v for k, v in how.items() if v not in _HOW}
+    if bad: raise ValueError(f"uncertainty policy {policy!r}: {bad} are not one of {_HOW} or U-Ones / U-Zeros / U-Ignore")
+    unknown = set(how) - set(labels) - {'*'} - set(CHEXPERT_LABELS)
+    if unknown: raise KeyError(f"uncertainty policy names unknown labels {sorted(unknown)}")
+    if '*' not in how and set(labels) - set(how): raise KeyError(f"uncertainty policy {policy!r} says nothing for {sorted(set(labels) - set(how))} (add '*')")
+    return [how.get(l, how.get('*')) for l in labels]
+
 # %% ../nbs/01a_labels.ipynb #bbfff167
 def binarize(values: pd.DataFrame | np.ndarray,  # label values 1 / 0 / -1 / NaN
-             uncertain_as: str = 'positive',  # 'positive' | 'negative' | 'ignore' (-> NaN)
+             uncertain_as='positive',  # an uncertainty policy (`policy_per_label`); per-label ones need a DataFrame
             ):
     "1.0 where positive, 0.0 where not, NaN where uncertain is ignored."
-    if uncertain_as not in ('positive', 'negative', 'ignore'):
-        raise ValueError(f"uncertain_as={uncertain_as!r}: use 'positive', 'negative' or 'ignore'")
+    cols = list(values.columns) if isinstance(values, pd.DataFrame) else CHEXPERT_LABELS
+    try: how = policy_per_label(uncertain_as, cols)
+    except (TypeError, KeyError, ValueError) as e: raise ValueError(f"uncertain_as={uncertain_as!r}: {e}") from None
+    if isinstance(values, pd.DataFrame): how = np.array(how)
+    else:
+        how = set(how)
+        if len(how) > 1: raise ValueError(f"uncertain_as={uncertain_as!r} differs per label: pass a DataFrame with label columns")
+        how = np.array(list(how))
     try: v = values.to_numpy(float) if isinstance(values, pd.DataFrame) else np.asarray(values, float)
     except (TypeError, ValueError) as e: raise ValueError(f"label values must be numbers 1, 0, -1 or NaN ({e})") from None
     bad = ~(np.isnan(v) | np.isin(v, (1.0, 0.0, -1.0)))
     if bad.any(): raise ValueError(f"label values must be 1, 0, -1 or NaN; found {np.unique(v[bad])[:5].tolist()}")
-    out = (v == 1.0).astype(float)
+    out = np.array(v == 1.0, dtype=float)
     unc = v == -1.0
-    out[unc] = {'positive': 1.0, 'negative': 0.0, 'ignore': np.nan}[uncertain_as]
+    fill = np.vectorize({'positive': 1.0, 'negative': 0.0, 'ignore': np.nan}.get, otypes=[float])(how)
+    out[unc] = np.broadcast_to(fill, out.shape)[unc] if isinstance(values, pd.DataFrame) else fill[0]
     return pd.DataFrame(out, index=values.index, columns=values.columns) if isinstance(values, pd.DataFrame) else out
 
 def agreement(pred: pd.DataFrame,  # labeler output (rows = reports, columns = labels)
               ref: pd.DataFrame,  # reference labels, same index
               labels: Sequence[str] | None = None,  # default: the CHEXPERT_LABELS both frames have
-              uncertain_as: str = 'positive',  # how -1 counts on both sides
+              uncertain_as='positive',  # how -1 counts on both sides (an uncertainty policy, see `binarize`)
              ) -> pd.DataFrame:
     "Per-label precision / recall / F1 / support of `pred` against `ref`, plus macro and micro rows."
     for name, df in (('pred', pred), ('ref', ref)):
@@ -1100,39 +1134,47 @@ def binary_f1(pred: np.ndarray,  # [N, L] 0/1 predictions
     tp = (pred & gold).sum(0); wrong = (pred ^ gold).sum(0)
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(tp + wrong > 0, 2 * tp / (2 * tp + wrong), np.nan)
 
-ERROR_CAUSES = ['section', 'index says normal', 'hedge', 'negation scope', 'de-identification token', 'mention vocabulary']
+ERROR_CAUSES = ['hedge', 'convention', 'negation scope', 'missed mention', 'false mention']
 
 def _decisive(ms: list, error: str):
-    "The mention behind a false positive (highest status) or a false negative (a negated one)."
-    if error == 'FN': return next((m for m in ms if m.status == 'negative'), None)
-    return max(ms, key=lambda m: _RANK[m.status], default=None)
+    "The mention behind an error: the highest-status one for a false positive, the highest below positive for a false negative."
+    cand = ms if error == 'FP' else [m for m in ms if m.status != 'positive']
+    return max(cand, key=lambda m: _RANK[m.status], default=None)
+
+def _excluded_mention(text: str, label: str) -> bool:
+    "Whether `label`'s vocabulary occurs in `text` only inside an exclusion (a convention such as *calcified nodule*)."
+    r = _RULES[label]
+    return r['terms'] is not None and r['exclude'] is not None and r['terms'].search(text.lower()) is not None
+
+def _cause(error: str, m, text: str, label: str, outside: bool, normal: bool) -> str:
+    "One error's cause (see ERROR_CAUSES) from its deciding mention `m` (or None)."
+    if m is not None and m.status == 'uncertain': return 'hedge'
+    if error == 'FP' and normal: return 'convention'
+    if error == 'FN' and m is None: return 'convention' if outside or _excluded_mention(text, label) else 'missed mention'
+    if error == 'FN': return 'negation scope'
+    t = text.lower()
+    return 'negation scope' if _RX['neg'].search(t, t.rfind(m.sentence.lower()), m.span[0]) else 'false mention'
 
 def error_causes(texts: Sequence[str],  # labelled text per report (what the labeler read)
                  pred: pd.DataFrame,  # labeler output (1 / 0 / -1 / NaN), rows aligned with texts
                  gold: pd.DataFrame,  # reference 0/1 for the labels to score, same index as pred
                  other_text: Sequence[str] | None = None,  # text the labeler did not read (indication, comparison)
                  normal: Sequence[bool] | None = None,  # True where the reference says the study is normal
-                 uncertain_as: str = 'positive',  # how -1 counts
+                 uncertain_as='positive',  # the uncertainty policy (see `binarize`)
                 ) -> pd.DataFrame:  # one row per error: row, label, error, cause, status, phrase, sentence
-    "Every disagreement between `pred` and `gold`, with the mention that decided it and a likely cause."
+    "Every disagreement between `pred` and `gold`, with the mention that decided it and its cause."
     if len(texts) != len(pred) or not pred.index.equals(gold.index):
         raise ValueError(f"texts ({len(texts)}), pred ({len(pred)}) and gold ({len(gold)}) must align row for row")
     labels = list(gold.columns)
-    p = binarize(pred[labels], uncertain_as).fillna(0).to_numpy(bool); g = gold.to_numpy(float) == 1
+    b = binarize(pred[labels], uncertain_as).to_numpy()
+    p, g = np.nan_to_num(b).astype(bool), gold.to_numpy(float) == 1
     rows = []
-    for i, j in zip(*np.nonzero(p != g)):
+    for i, j in zip(*np.nonzero((p != g) & ~np.isnan(b))):
         label, error = labels[j], 'FP' if p[i, j] else 'FN'
-        ms = [m for m in parse_mentions(texts[i], locate=False) if m.label == label]
-        m = _decisive(ms, error)
-        if error == 'FN' and other_text is not None and m is None and \
-                any(o.label == label and o.status != 'negative' for o in parse_mentions(other_text[i] or '', locate=False)):
-            cause = 'section'
-        elif error == 'FP' and normal is not None and normal[i]: cause = 'index says normal'
-        elif error == 'FP' and m is not None and m.status == 'uncertain': cause = 'hedge'
-        elif m is not None and (error == 'FN' or _RX['neg'].search(texts[i].lower(), texts[i].lower().rfind(m.sentence.lower()), m.span[0])):
-            cause = 'negation scope'
-        elif m is not None and 'xxxx' in texts[i][words_back(texts[i], 0, m.span[0], 3):m.span[0]].lower(): cause = 'de-identification token'
-        else: cause = 'mention vocabulary'
+        m = _decisive([m for m in parse_mentions(texts[i], locate=False) if m.label == label], error)
+        outside = error == 'FN' and other_text is not None and m is None and \
+            any(o.label == label and o.status != 'negative' for o in parse_mentions(other_text[i] or '', locate=False))
+        cause = _cause(error, m, texts[i], label, outside, normal is not None and bool(normal[i]))
         rows.append(dict(row=pred.index[i], label=label, error=error, cause=cause, status=m.status if m else None,
                          phrase=m.text.lower() if m else '', sentence=m.sentence if m else ''))
     return pd.DataFrame(rows, columns=['row', 'label', 'error', 'cause', 'status', 'phrase', 'sentence'])
