@@ -24,7 +24,7 @@ BASELINE_MENTIONS = {  # one mention pattern per IU label
     'Fracture': r'fractur\w*',
     'Lung Lesion': r'nodul\w*|mass(?:es)?|tumou?r|neoplasm|carcinoma',
     'Lung Opacity': r'opacit\w*|infiltrat\w*|airspace disease|air space disease|densit\w*',
-    'Pleural Effusion': r'effusion',
+    'Pleural Effusion': r'effusions?',
     'Pneumonia': r'pneumonia|infection',
     'Pneumothorax': r'pneumothora\w*',
 }

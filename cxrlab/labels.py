@@ -773,6 +773,8 @@ CHEXPERT_DIFFERENCES = [  # (sentence, label, cxrlab's value, CheXpert labeler's
     ('If there is concern for rib fracture, obtain a rib series.', 'Fracture', 0.0, -1.0, 'a condition, not a finding'),
     ('Stable cardiomediastinal silhouette.', 'Enlarged Cardiomediastinum', math.nan, -1.0, 'stable is not a finding (strict=True: -1)'),
     ('No new consolidation.', 'Consolidation', 0.0, -1.0, 'no new X says there is none (strict=True: -1)'),
+    ('No cardiomegaly with small bilateral pleural effusions.', 'Pleural Effusion', 1.0, 0.0,
+     "'with' introduces another, stated finding: a negation does not reach past it"),
 ]
 
 # %% ../nbs/01a_labels.ipynb #f59a04ae
