@@ -432,11 +432,17 @@ def label_query_retrieval(scores: Tensor,  # [L, N] label-query scores per image
                           labels: Sequence[str],  # L label names
                           how: str = 'max',
                           ks: Sequence[int] = (5, 10, 20),
+                          uncertain_as='U-Zeros',  # uncertainty policy (cxrlab.labels.binarize); U-Ignore ranks a -1 study last, never relevant
                          ) -> dict[str, float]:
     "Per-label retrieval metrics of label queries over studies (relevant = label positive); labels without positives are counted, not averaged."
     from cxrlab.metrics import retrieval_per_query
+    from cxrlab.labels import binarize
+    import pandas as pd
     agg, studies = aggregate_by_study(torch.as_tensor(scores).float(), study_ids, how)
-    rel = (torch.as_tensor(study_labels).float() == 1).T
+    b = torch.tensor(binarize(pd.DataFrame(torch.as_tensor(study_labels).double().numpy(), columns=list(labels)), uncertain_as).to_numpy())
+    rel = (b == 1).T
+    if b.isnan().any() and b.shape[::-1] == agg.shape:  # an ignored -1: ranked below every other study
+        agg = torch.where(b.isnan().T, agg.min() - 1.0, agg)
     if rel.shape != agg.shape: raise ValueError(f"study_labels give {tuple(rel.shape)} (labels x studies); scores are {tuple(agg.shape)}")
     pq = retrieval_per_query(agg, rel, ks)
     out = {}
@@ -601,7 +607,7 @@ def _prompt_parts(ctx: EvalContext, texts: Mapping[str, list[str]]) -> dict:
     return out
 
 # %% ../nbs/07_retrieval_eval.ipynb #e1116602
-def _label_families(ctx: EvalContext, fams: set) -> dict:
+def _label_families(ctx: EvalContext, fams: set, uncertain_as=None) -> dict:  # None: label queries U-Zeros, zero-shot U-Ignore
     from cxrlab.metrics import classification_metrics
     es, sc = ctx.embeddings, ctx.run.scorer()
     present = [l for l in CHEXPERT_LABELS if l != 'No Finding' and (ctx.rows[l] == 1).any()]
@@ -609,13 +615,17 @@ def _label_families(ctx: EvalContext, fams: set) -> dict:
     out = {}
     if 'label_query' in fams:
         studies = list(dict.fromkeys(es.study_ids))
-        lq = label_query_retrieval(prompt_scores(sc, es.image, pos), es.study_ids, study_labels(ctx.rows, studies, present), present)
+        lq = label_query_retrieval(prompt_scores(sc, es.image, pos), es.study_ids, study_labels(ctx.rows, studies, present), present,
+                                   uncertain_as=uncertain_as or 'U-Zeros')
         out.update({f'label_query/{k}': v for k, v in lq.items()})
     if 'zero_shot' in fams:
         neg = _prompt_parts(ctx, label_query_texts(present, NEGATIVE_TEMPLATES))
         probs = zero_shot_probs(sc, es.image, pos, neg)
         rows = ctx.rows.set_index('image_id').loc[es.image_ids]
-        zs = classification_metrics(probs, rows[present].to_numpy(dtype=float), present, uncertain='ignore')
+        from cxrlab.labels import binarize
+        y = rows[present].to_numpy(dtype=float)
+        y = np.where(np.isnan(y), np.nan, binarize(rows[present].astype(float), uncertain_as or 'U-Ignore').to_numpy())  # NaN never scored
+        zs = classification_metrics(probs, y, present, uncertain='ignore')
         out.update({f'zero_shot/{k}': v for k, v in zs.items()})
     return out
 
@@ -888,6 +898,7 @@ def evaluate_run(run,  # a LoadedRun, or a run folder / name
                  reuse: bool = True,  # reuse stored embeddings of the same rows and checkpoint
                  log: bool = True,  # write `<split>/<metric>` into the run's metrics.json and its figures
                  figures: bool = True,
+                 uncertain_as=None,  # uncertainty policy of label queries and zero-shot (cxrlab.labels.binarize); None: U-Zeros / U-Ignore
                 ) -> RunEvaluation:
     "Reload a run, embed `split`, and compute every requested metric family with patient CIs."
     from cxrlab.core import as_list, get_device, get_precision, Run, load_json
@@ -907,7 +918,7 @@ def evaluate_run(run,  # a LoadedRun, or a run folder / name
     out = {}
     if 'retrieval' in fams: out.update(_retrieval_family(ctx, ranks))
     if 'protocol' in fams: out.update(_protocol_family(ctx, ranks))
-    if fams & {'label_query', 'zero_shot'}: out.update(_label_families(ctx, fams))
+    if fams & {'label_query', 'zero_shot'}: out.update(_label_families(ctx, fams, uncertain_as))
     for name in (lr.method.evaluations if extras else ()):
         if name not in EVALUATIONS: raise KeyError(f"method {lr.method.name!r} declares evaluation {name!r}, which is not registered")
         out.update(EVALUATIONS[name](ctx))

@@ -16,11 +16,12 @@ from .core import CHEXPERT_LABELS, get_logger
 
 # %% auto #0
 __all__ = ['LABEL_RULES', 'OTHER_FINDINGS', 'MISSPELLINGS', 'OTHER', 'LATERALITY', 'ZONES', 'SEVERITY', 'STATUS_VALUE', 'log',
-           'LABELER_SOURCE', 'CHEXPERT_DIFFERENCES', 'LABEL_ABBREV', 'DEV_SET', 'LABEL_PHRASES', 'QUERY_TEMPLATES',
-           'IU_LABELS', 'IU_DEV_UIDS', 'MESH_LABEL_RULES', 'IU_HOW_TO_GET', 'ERROR_CAUSES', 'sentence_spans',
-           'words_back', 'words_fwd', 'classify_span', 'parse_location', 'location_words', 'Mention', 'parse_mentions',
-           'mentions_frame', 'aggregate', 'split_sections', 'section_text', 'label_report', 'label_reports',
-           'parse_expected', 'dev_frames', 'binarize', 'agreement', 'label_queries', 'mesh_labels', 'find_nlm_reports',
+           'LABELER_SOURCE', 'CHEXPERT_DIFFERENCES', 'LABEL_ABBREV', 'DEV_SET', 'HEDGED_DIAGNOSES',
+           'UNCERTAINTY_POLICIES', 'LABEL_PHRASES', 'QUERY_TEMPLATES', 'IU_LABELS', 'IU_DEV_UIDS', 'MESH_LABEL_RULES',
+           'IU_HOW_TO_GET', 'ERROR_CAUSES', 'sentence_spans', 'words_back', 'words_fwd', 'classify_span',
+           'parse_location', 'location_words', 'Mention', 'parse_mentions', 'mentions_frame', 'aggregate',
+           'split_sections', 'section_text', 'label_report', 'label_reports', 'parse_expected', 'dev_frames',
+           'policy_per_label', 'binarize', 'agreement', 'label_queries', 'mesh_labels', 'find_nlm_reports',
            'read_nlm_reports', 'binary_f1', 'error_causes', 'reference_studies', 'plot_label_f1', 'location_agreement']
 
 # %% ../nbs/01a_labels.ipynb #e8c0bc1c
@@ -194,16 +195,11 @@ _PSEUDO = [r'no (?:significant |appreciable |substantial |definite |real |major 
 _PRE_NEG_UNC = [r'(?:cannot|can ?not|can\'t|could not|couldn\'t|unable to|not possible to|difficult to|hard to|impossible to)'
                 r' (?:be )?(?:entirely |completely |definitely |totally |fully |reliably )?(?:exclude\w*|rule\w* out|r/o)',
                 r'not (?:entirely |completely |definitely |totally |fully )?(?:exclude\w*|ruled out)', r'no evidence to rule out']
-_POST_NEG_UNC = [r'(?:cannot|can ?not|can\'t|could not|couldn\'t|may not|might not|would not) (?:be )?(?:entirely |completely |definitely |totally |fully )?(?:exclude\w*|ruled out)',
-                 r'(?:is|are|was|were|be|been) not (?:entirely |completely |definitely |totally |fully )?(?:excluded|ruled out)',
-                 r'not (?:entirely |completely )?(?:excluded|ruled out)']
 _NEG_SCOPED = [r'no', r'not', r'without', r'negative for', r'free of', r'clear of', r'absence of', r'absent', r'lack of', r'never',
                r'nor', r'neither', r'none', r'resolution of', r'interval resolution of', r'removal of', r'interval removal of',
                r'clearing of', r'disappearance of', r'rather than', r'instead of', r'unlikely', r'no longer',
                r'if (?:there is |there are )?(?:\w+ )?(?:clinical )?(?:concern|suspicion|question) (?:for|of)',  # a condition, not a finding
                r'to (?:exclude|rule out)']  # a recommendation's object (CheXpert: "exclude X" is negative)
-_NEG_ADJACENT = [r'resolved', r'cleared', r'removed', r'excluded', r'ruled out', r'history of', r'h/o',
-                 r'status post removal of']  # only within two words of the mention
 _POST_NEG = [r'(?:is |are |was |were |has been |have been )?(?:not|no longer) (?:\w+ )?(?:seen|identified|visuali[sz]ed|appreciated|demonstrated|present|'
              r'evident|noted|detected|apparent|visible|observed|shown|depicted|recognized|definitely seen|clearly seen)',
              r'(?:has|have|had) (?:since |now |completely |entirely |interval )?(?:resolved|cleared|disappeared|been removed|been withdrawn)',
@@ -218,12 +214,14 @@ _UNC_BREAKING = [r'possibl[ey]', r'probabl[ey]', r'questionabl[ey]', r'question(
                  r'ddx', r'r/o', r'rule out', r'vs', r'versus', r'maybe', r'suggestion of']
 _UNC_WEAK = [r'suggest\w*', r'consider\w*', r'correlat\w*', r'can', r'evaluate for', r'assess for', r'suspicious', r'concerning',
              r'worrisome']  # lose to a negation
-_POST_UNC = [r'(?:is|are|was|were|be|being|remains?) (?:\w+ )?(?:possible|suspected|questioned|questionable|considered|a consideration|'
+_POST_UNC = [r'(?:cannot|can ?not|can\'t|could not|couldn\'t|may not|might not|would not) (?:be )?(?:entirely |completely |definitely |totally |fully )?(?:exclude\w*|ruled out)',
+             r'(?:is|are|was|were|be|been) not (?:entirely |completely |definitely |totally |fully )?(?:excluded|ruled out)',
+             r'(?:is|are|was|were|be|being|remains?) (?:\w+ )?(?:possible|suspected|questioned|questionable|considered|a consideration|'
              r'less likely|in question|not (?:entirely |completely )?(?:excluded|ruled out)|difficult to exclude|uncertain|equivocal)',
              r'(?:could|may|might|can) (?:also )?(?:be|have) (?:present|seen|noted|this appearance|an?|the|contributing|contribute)',
              r'(?:could|may|might) (?:also )?(?:contribute|account|coexist|exist)', r'suspected', r'questioned', r'not (?:entirely )?excluded',
              r'(?:is |are )?(?:poorly|incompletely|not well|not optimally|difficult to be) (?:evaluated|visuali[sz]ed|seen|assessed|excluded)',
-             r'(?:is |are )?obscured', r'(?:is |are )?possible', r'(?:cannot|can not|can\'t) be (?:entirely )?(?:excluded|ruled out)']
+             r'(?:is |are )?obscured', r'(?:is |are )?possible']  # checked before negation
 _DIFFERENTIAL = r'\b(?:differential(?: diagnosis| diagnoses| considerations?)?|ddx)(?: is| are| includes?| including| would include| of)?\b'  # scopes over its whole list
 _COORD_UNC = r'\b(?:or|and/or|versus|vs\.?|or less likely)\b|\s?/\s?(?=[a-z]|$)'  # X or Y / X versus Y: both uncertain (tight window)
 _CLAUSE_BREAK = (r';|\b(?:but|however|although|though|except|aside from|apart from|whereas|while|which'
@@ -360,8 +358,7 @@ def _compile_rules(rules: Mapping,  # one observation's rule dict
 
 OTHER = 'Other Finding'  # name of the non-column category in mentions
 _RULES = {**{k: _compile_rules(v, MISSPELLINGS.get(k, ())) for k, v in LABEL_RULES.items() if v}, OTHER: _compile_rules(OTHER_FINDINGS)}
-_RX = dict(pseudo=_rx(_PSEUDO), pre_neg_unc=_rx(_PRE_NEG_UNC), post_neg_unc=_rx(_POST_NEG_UNC), neg=_rx(_NEG_SCOPED),
-           neg_adj=_rx(_NEG_ADJACENT), post_neg=_rx(_POST_NEG), unc=_rx(_UNC_BREAKING), unc_weak=_rx(_UNC_WEAK),
+_RX = dict(pseudo=_rx(_PSEUDO), pre_neg_unc=_rx(_PRE_NEG_UNC), neg=_rx(_NEG_SCOPED), post_neg=_rx(_POST_NEG), unc=_rx(_UNC_BREAKING), unc_weak=_rx(_UNC_WEAK),
            post_unc=_rx(_POST_UNC), coord=re.compile(_COORD_UNC), clause=re.compile(_CLAUSE_BREAK),
            no_new=re.compile(_STRICT_NO_NEW), ddx=re.compile(_DIFFERENTIAL))
 
@@ -455,6 +452,7 @@ def _raw_mentions(t: str,  # lower-cased text
 _SCOPE_END = re.compile(r'\b(?:is|are|was|were|has|have|had|shows?|showing|reveals?|appears?|remains?|persists?|persisting|and the|with a)\b'
                         r'|(?<!or )(?<!and )(?<!, )\b(?:seen|noted|identified|demonstrated|present)\b')
 
+_WITH = re.compile(r'\bwith\b')  # ends a pre-negation's reach: what follows is stated ("no X with Y")
 _OWN_VERB = re.compile(r'(?:\b(?:is|are|was|were|has|have|had|been|be|remains?|appears?|now|again|also|still)\W*)+$')  # the trigger's own copula
 
 def _last(rx: re.Pattern, s: str, max_words: int):
@@ -481,18 +479,18 @@ def classify_span(tm: str,  # lower-cased, pseudo-trigger-masked text
     "Status of the mention at `tm[s:e]` from the triggers around it in its clause."
     _check_text('classify_span', tm); _check_span('classify_span', tm, cs, s, e, ce)
     pre, post = tm[words_back(tm, cs, s, 45):s], tm[e:words_fwd(tm, e, ce, 12)]  # beyond every trigger's reach: linear in long text
-    if _last(_RX['pre_neg_unc'], pre, 10) or _first(_RX['post_neg_unc'], post, 6): return 'uncertain'
+    pu = _first(_RX['post_unc'], post, 6)
+    if pu and re.search(r'[,;]', post[:pu.start()]): pu = None  # "effusion, possible pneumonia": the hedge heads the next phrase
+    if pu or _last(_RX['pre_neg_unc'], pre, 10): return 'uncertain'
     if strict and _last(_RX['no_new'], pre, 4): return 'uncertain'
-    neg, adj, hedge = _last(_RX['neg'], pre, 12), _last(_RX['neg_adj'], pre, 2), _last(_RX['unc'], pre, 8) or _last(_RX['ddx'], pre, 40)
-    neg_end = max((m.end() for m in (neg, adj) if m is not None), default=None)
-    if neg_end is not None and (hedge is None or hedge.end() < neg_end or not pre[neg_end:hedge.start()].strip()):
+    neg, hedge = _last(_RX['neg'], pre, 12), _last(_RX['unc'], pre, 8) or _last(_RX['ddx'], pre, 40)
+    if neg is not None and _WITH.search(pre, neg.end()): neg = None  # "no cardiomegaly with small effusions": another finding
+    if neg is not None and (hedge is None or hedge.end() < neg.end() or not pre[neg.end():hedge.start()].strip()):
         return 'negative'  # a later hedge wins, unless it is itself negated ("no suspicious nodules")
     if _first(_RX['post_neg'], post, 6): return 'negative'
     if hedge or _last(_RX['unc_weak'], pre, 8): return 'uncertain'
     coord_pre, coord_post = _last(_RX['coord'], pre, 2), _first(_RX['coord'], post, 1)
     if coord_pre and ',' not in pre[coord_pre.end():] or coord_post and ',' not in post[:coord_post.start()]: return 'uncertain'
-    pu = _first(_RX['post_unc'], post, 5)
-    if pu and not re.search(r'[,;]', post[:pu.start()]): return 'uncertain'  # "effusion, possible pneumonia": the hedge heads the next phrase
     return 'positive'
 
 # %% ../nbs/01a_labels.ipynb #0447a2c8
@@ -775,6 +773,8 @@ CHEXPERT_DIFFERENCES = [  # (sentence, label, cxrlab's value, CheXpert labeler's
     ('If there is concern for rib fracture, obtain a rib series.', 'Fracture', 0.0, -1.0, 'a condition, not a finding'),
     ('Stable cardiomediastinal silhouette.', 'Enlarged Cardiomediastinum', math.nan, -1.0, 'stable is not a finding (strict=True: -1)'),
     ('No new consolidation.', 'Consolidation', 0.0, -1.0, 'no new X says there is none (strict=True: -1)'),
+    ('No cardiomegaly with small bilateral pleural effusions.', 'Pleural Effusion', 1.0, 0.0,
+     "'with' introduces another, stated finding: a negation does not reach past it"),
 ]
 
 # %% ../nbs/01a_labels.ipynb #f59a04ae
@@ -896,26 +896,59 @@ def dev_frames() -> tuple[pd.Series, pd.DataFrame]:
     reports = pd.Series([r for r, _ in DEV_SET], name='report')
     return reports, pd.DataFrame([parse_expected(e) for _, e in DEV_SET], columns=CHEXPERT_LABELS)
 
+# %% ../nbs/01a_labels.ipynb #e0978360
+HEDGED_DIAGNOSES = ['Pneumonia', 'Lung Lesion']  # labels a report offers as the diagnosis of a seen opacity or density
+UNCERTAINTY_POLICIES = {  # policy -> how a -1 counts per label ('*': every label not named)
+    'U-Ones': {'*': 'positive'}, 'U-Zeros': {'*': 'negative'}, 'U-Ignore': {'*': 'ignore'},
+    'U-Findings': {'*': 'positive', **{l: 'negative' for l in HEDGED_DIAGNOSES}},
+}
+_HOW = ('positive', 'negative', 'ignore')
+
+def policy_per_label(policy,  # a UNCERTAINTY_POLICIES name, 'positive' | 'negative' | 'ignore', or {label or '*': either}
+                     labels: Sequence[str],  # the label columns
+                    ) -> list[str]:  # 'positive' | 'negative' | 'ignore' for each label
+    "How a -1 counts in each of `labels` under `policy`."
+    if isinstance(policy, str):
+        if policy in _HOW: return [policy] * len(labels)
+        if policy not in UNCERTAINTY_POLICIES:
+            raise ValueError(f"uncertainty policy {policy!r}: use one of {[*UNCERTAINTY_POLICIES, *_HOW]} or a {{label: policy}} dict")
+        policy = UNCERTAINTY_POLICIES[policy]
+    if not isinstance(policy, Mapping): raise TypeError(f"uncertainty policy must be a name or a dict, got {type(policy).__name__}")
+    how = {k: UNCERTAINTY_POLICIES[v]['*'] if v in UNCERTAINTY_POLICIES and len(UNCERTAINTY_POLICIES[v]) == 1 else v for k, v in policy.items()}
+    bad = {k: v for k, v in how.items() if v not in _HOW}
+    if bad: raise ValueError(f"uncertainty policy {policy!r}: {bad} are not one of {_HOW} or U-Ones / U-Zeros / U-Ignore")
+    unknown = set(how) - set(labels) - {'*'} - set(CHEXPERT_LABELS)
+    if unknown: raise KeyError(f"uncertainty policy names unknown labels {sorted(unknown)}")
+    if '*' not in how and set(labels) - set(how): raise KeyError(f"uncertainty policy {policy!r} says nothing for {sorted(set(labels) - set(how))} (add '*')")
+    return [how.get(l, how.get('*')) for l in labels]
+
 # %% ../nbs/01a_labels.ipynb #bbfff167
 def binarize(values: pd.DataFrame | np.ndarray,  # label values 1 / 0 / -1 / NaN
-             uncertain_as: str = 'positive',  # 'positive' | 'negative' | 'ignore' (-> NaN)
+             uncertain_as='positive',  # an uncertainty policy (`policy_per_label`); per-label ones need a DataFrame
             ):
     "1.0 where positive, 0.0 where not, NaN where uncertain is ignored."
-    if uncertain_as not in ('positive', 'negative', 'ignore'):
-        raise ValueError(f"uncertain_as={uncertain_as!r}: use 'positive', 'negative' or 'ignore'")
+    cols = list(values.columns) if isinstance(values, pd.DataFrame) else CHEXPERT_LABELS
+    try: how = policy_per_label(uncertain_as, cols)
+    except (TypeError, KeyError, ValueError) as e: raise ValueError(f"uncertain_as={uncertain_as!r}: {e}") from None
+    if isinstance(values, pd.DataFrame): how = np.array(how)
+    else:
+        how = set(how)
+        if len(how) > 1: raise ValueError(f"uncertain_as={uncertain_as!r} differs per label: pass a DataFrame with label columns")
+        how = np.array(list(how))
     try: v = values.to_numpy(float) if isinstance(values, pd.DataFrame) else np.asarray(values, float)
     except (TypeError, ValueError) as e: raise ValueError(f"label values must be numbers 1, 0, -1 or NaN ({e})") from None
     bad = ~(np.isnan(v) | np.isin(v, (1.0, 0.0, -1.0)))
     if bad.any(): raise ValueError(f"label values must be 1, 0, -1 or NaN; found {np.unique(v[bad])[:5].tolist()}")
-    out = (v == 1.0).astype(float)
+    out = np.array(v == 1.0, dtype=float)
     unc = v == -1.0
-    out[unc] = {'positive': 1.0, 'negative': 0.0, 'ignore': np.nan}[uncertain_as]
+    fill = np.vectorize({'positive': 1.0, 'negative': 0.0, 'ignore': np.nan}.get, otypes=[float])(how)
+    out[unc] = np.broadcast_to(fill, out.shape)[unc] if isinstance(values, pd.DataFrame) else fill[0]
     return pd.DataFrame(out, index=values.index, columns=values.columns) if isinstance(values, pd.DataFrame) else out
 
 def agreement(pred: pd.DataFrame,  # labeler output (rows = reports, columns = labels)
               ref: pd.DataFrame,  # reference labels, same index
               labels: Sequence[str] | None = None,  # default: the CHEXPERT_LABELS both frames have
-              uncertain_as: str = 'positive',  # how -1 counts on both sides
+              uncertain_as='positive',  # how -1 counts on both sides (an uncertainty policy, see `binarize`)
              ) -> pd.DataFrame:
     "Per-label precision / recall / F1 / support of `pred` against `ref`, plus macro and micro rows."
     for name, df in (('pred', pred), ('ref', ref)):
@@ -1100,39 +1133,56 @@ def binary_f1(pred: np.ndarray,  # [N, L] 0/1 predictions
     tp = (pred & gold).sum(0); wrong = (pred ^ gold).sum(0)
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(tp + wrong > 0, 2 * tp / (2 * tp + wrong), np.nan)
 
-ERROR_CAUSES = ['section', 'index says normal', 'hedge', 'negation scope', 'de-identification token', 'mention vocabulary']
+ERROR_CAUSES = ['hedge', 'convention', 'negation scope', 'missed mention', 'false mention']
 
 def _decisive(ms: list, error: str):
-    "The mention behind a false positive (highest status) or a false negative (a negated one)."
-    if error == 'FN': return next((m for m in ms if m.status == 'negative'), None)
-    return max(ms, key=lambda m: _RANK[m.status], default=None)
+    "The mention behind an error: the highest-status one for a false positive, the highest below positive for a false negative."
+    cand = ms if error == 'FP' else [m for m in ms if m.status != 'positive']
+    return max(cand, key=lambda m: _RANK[m.status], default=None)
+
+def _excluded_mention(text: str, label: str) -> bool:
+    "Whether `label`'s vocabulary occurs in `text` only inside an exclusion (a convention such as *calcified nodule*)."
+    r = _RULES[label]
+    return r['terms'] is not None and r['exclude'] is not None and r['terms'].search(text.lower()) is not None
+
+_STEM_STOP = {'lung', 'lungs', 'left', 'right', 'lower', 'upper', 'bilateral', 'mild', 'small'}
+
+def _stems(words: str) -> set:
+    "First five letters of each content word (opacities ~ Opacity, markings ~ Markings)."
+    return {w[:5] for w in re.findall(r'[a-z]{4,}', words.lower()) if w not in _STEM_STOP}
+
+def _cause(error: str, m, text: str, label: str, outside: bool, normal: bool, terms: Sequence[str] = ()) -> str:
+    "One error's cause (see ERROR_CAUSES) from its deciding mention `m` (or None) and the report's reference terms."
+    if m is not None and m.status == 'uncertain': return 'hedge'
+    if error == 'FP' and normal: return 'convention'
+    if error == 'FN' and m is None: return 'convention' if outside or _excluded_mention(text, label) else 'missed mention'
+    if error == 'FN': return 'negation scope'
+    t = text.lower()
+    if _RX['neg'].search(t, t.rfind(m.sentence.lower()), m.span[0]): return 'negation scope'
+    return 'convention' if _stems(m.text) & _stems(' '.join(terms)) else 'false mention'
 
 def error_causes(texts: Sequence[str],  # labelled text per report (what the labeler read)
                  pred: pd.DataFrame,  # labeler output (1 / 0 / -1 / NaN), rows aligned with texts
                  gold: pd.DataFrame,  # reference 0/1 for the labels to score, same index as pred
                  other_text: Sequence[str] | None = None,  # text the labeler did not read (indication, comparison)
                  normal: Sequence[bool] | None = None,  # True where the reference says the study is normal
-                 uncertain_as: str = 'positive',  # how -1 counts
+                 uncertain_as='positive',  # the uncertainty policy (see `binarize`)
+                 reference_terms: Sequence[Sequence[str]] | None = None,  # the reference's own terms per report (MeSH)
                 ) -> pd.DataFrame:  # one row per error: row, label, error, cause, status, phrase, sentence
-    "Every disagreement between `pred` and `gold`, with the mention that decided it and a likely cause."
+    "Every disagreement between `pred` and `gold`, with the mention that decided it and its cause."
     if len(texts) != len(pred) or not pred.index.equals(gold.index):
         raise ValueError(f"texts ({len(texts)}), pred ({len(pred)}) and gold ({len(gold)}) must align row for row")
     labels = list(gold.columns)
-    p = binarize(pred[labels], uncertain_as).fillna(0).to_numpy(bool); g = gold.to_numpy(float) == 1
+    b = binarize(pred[labels], uncertain_as).to_numpy()
+    p, g = np.nan_to_num(b).astype(bool), gold.to_numpy(float) == 1
     rows = []
-    for i, j in zip(*np.nonzero(p != g)):
+    for i, j in zip(*np.nonzero((p != g) & ~np.isnan(b))):
         label, error = labels[j], 'FP' if p[i, j] else 'FN'
-        ms = [m for m in parse_mentions(texts[i], locate=False) if m.label == label]
-        m = _decisive(ms, error)
-        if error == 'FN' and other_text is not None and m is None and \
-                any(o.label == label and o.status != 'negative' for o in parse_mentions(other_text[i] or '', locate=False)):
-            cause = 'section'
-        elif error == 'FP' and normal is not None and normal[i]: cause = 'index says normal'
-        elif error == 'FP' and m is not None and m.status == 'uncertain': cause = 'hedge'
-        elif m is not None and (error == 'FN' or _RX['neg'].search(texts[i].lower(), texts[i].lower().rfind(m.sentence.lower()), m.span[0])):
-            cause = 'negation scope'
-        elif m is not None and 'xxxx' in texts[i][words_back(texts[i], 0, m.span[0], 3):m.span[0]].lower(): cause = 'de-identification token'
-        else: cause = 'mention vocabulary'
+        m = _decisive([m for m in parse_mentions(texts[i], locate=False) if m.label == label], error)
+        outside = error == 'FN' and other_text is not None and m is None and \
+            any(o.label == label and o.status != 'negative' for o in parse_mentions(other_text[i] or '', locate=False))
+        cause = _cause(error, m, texts[i], label, outside, normal is not None and bool(normal[i]),
+                       reference_terms[i] if reference_terms is not None else ())
         rows.append(dict(row=pred.index[i], label=label, error=error, cause=cause, status=m.status if m else None,
                          phrase=m.text.lower() if m else '', sentence=m.sentence if m else ''))
     return pd.DataFrame(rows, columns=['row', 'label', 'error', 'cause', 'status', 'phrase', 'sentence'])

@@ -204,3 +204,26 @@ def test_labels_is_a_leaf_module():
     assert 'cxrlab.data' not in loaded and 'cxrlab.synth' not in loaded, loaded
     import cxrlab.data as D
     assert D.LABELER_SOURCE is L.LABELER_SOURCE and 'LABELER_SOURCE' not in D.__all__
+
+
+@pytest.mark.parametrize('i', range(len(__import__('cxrlab.labels', fromlist=['x']).CHEXPERT_DIFFERENCES)))
+def test_chexpert_difference_holds(i):
+    "Each deliberate deviation from CheXpert's labeler gives the value CHEXPERT_DIFFERENCES records."
+    from cxrlab.labels import CHEXPERT_DIFFERENCES
+    text, label, ours, chexpert, why = CHEXPERT_DIFFERENCES[i]
+    got = label_report(text)[label]
+    assert (math.isnan(ours) and math.isnan(got)) or got == ours, (text, label, got, why)
+
+
+def test_uncertainty_policies_per_label():
+    "U-Findings counts a hedged diagnosis negative and a hedged finding positive; the three CheXpert policies are uniform."
+    from cxrlab.labels import HEDGED_DIAGNOSES, UNCERTAINTY_POLICIES, policy_per_label
+    pred = pd.DataFrame([label_report('Patchy right basilar opacity, which may represent atelectasis or pneumonia.')])
+    assert pred.loc[0, 'Pneumonia'] == -1.0 and pred.loc[0, 'Atelectasis'] == -1.0 and pred.loc[0, 'Lung Opacity'] == 1.0
+    b = binarize(pred[['Pneumonia', 'Atelectasis', 'Lung Opacity']], 'U-Findings')
+    assert b.iloc[0].tolist() == [0.0, 1.0, 1.0]
+    for name, how in (('U-Ones', 1.0), ('U-Zeros', 0.0)):
+        assert binarize(pred[['Pneumonia', 'Atelectasis']], name).iloc[0].tolist() == [how, how]
+    assert binarize(pred[['Pneumonia']], 'U-Ignore').isna().all().all()
+    assert set(HEDGED_DIAGNOSES) <= set(CHEXPERT_LABELS) and set(UNCERTAINTY_POLICIES) >= {'U-Ones', 'U-Zeros', 'U-Ignore'}
+    assert policy_per_label({'*': 'U-Ones', 'Cardiomegaly': 'U-Zeros'}, ['Cardiomegaly', 'Edema']) == ['negative', 'positive']

@@ -86,6 +86,10 @@ RAISES = [  # (function, call, exception, message fragment)
     ('binary_f1', lambda: L.binary_f1(np.array([[np.nan]]), np.array([[1.0]])), ValueError, 'only 0 and 1'),
     ('binary_f1', lambda: L.binary_f1(np.zeros((2, 2)), np.zeros((3, 2))), ValueError, 'differ in shape'),
     ('error_causes', lambda: L.error_causes(['a'], pd.DataFrame({'Edema': [1.0, 0.0]}), pd.DataFrame({'Edema': [1.0, 1.0]})), ValueError, 'align'),
+    ('policy_per_label', lambda: L.policy_per_label('U-Twos', ['Edema']), ValueError, 'U-Twos'),
+    ('policy_per_label', lambda: L.policy_per_label(None, ['Edema']), TypeError, 'name or a dict'),
+    ('policy_per_label', lambda: L.policy_per_label({'Nodule': 'U-Ones', '*': 'U-Ones'}, ['Edema']), KeyError, 'Nodule'),
+    ('binarize', lambda: L.binarize(np.array([-1.0]), 'U-Findings'), ValueError, 'pass a DataFrame'),
 ]
 
 
@@ -117,6 +121,7 @@ DOCUMENTED = [  # (function, call, check of the documented result)
     ('mentions_frame', lambda: L.mentions_frame([]), lambda df: len(df) == 0 and 'status' in df.columns),
     ('parse_expected', lambda: L.parse_expected(''), all_nan),
     ('binarize', lambda: L.binarize(np.array([np.nan, -1.0]), 'ignore'), lambda a: a[0] == 0.0 and np.isnan(a[1])),  # not mentioned = 0
+    ('policy_per_label', lambda: L.policy_per_label('U-Findings', []), lambda p: p == []),  # no labels: nothing to decide
     ('mesh_labels', lambda: L.mesh_labels([]), lambda d: set(d.values()) == {0.0}),  # no term: negative for all ten
     ('mesh_labels', lambda: L.mesh_labels(['', '  ']), lambda d: set(d.values()) == {0.0}),
     ('binary_f1', lambda: L.binary_f1(np.zeros((0, 3)), np.zeros((0, 3))), lambda f: np.isnan(f).all()),

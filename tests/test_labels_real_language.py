@@ -152,8 +152,10 @@ def test_long_text_is_linear():
 
 def test_iu_development_set_macro_f1():
     """The real-report benchmark of 01a on the development uids (1-1500 only; never the held-out ones): macro-F1 of the
-    ten IU labels against the MeSH major terms, uncertain as positive. 0.832 when written; the floor catches a
-    regression of a few points (one label losing its main mention phrase costs about 0.02)."""
+    ten IU labels against the MeSH major terms. Measured 0.833 under U-Ones (uncertain as positive) and 0.872 under
+    U-Findings (Pneumonia 0.815, Lung Lesion 0.742); each floor is the measured value minus 0.01 for the macro (one
+    label losing its main mention phrase costs about 0.02), 0.70 for the two hedged-diagnosis labels (about two
+    reports' worth of F1 at their 14 and 30 positives)."""
     import numpy as np
     import pandas as pd
     from cxrlab.labels import IU_LABELS, agreement, find_nlm_reports, label_reports, mesh_labels, read_nlm_reports
@@ -166,5 +168,8 @@ def test_iu_development_set_macro_f1():
     pred = label_reports(iu[keep].reset_index(drop=True)[['findings', 'impression']], mode='both')[IU_LABELS].fillna(0.0)
     assert len(ref) == 1440
     ag = agreement(pred, ref, IU_LABELS, uncertain_as='positive')
-    assert ag.loc['macro', 'f1'] >= 0.81, ag.loc[IU_LABELS + ['macro'], ['precision', 'recall', 'f1']]
+    assert ag.loc['macro', 'f1'] >= 0.82, ag.loc[IU_LABELS + ['macro'], ['precision', 'recall', 'f1']]
     assert (ag.loc[IU_LABELS, 'f1'] >= 0.45).all(), ag.loc[IU_LABELS, 'f1']
+    agf = agreement(pred, ref, IU_LABELS, uncertain_as='U-Findings')
+    assert agf.loc['macro', 'f1'] >= 0.86, agf.loc[IU_LABELS + ['macro'], ['precision', 'recall', 'f1']]
+    assert (agf.loc[['Pneumonia', 'Lung Lesion'], 'f1'] >= 0.70).all(), agf.loc[['Pneumonia', 'Lung Lesion'], 'f1']
