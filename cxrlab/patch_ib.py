@@ -55,14 +55,14 @@ class PatchMaskHead(ProgressAware, nn.Module):
         return self.tau_start * (self.tau_end / self.tau_start) ** self.progress.fraction
 
     def forward(self, feats: Tensor) -> tuple[Tensor, Tensor]:  # (logits [B, P], keep [B, P])
-        "Logits and the keep mask (hard values; straight-through gradient while training)."
+        "Logits and the keep mask (hard values; straight-through gradient while training); the best patch is always kept."
         logits = self.score(feats).squeeze(-1)
         z = torch.sigmoid(logits)
-        if not self.training: return logits, (z > 0.5).to(z.dtype)
-        if self.mode == 'gumbel':
+        if self.training and self.mode == 'gumbel':
             u = torch.rand_like(z).clamp(1e-6, 1 - 1e-6)
             z = torch.sigmoid((logits + u.log() - (1 - u).log()) / self.temperature())
-        return logits, straight_through(z > 0.5, z)
+        hard = (z > 0.5) | F.one_hot(z.argmax(1), z.shape[1]).bool()  # an empty selection would have no embedding
+        return logits, (straight_through(hard, z) if self.training else hard.to(z.dtype))
 
 # %% ../nbs/03_patch_ib.ipynb #d2c1c372
 class TopKPatchHead(nn.Module):
