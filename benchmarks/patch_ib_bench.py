@@ -2,11 +2,12 @@
 
 Both run `PatchIBModel.encode_image` on the same random images with the same ViT-B/16 image tower (BiomedCLIP's,
 random weights: nothing is downloaded). C runs every block on all 196 patch tokens and masks afterwards; E runs the
-first `drop_after` blocks on all tokens and the rest on the kept ones. The ideal speed-up is the ratio of their forward
+first `drop_after` blocks (default: half of them, the seed's drop point) on all tokens and the rest on the kept ones;
+both also project their patches through the local-alignment head (`patch_proj`), E only the kept ones. The ideal speed-up is the ratio of their forward
 FLOPs (torch's FlopCounterMode, the same run); the measured one is the ratio of their best wall times over
 `--repeats` alternating runs (least disturbed on a shared machine). Target: measured >= 85 % of ideal (CPU, batch 8).
 
-    OMP_NUM_THREADS=2 python benchmarks/patch_ib_bench.py                      # ViT-B/16, batch 8, keep 0.5 after block 1
+    OMP_NUM_THREADS=2 python benchmarks/patch_ib_bench.py                      # ViT-B/16, batch 8, keep 0.5 after block 6
     python benchmarks/patch_ib_bench.py --keep-ratio 0.25 --drop-after 3 --backbone tiny_vit --image-size 64
 """
 import argparse, time
@@ -38,7 +39,7 @@ def main(argv=None):
     ap.add_argument('--image-size', type=int, default=None)
     ap.add_argument('--batch-size', type=int, default=8)
     ap.add_argument('--keep-ratio', type=float, default=0.5)
-    ap.add_argument('--drop-after', type=int, default=1)
+    ap.add_argument('--drop-after', type=int, default=None, help='blocks before the drop (default: half)')
     ap.add_argument('--repeats', type=int, default=7)
     ap.add_argument('--threads', type=int, default=None)
     a = ap.parse_args(argv)
@@ -53,7 +54,7 @@ def main(argv=None):
     fc, fe = flops(C, x[:1]), flops(E, x[:1])
     n_patches = dual.image_tower.grid[0] * dual.image_tower.grid[1]
     print(f"{a.backbone} ViT: {dual.image_tower.num_layers} blocks, {n_patches} patches, image {S}px, batch {a.batch_size}, "
-          f"threads {torch.get_num_threads()}; E keeps {round(a.keep_ratio * n_patches)} tokens after block {a.drop_after}")
+          f"threads {torch.get_num_threads()}; E keeps {round(a.keep_ratio * n_patches)} tokens after block {E.drop_after}")
     for m in (C, E): wall_time(m, x)  # warm-up
     tc, te = [], []
     for _ in range(a.repeats):  # alternate so both see the same machine load

@@ -690,7 +690,8 @@ def grounding_maps(model: nn.Module, tokenizer: Callable, images: Tensor, texts:
         maps['mask'] = grid_map(img, km.gather(1, img['kept_index']) if 'kept_index' in img else km)
     la = getattr(model, 'local_align', None)
     if la is not None:
-        attn = la.attention(img['patches'], txt['tokens'], model.patch_mask(img))  # [N, T, P']
+        attn = la.attention(img.get('local_patches', img['patches']), txt.get('local_tokens', txt['tokens']),
+                            model.patch_mask(img))  # [N, T, P'] (a model's own local-alignment features where it has them)
         maps['attention'] = grid_map(img, masked_mean(attn, txt['token_mask']))
     return maps
 

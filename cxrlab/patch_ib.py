@@ -14,16 +14,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from fastcore.basics import patch
 
 from .evaluate import finding_sentences, grounding_maps, mean_ci, register_evaluation, upsample_maps
 from .models import DualEncoderWrapper, Method, ViTImageTower, build_model, masked_mean, register_method
 from .train import InfoNCELoss, ProgressAware, TermSchedule, TrainProgress
 
 # %% auto #0
-__all__ = ['VARIANTS', 'PATCH_IB', 'straight_through', 'PatchMaskHead', 'TopKPatchHead', 'TokenDropScorer',
-           'scaled_dot_attention', 'CrossAttention', 'local_distance', 'LocalAlignmentLoss', 'SparsityLoss',
-           'ConsistencyLoss', 'PatchIBModel', 'PatchIBLoss', 'build_patch_ib', 'removal_orders', 'deletion_insertion',
-           'faithfulness_eval', 'plot_maps', 'plot_token_attention']
+__all__ = ['VARIANTS', 'PATCH_IB', 'VARIANT_DEFAULTS', 'SEED_CONFIGS', 'SEED_VARIANT_CONFIG', 'straight_through', 'PatchMaskHead',
+           'TopKPatchHead', 'TokenDropScorer', 'scaled_dot_attention', 'CrossAttention', 'local_distance',
+           'LocalAlignmentLoss', 'SparsityLoss', 'ConsistencyLoss', 'FILIPLocalLoss', 'LocalHead', 'anneal',
+           'PatchIBModel', 'PatchIBLoss', 'build_patch_ib', 'variant_options', 'full_embedding_eval', 'removal_orders',
+           'deletion_insertion', 'faithfulness_eval', 'plot_maps', 'plot_token_attention']
 
 # %% ../nbs/03_patch_ib.ipynb #8d85fb25
 def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
@@ -53,14 +55,14 @@ class PatchMaskHead(ProgressAware, nn.Module):
         return self.tau_start * (self.tau_end / self.tau_start) ** self.progress.fraction
 
     def forward(self, feats: Tensor) -> tuple[Tensor, Tensor]:  # (logits [B, P], keep [B, P])
-        "Logits and the keep mask (hard values; straight-through gradient while training)."
+        "Logits and the keep mask (hard values; straight-through gradient while training); the best patch is always kept."
         logits = self.score(feats).squeeze(-1)
         z = torch.sigmoid(logits)
-        if not self.training: return logits, (z > 0.5).to(z.dtype)
-        if self.mode == 'gumbel':
+        if self.training and self.mode == 'gumbel':
             u = torch.rand_like(z).clamp(1e-6, 1 - 1e-6)
             z = torch.sigmoid((logits + u.log() - (1 - u).log()) / self.temperature())
-        return logits, straight_through(z > 0.5, z)
+        hard = (z > 0.5) | F.one_hot(z.argmax(1), z.shape[1]).bool()  # an empty selection would have no embedding
+        return logits, (straight_through(hard, z) if self.training else hard.to(z.dtype))
 
 # %% ../nbs/03_patch_ib.ipynb #d2c1c372
 class TopKPatchHead(nn.Module):
@@ -125,10 +127,10 @@ class CrossAttention(nn.Module):
     "Queries attend over keys: multi-head (heads > 0, learned) or single-head scaled dot product (heads = 0)."
     param_role = 'head'
 
-    def __init__(self, dim: int, heads: int = 4, temperature: float = 1.0):
+    def __init__(self, dim: int, heads: int = 4, temperature: float = 1.0, dropout: float = 0.):
         super().__init__()
         self.heads, self.temperature = int(heads), float(temperature)
-        self.mha = nn.MultiheadAttention(dim, self.heads, batch_first=True) if self.heads > 0 else None
+        self.mha = nn.MultiheadAttention(dim, self.heads, dropout=dropout, batch_first=True) if self.heads > 0 else None
 
     def forward(self, queries: Tensor, keys: Tensor, key_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.mha is None: return scaled_dot_attention(queries, keys, key_mask, self.temperature)
@@ -147,7 +149,7 @@ def local_distance(x: Tensor, ctx: Tensor, mask: Tensor, loss_type: str = 'mse')
 
 # %% ../nbs/03_patch_ib.ipynb #33bb00ec
 class LocalAlignmentLoss(nn.Module):
-    "Words attend over patches (and, symmetric, patches over words); distance of each to what it attends to."
+    "Words attend over patches (and, symmetric, patches over words); mean distance of each word to what it attends to."
     param_role = 'head'
 
     def __init__(self, loss_type: str = 'mse',  # 'mse' | 'cosine'
@@ -155,13 +157,14 @@ class LocalAlignmentLoss(nn.Module):
                  heads: int = 0,  # 0: single-head scaled dot product (no parameters); > 0: multi-head attention
                  dim: int | None = None,  # feature width (needed when heads > 0)
                  temperature: float = 1.0,  # τ of the single-head form
+                 dropout: float = 0.,  # attention dropout of the multi-head form (the seed's 0.1)
                 ):
         super().__init__()
         if loss_type not in ('mse', 'cosine'): raise ValueError(f"loss_type={loss_type!r}; expected 'mse' or 'cosine'")
         if heads and dim is None: raise ValueError("LocalAlignmentLoss: multi-head attention needs dim")
         self.loss_type, self.symmetric = loss_type, bool(symmetric)
-        self.attend = CrossAttention(dim or 1, heads, temperature)
-        self.attend_back = CrossAttention(dim or 1, heads, temperature) if symmetric else None
+        self.attend = CrossAttention(dim or 1, heads, temperature, dropout)
+        self.attend_back = CrossAttention(dim or 1, heads, temperature, dropout) if symmetric else None
 
     def forward(self, patches: Tensor,  # [B, P, D]
                 tokens: Tensor,  # [B, T, D]
@@ -182,63 +185,121 @@ class LocalAlignmentLoss(nn.Module):
 
 # %% ../nbs/03_patch_ib.ipynb #74f9180a
 class SparsityLoss(nn.Module):
-    "(kept ratio − target)² per image, mean over the batch; hard ratio forward, sigmoid gradient backward."
-    def __init__(self, target_ratio: float = 0.5):
+    "(r̄ − target)², r̄ the batch's hard kept share (the seed's); per_image: mean of (rᵢ − target)². Sigmoid gradient."
+    def __init__(self, target_ratio: float = 0.5,  # target kept share
+                 per_image: bool = False,  # False: one share over the batch (seed); True: per image, then the mean
+                ):
         super().__init__()
         if not 0 < target_ratio <= 1: raise ValueError(f"target_ratio={target_ratio} must be in (0, 1]")
-        self.target_ratio = float(target_ratio)
+        self.target_ratio, self.per_image = float(target_ratio), bool(per_image)
 
     def kept_ratio(self, mask_logits: Tensor, keep: Tensor | None = None) -> Tensor:
-        "[B] kept share (straight-through)."
+        "[B] kept share per image (straight-through)."
         if keep is not None: return keep.mean(1)
         z = torch.sigmoid(mask_logits)
         return straight_through(z > 0.5, z).mean(1)
 
-    def forward(self, mask_logits: Tensor,  # [B, P] mask-head logits
+    def forward(self, mask_logits: Tensor,  # [B, P] selector logits (kept where > 0)
                 keep: Tensor | None = None,  # [B, P] the straight-through keep mask actually used (Gumbel), if any
                ) -> Tensor:
-        return (self.kept_ratio(mask_logits, keep) - self.target_ratio).pow(2).mean()
+        r = self.kept_ratio(mask_logits, keep)
+        return (r - self.target_ratio).pow(2).mean() if self.per_image else (r.mean() - self.target_ratio).pow(2)
 
 
 class ConsistencyLoss(nn.Module):
-    "Mean squared difference between the masked and the (detached) full image's cosine similarities to the reports."
-    def forward(self, masked: Tensor,  # [B, D] L2-normalised masked-image embeddings
-                full: Tensor,  # [B, D] L2-normalised full-image embeddings
+    "s = exp(min(logit_scale, 4.6)); MSE(s·diag(masked·textᵀ), s·diag(full·textᵀ)) (all B² pairs with include_negatives)."
+    max_log_scale = 4.6  # the seed's clamp: exp(4.6) ≈ 100
+
+    def __init__(self, include_negatives: bool = False):
+        super().__init__()
+        self.include_negatives = bool(include_negatives)
+
+    def forward(self, full: Tensor,  # [B, D] L2-normalised full-image embeddings
+                masked: Tensor,  # [B, D] L2-normalised masked-image embeddings
                 text: Tensor,  # [B, D] L2-normalised report embeddings
+                logit_scale: Tensor,  # the log inverse temperature (the parameter, not its exp)
                ) -> Tensor:
-        return (masked @ text.T - (full @ text.T).detach()).pow(2).mean()
+        s = logit_scale.clamp(max=self.max_log_scale).exp()
+        sim_full, sim_masked = s * full @ text.T, s * masked @ text.T
+        if not self.include_negatives: sim_full, sim_masked = sim_full.diagonal(), sim_masked.diagonal()
+        return F.mse_loss(sim_masked, sim_full)
+
+# %% ../nbs/03_patch_ib.ipynb #04575627
+class FILIPLocalLoss(nn.Module):
+    "FILIP: sim = ½(meanₘ maxₗ cos + meanₗ maxₘ cos) per image–report pair; symmetric InfoNCE on exp(min(ls, 4.6))·sim."
+    max_log_scale = 4.6
+
+    def similarity(self, patches: Tensor, tokens: Tensor, token_mask: Tensor) -> Tensor:
+        "[B_img, B_txt] FILIP similarity."
+        cos = torch.einsum('imd,jld->imjl', F.normalize(patches, dim=-1), F.normalize(tokens, dim=-1))  # [B, M, B, L]
+        m = token_mask.bool()[None]  # [1, B, L]
+        i2t = cos.masked_fill(~m[None], float('-inf')).amax(3).clamp(min=-1).mean(1)  # a report without words: -1
+        t2i = (cos.amax(1) * m).sum(-1) / m.sum(-1).clamp(min=1)  # [B_img, B_txt]
+        return (i2t + t2i) / 2
+
+    def forward(self, patches: Tensor,  # [B, M, D] patch features (normalised here)
+                tokens: Tensor,  # [B, L, D] token features (normalised here)
+                token_mask: Tensor,  # [B, L] True for word tokens
+                logit_scale: Tensor,  # the log inverse temperature
+               ) -> Tensor:
+        logits = logit_scale.clamp(max=self.max_log_scale).exp() * self.similarity(patches, tokens, token_mask)
+        labels = torch.arange(logits.shape[0], device=logits.device)
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+    def attention(self, patches: Tensor, tokens: Tensor, patch_mask: Tensor | None = None) -> Tensor:
+        "[B, T, P] each word's best-matching patch (one-hot): FILIP's token-to-patch assignment, for grounding maps."
+        cos = torch.einsum('bpd,btd->btp', F.normalize(patches, dim=-1), F.normalize(tokens, dim=-1))
+        if patch_mask is not None: cos = cos.masked_fill(~patch_mask.bool()[:, None], float('-inf'))
+        return torch.zeros_like(cos).scatter_(2, cos.argmax(2, keepdim=True), 1.)
 
 # %% ../nbs/03_patch_ib.ipynb #26168e20
-VARIANTS = {  # variant -> what it adds (architecture as data)
-    'A': dict(local=False, select=None, description='global CLIP baseline: symmetric InfoNCE'),
-    'B': dict(local=True, select=None, description='A + word-to-patch local alignment'),
-    'C': dict(local=True, select='mask', description='B + Patch-IB mask head (threshold), sparsity + consistency'),
-    'D': dict(local=True, select='topk', description='B + soft top-K patch selection, consistency'),
-    'E': dict(local=True, select='drop', description='B + hard token dropping inside the ViT'),
+VARIANTS = {  # variant -> what it adds (architecture as data); `local` is the default local loss
+    'A': dict(local=None, select=None, description='global CLIP baseline: symmetric InfoNCE'),
+    'B': dict(local='mse', select=None, description='A + word-to-patch local alignment (cross-attention MSE)'),
+    'C': dict(local='mse', select='mask', description='B + Patch-IB threshold mask: InfoNCE on masked and full, sparsity, consistency'),
+    'D': dict(local='mse', select='topk', description='B + top-K patch selection (k annealed): InfoNCE on masked and full, sparsity, consistency'),
+    'E': dict(local='filip', select='drop', description='token dropping inside the ViT (after half the blocks), FILIP local loss, sparsity'),
 }
 
+
+class LocalHead(nn.Linear):
+    "A linear head into the local-alignment space (the seed's `patch_proj` / `token_proj`); trained at the head LR."
+    param_role = 'head'
+
+
+def anneal(start: float, end: float, step: int, steps: float, total_steps: int | None = None) -> float:
+    "Linear from `start` at step 0 to `end` at `steps` (a value in (0, 1) is a fraction of `total_steps`), then `end`."
+    n = steps * total_steps if (0 < steps < 1 and total_steps) else steps
+    return end if n <= 0 else start + (end - start) * min(1., step / n)
+
 # %% ../nbs/03_patch_ib.ipynb #e9f0def0
-class PatchIBModel(DualEncoderWrapper):
+class PatchIBModel(ProgressAware, DualEncoderWrapper):
     "Patch-IB Models A–E on one dual encoder (see VARIANTS)."
     def __init__(self, dual: nn.Module,  # a cxrlab DualEncoder
                  variant: str = 'C',  # A | B | C | D | E
                  heads: int = 4,  # local alignment heads (0 = single-head scaled dot product, no parameters)
-                 local_loss: str = 'mse',  # mse | cosine
+                 local_loss: str | None = None,  # mse | cosine | filip (None: the variant's, VARIANTS[v]['local'])
                  symmetric: bool = False,  # local alignment in both directions
                  local_temperature: float = 1.0,  # τ of the single-head form
+                 local_dropout: float = 0.1,  # attention dropout of the multi-head form (seed: 0.1)
+                 local_on_kept: bool | None = None,  # local alignment over kept patches only (None: the seed's: D yes, C no)
                  mask_mode: str = 'st',  # C: 'st' | 'gumbel'
                  tau_start: float = 1.0, tau_end: float = 0.1,  # C: Gumbel temperature annealing
                  mask_init_bias: float = 2.0,  # C: initial bias of the mask head
-                 k_ratio: float = 0.5,  # D: share of patches kept
-                 keep_ratio: float = 0.5,  # E: share of patch tokens kept after block `drop_after`
-                 drop_after: int = 1,  # E: the scorer reads the tokens after this many blocks
+                 k_ratio: float = 0.5,  # D: final share of patches kept
+                 keep_ratio: float = 0.5,  # E: final share of patch tokens kept after block `drop_after`
+                 ratio_start: float | None = None,  # D/E: the share kept at step 0 (None: no annealing)
+                 ratio_anneal_steps: float = 0,  # D/E: optimizer steps (or a fraction of the run) of linear annealing
+                 drop_after: int | None = None,  # E: the scorer reads the tokens after this many blocks (None: half)
+                 retrieval_embedding: str = 'masked',  # C/D at evaluation: 'masked' (cxrlab) | 'full' (the seed's)
                 ):
         super().__init__(dual)
         if variant not in VARIANTS: raise ValueError(f"variant={variant!r}; expected one of {sorted(VARIANTS)}")
+        if retrieval_embedding not in ('masked', 'full'): raise ValueError(f"retrieval_embedding={retrieval_embedding!r}; expected 'masked' or 'full'")
         self.dual, self.variant, self.spec = dual, variant, VARIANTS[variant]
-        self.logit_scale = dual.logit_scale
+        self.logit_scale, self.retrieval_embedding = dual.logit_scale, retrieval_embedding
         tower = dual.image_tower
-        C, D = tower.width, dual.image_tower.project(torch.zeros(1, tower.width)).shape[-1]
+        C, D = tower.width, tower.project(torch.zeros(1, tower.width)).shape[-1]
         sel = self.spec['select']
         if sel == 'mask': self.selector = PatchMaskHead(C, mask_mode, tau_start, tau_end, mask_init_bias)
         elif sel == 'topk': self.selector = TopKPatchHead(C, k_ratio)
@@ -246,113 +307,191 @@ class PatchIBModel(DualEncoderWrapper):
             if not isinstance(tower, ViTImageTower):
                 raise ValueError(f"variant E drops tokens inside a ViT; the image tower is a {type(tower).__name__} "
                                  f"(use a ViT backbone: tiny_vit, biomedclip, clip_vit_b32)")
+            drop_after = tower.num_layers // 2 if drop_after is None else int(drop_after)
             if not 0 <= drop_after < tower.num_layers:
                 raise ValueError(f"drop_after={drop_after} must be in [0, {tower.num_layers}) for a {tower.num_layers}-block ViT")
-            self.selector, self.drop_after = TokenDropScorer(C, keep_ratio), int(drop_after)
-        self.local_align = LocalAlignmentLoss(local_loss, symmetric, heads, D, local_temperature) if self.spec['local'] else None
+            self.selector, self.drop_after = TokenDropScorer(C, keep_ratio), drop_after
+        self.ratio_end = {'topk': float(k_ratio), 'drop': float(keep_ratio)}.get(sel)
+        self.ratio_start, self.ratio_anneal_steps = ratio_start, float(ratio_anneal_steps)
+        self._init_local(local_loss, heads, symmetric, local_temperature, local_dropout, local_on_kept, C, D)
 
-    def _encode_dropped(self, images: Tensor) -> dict:
-        tower = self.dual.image_tower
-        x = tower.run_blocks(tower.embed_tokens(images), 0, self.drop_after)
-        n = tower.prefix_tokens
-        kept, idx, scores = self.selector(x[:, n:])
-        self._kept_index = idx.detach()  # for `cam_target`: the grid cells of the tokens the later blocks see
-        pooled, feats = tower.finish(tower.run_blocks(torch.cat([x[:, :n], kept], 1), self.drop_after, None))
-        out = tower._outputs(pooled, feats, tower.grid)
-        keep = torch.zeros_like(scores).scatter_(1, idx, 1.)
-        return {**out, 'kept_index': idx, 'mask_logits': scores, 'keep': keep, 'keep_map': torch.sigmoid(scores)}
-
-    def encode_image(self, images: Tensor) -> dict:
-        sel = self.spec['select']
-        if sel == 'drop':
-            out = self._encode_dropped(images)
-        else:
-            out = self.dual.image_tower(images)
-            if sel in ('mask', 'topk'):
-                logits, keep = self.selector(out['patch_features'])
-                soft = torch.sigmoid(logits)  # the keep score per patch (for D a monotone map of its ranking score)
-                out = {**out, 'global_full': out['global'], 'mask_logits': logits, 'keep': keep, 'keep_map': soft,
-                       'global': self.dual.image_tower.pool(out['patch_features'], keep)}
-        out['embeds'] = F.normalize(out['global'], dim=-1)
-        out['embeds_full'] = F.normalize(out['global_full'], dim=-1) if 'global_full' in out else out['embeds']
-        return out
+# %% ../nbs/03_patch_ib.ipynb #703e23f0
+@patch
+def _init_local(self: PatchIBModel, local_loss, heads, symmetric, temperature, dropout, on_kept, C: int, D: int):
+    "The local term's own heads (`patch_proj`, `token_proj`) and loss; none for A."
+    kind = self.spec['local'] if (local_loss is None or self.spec['local'] is None) else local_loss
+    self.local_kind, self.local_align = kind, None
+    if kind is None: return
+    if kind not in ('mse', 'cosine', 'filip'): raise ValueError(f"local_loss={kind!r}; expected 'mse', 'cosine' or 'filip'")
+    self.patch_proj, self.token_proj = LocalHead(C, D), LocalHead(self.dual.text_tower.width, D)
+    self.local_align = (FILIPLocalLoss() if kind == 'filip' else
+                        LocalAlignmentLoss(kind, symmetric, heads, D, temperature, dropout))
+    self.local_on_kept = (self.spec['select'] == 'topk') if on_kept is None else bool(on_kept)
 
 
-    def patch_mask(self, image: Mapping) -> Tensor | None:
-        "[B, P'] bool of the patches in `image['patches']` the local head may attend to (None = all)."
-        if 'keep' not in image or 'kept_index' in image: return None  # E's patches are already the kept ones
-        return image['keep'].detach() > 0.5
+@patch
+def selection_ratio(self: PatchIBModel, step: int, total_steps: int | None = None) -> float | None:
+    "D's k / E's keep ratio at optimizer `step` (None for A–C)."
+    if self.ratio_end is None: return None
+    if self.ratio_start is None: return self.ratio_end
+    return anneal(float(self.ratio_start), self.ratio_end, step, self.ratio_anneal_steps, total_steps)
 
-    def forward(self, batch: Mapping) -> dict:
-        e = self.embed(batch)
-        img, txt = e['image'], e['text']
-        out = {'image_embeds': img['embeds'], 'text_embeds': txt['embeds'], 'logit_scale': self.dual.scale(), **e}
-        if self.local_align is not None:  # the terms this variant has, for the loss
-            out['local_loss'] = self.local_align(img['patches'], txt['tokens'], txt['token_mask'], self.patch_mask(img))
-        if self.spec['select'] == 'mask': out['sparsity_logits'], out['sparsity_keep'] = img['mask_logits'], img['keep']
-        if self.spec['select'] in ('mask', 'topk'): out['image_embeds_full'] = img['embeds_full']
-        return out
 
-    def grid_map(self, image: Mapping, values: Tensor) -> Tensor:
-        "[B, h, w] map of per-patch `values` ([B, P'] for the patches in `image`; dropped patches get the minimum)."
-        h, w = image['grid']
-        if 'kept_index' in image:
-            full = values.new_full((values.shape[0], h * w), float(values.min()) if values.numel() else 0.)
-            values = full.scatter(1, image['kept_index'], values)
-        return values.reshape(-1, h, w)
+@patch
+def set_progress(self: PatchIBModel, progress: TrainProgress):
+    "Training progress from the engine: anneal D's k / E's keep ratio."
+    self.progress = progress
+    r = self.selection_ratio(progress.step, progress.total_steps)
+    if r is not None: setattr(self.selector, 'k_ratio' if self.spec['select'] == 'topk' else 'keep_ratio', r)
 
-    def cam_target(self) -> tuple[nn.Module, Callable | None]:
-        "Grad-CAM's layer and reshape: the tower's; for E the kept tokens go back to their grid cells (dropped cells are 0)."
-        tower = self.dual.image_tower
-        layer, reshape = tower.cam_target()
-        if self.spec['select'] != 'drop': return layer, reshape
-        def scatter_kept(tokens: Tensor) -> Tensor:  # [B, prefix + K, C] of the forward Grad-CAM just ran
-            (h, w), n, C = tower.grid, tower.prefix_tokens, tokens.shape[-1]
-            x = tokens[:, n:]
-            if x.shape[1] != h * w:
-                idx = self._kept_index[..., None].expand(-1, -1, C)
-                x = x.new_zeros(x.shape[0], h * w, C).scatter(1, idx, x)
-            return x.reshape(-1, h, w, C).permute(0, 3, 1, 2)
-        return layer, scatter_kept
+# %% ../nbs/03_patch_ib.ipynb #9cd2e594
+@patch
+def _encode_dropped(self: PatchIBModel, images: Tensor) -> dict:
+    tower = self.dual.image_tower
+    x = tower.run_blocks(tower.embed_tokens(images), 0, self.drop_after)
+    n = tower.prefix_tokens
+    kept, idx, scores = self.selector(x[:, n:])
+    self._kept_index = idx.detach()  # for `cam_target`: the grid cells of the tokens the later blocks see
+    pooled, feats = tower.finish(tower.run_blocks(torch.cat([x[:, :n], kept], 1), self.drop_after, None))
+    out = tower._outputs(pooled, feats, tower.grid)
+    keep = torch.zeros_like(scores).scatter_(1, idx, 1.)
+    return {**out, 'kept_index': idx, 'mask_logits': scores, 'keep': keep, 'keep_map': torch.sigmoid(scores)}
+
+
+@patch
+def encode_image(self: PatchIBModel, images: Tensor) -> dict:
+    sel = self.spec['select']
+    if sel == 'drop': out = self._encode_dropped(images)
+    else:
+        out = self.dual.image_tower(images)
+        if sel in ('mask', 'topk'):
+            logits, keep = self.selector(out['patch_features'])
+            soft = torch.sigmoid(logits)  # the keep score per patch (for D a monotone map of its ranking score)
+            out = {**out, 'global_full': out['global'], 'mask_logits': logits, 'keep': keep, 'keep_map': soft,
+                   'global': self.dual.image_tower.pool(out['patch_features'], keep)}
+    out['embeds'] = F.normalize(out['global'], dim=-1)
+    out['embeds_full'] = F.normalize(out['global_full'], dim=-1) if 'global_full' in out else out['embeds']
+    if not self.training and self.retrieval_embedding == 'full': out['embeds'] = out['embeds_full']
+    if self.local_align is not None: out['local_patches'] = F.normalize(self.patch_proj(out['patch_features']), dim=-1)
+    return out
+
+
+@patch
+def encode_text(self: PatchIBModel, input_ids: Tensor, attention_mask: Tensor) -> dict:
+    out = self.dual.encode_text(input_ids, attention_mask)
+    if self.local_align is not None: out['local_tokens'] = F.normalize(self.token_proj(out['hidden']), dim=-1)
+    return out
+
+# %% ../nbs/03_patch_ib.ipynb #113103e3
+@patch
+def patch_mask(self: PatchIBModel, image: Mapping) -> Tensor | None:
+    "[B, P'] bool of the patches the local head may attend to (None = all: A, B, E, and C as the seed)."
+    if 'keep' not in image or 'kept_index' in image or not getattr(self, 'local_on_kept', False): return None
+    return image['keep'].detach() > 0.5
+
+
+@patch
+def local_term(self: PatchIBModel, img: Mapping, txt: Mapping) -> Tensor:
+    "The local loss on the own heads' normalised outputs."
+    if self.local_kind == 'filip':
+        return self.local_align(img['local_patches'], txt['local_tokens'], txt['token_mask'], self.dual.logit_scale)
+    return self.local_align(img['local_patches'], txt['local_tokens'], txt['token_mask'], self.patch_mask(img))
+
+
+@patch
+def forward(self: PatchIBModel, batch: Mapping) -> dict:
+    e = self.embed(batch)
+    img, txt = e['image'], e['text']
+    out = {'image_embeds': img['embeds'], 'text_embeds': txt['embeds'], 'logit_scale': self.dual.scale(), **e}
+    if self.local_align is not None: out['local_loss'] = self.local_term(img, txt)
+    sel = self.spec['select']
+    if sel is not None: out['sparsity_logits'] = img['mask_logits']
+    if sel == 'mask': out['sparsity_keep'] = img['keep']
+    if sel in ('mask', 'topk'): out['image_embeds_full'] = img['embeds_full']
+    return out
+
+# %% ../nbs/03_patch_ib.ipynb #ec2b053c
+@patch
+def grid_map(self: PatchIBModel, image: Mapping, values: Tensor) -> Tensor:
+    "[B, h, w] map of per-patch `values` ([B, P'] for the patches in `image`; dropped patches get the minimum)."
+    h, w = image['grid']
+    if 'kept_index' in image:
+        full = values.new_full((values.shape[0], h * w), float(values.min()) if values.numel() else 0.)
+        values = full.scatter(1, image['kept_index'], values)
+    return values.reshape(-1, h, w)
+
+
+@patch
+def cam_target(self: PatchIBModel) -> tuple[nn.Module, Callable | None]:
+    "Grad-CAM's layer and reshape: the tower's; for E the kept tokens go back to their grid cells (dropped cells are 0)."
+    tower = self.dual.image_tower
+    layer, reshape = tower.cam_target()
+    if self.spec['select'] != 'drop': return layer, reshape
+    def scatter_kept(tokens: Tensor) -> Tensor:  # [B, prefix + K, C] of the forward Grad-CAM just ran
+        (h, w), n, C = tower.grid, tower.prefix_tokens, tokens.shape[-1]
+        x = tokens[:, n:]
+        if x.shape[1] != h * w:
+            idx = self._kept_index[..., None].expand(-1, -1, C)
+            x = x.new_zeros(x.shape[0], h * w, C).scatter(1, idx, x)
+        return x.reshape(-1, h, w, C).permute(0, 3, 1, 2)
+    return layer, scatter_kept
 
 # %% ../nbs/03_patch_ib.ipynb #64425e92
 class PatchIBLoss(ProgressAware, nn.Module):
-    "InfoNCE + w_local·local + w_sparsity·(r − target)² + w_consistency·consistency, each weight on its own schedule."
-    def __init__(self, sparsity_target: float = 0.5,  # C: target kept ratio
-                 sparsity_weight: float = 10., sparsity_start: float = 0.1, sparsity_warmup: float = 0.1,
-                 local_weight: float = 1., local_start: float = 0.25, local_warmup: float = 0.1,
-                 consistency_weight: float = 1., consistency_start: float = 0., consistency_warmup: float = 0.,
+    "w_mask·NCE(masked) + w_full·NCE(full) + Σ w_t(step)·term_t over local, sparsity, consistency."
+    def __init__(self, nce_mask_weight: float = 1., nce_full_weight: float = 1.,  # the seed's contrastive weights
+                 sparsity_target: float = 0.5, sparsity_per_image: bool = False,  # target kept share; cxrlab's per-image form
+                 sparsity_weight: float = 10., sparsity_start: float = 0., sparsity_warmup: float = 0.05,
+                 local_weight: float = 100., local_start: float = 0., local_warmup: float = 0.1,
+                 consistency_weight: float = 1., consistency_include_negatives: bool = False,
+                 consistency_start: float = 0., consistency_warmup: float = 0.,
                  label_smoothing: float = 0.,
                 ):
         super().__init__()
         self.infonce = InfoNCELoss(label_smoothing=label_smoothing)
-        self.sparsity, self.consistency = SparsityLoss(sparsity_target), ConsistencyLoss()
+        self.nce_mask_weight, self.nce_full_weight = float(nce_mask_weight), float(nce_full_weight)
+        self.sparsity = SparsityLoss(sparsity_target, sparsity_per_image)
+        self.consistency = ConsistencyLoss(consistency_include_negatives)
         self.w = {'local': TermSchedule(local_weight, local_start, local_warmup),
                   'sparsity': TermSchedule(sparsity_weight, sparsity_start, sparsity_warmup),
                   'consistency': TermSchedule(consistency_weight, consistency_start, consistency_warmup)}
 
     def forward(self, outputs: Mapping, batch: Mapping | None = None) -> dict:
-        terms = self.infonce(outputs, batch)
-        total, img, extra = terms['loss'], outputs['image'], {}
+        nce = self.infonce(outputs, batch)
+        terms = {k: v.detach() for k, v in nce.items() if k != 'loss'}
+        has_full = 'image_embeds_full' in outputs
+        total = self.nce_mask_weight * nce['loss']
+        terms['nce_mask' if has_full else 'nce'] = nce['loss'].detach()
+        if has_full:
+            full = self.infonce({**outputs, 'image_embeds': outputs['image_embeds_full']}, batch)['loss']
+            total = total + self.nce_full_weight * full
+            terms.update(nce_full=full.detach(), w_nce_mask=torch.tensor(self.nce_mask_weight), w_nce_full=torch.tensor(self.nce_full_weight))
+        terms['contrastive'] = total.detach()
+        return self._add_terms(outputs, terms, total)
+
+    def _add_terms(self, outputs: Mapping, terms: dict, total: Tensor) -> dict:
+        extra = {}
         if 'local_loss' in outputs: extra['local'] = outputs['local_loss']
         if 'sparsity_logits' in outputs:
-            extra['sparsity'] = self.sparsity(outputs['sparsity_logits'], outputs['sparsity_keep'] if self.training else None)
+            extra['sparsity'] = self.sparsity(outputs['sparsity_logits'], outputs.get('sparsity_keep') if self.training else None)
         if 'image_embeds_full' in outputs:
-            extra['consistency'] = self.consistency(outputs['image_embeds'], outputs['image_embeds_full'], outputs['text_embeds'])
+            extra['consistency'] = self.consistency(outputs['image_embeds_full'], outputs['image_embeds'],
+                                                    outputs['text_embeds'], outputs['logit_scale'].log())
         for name, v in extra.items():
             w = self.w[name].at(self.progress) if self.training else self.w[name].weight
             total = total + w * v
             terms[name], terms[f'w_{name}'] = v.detach(), torch.tensor(w)
-        if 'keep' in img: terms['kept_ratio'] = img['keep'].detach().mean()
-        terms['contrastive'] = terms['loss'].detach()
+        if 'keep' in outputs['image']: terms['kept_ratio'] = outputs['image']['keep'].detach().mean()
         terms['loss'] = total
         return terms
 
 # %% ../nbs/03_patch_ib.ipynb #0e033ef1
-_MODEL_DEFAULTS = dict(variant='C', heads=4, local_loss='mse', symmetric=False, local_temperature=1.0, mask_mode='st',
-                       tau_start=1.0, tau_end=0.1, mask_init_bias=2.0, k_ratio=0.5, keep_ratio=0.5, drop_after=1)
-_LOSS_DEFAULTS = dict(sparsity_target=0.5, sparsity_weight=10., sparsity_start=0.1, sparsity_warmup=0.1,
-                      local_weight=1., local_start=0.25, local_warmup=0.1, consistency_weight=1., consistency_start=0.,
+_MODEL_DEFAULTS = dict(variant='C', heads=4, local_loss=None, symmetric=False, local_temperature=1.0, local_dropout=0.1,
+                       local_on_kept=None, mask_mode='st', tau_start=1.0, tau_end=0.1, mask_init_bias=2.0, k_ratio=0.5,
+                       keep_ratio=0.5, ratio_start=None, ratio_anneal_steps=0, drop_after=None, retrieval_embedding='masked')
+_LOSS_DEFAULTS = dict(nce_mask_weight=1., nce_full_weight=1., sparsity_target=0.5, sparsity_per_image=False,
+                      sparsity_weight=10., sparsity_start=0., sparsity_warmup=0.05, local_weight=100., local_start=0.,
+                      local_warmup=0.1, consistency_weight=1., consistency_include_negatives=False, consistency_start=0.,
                       consistency_warmup=0., label_smoothing=0.)
 
 def build_patch_ib(config: Mapping, backbone: nn.Module | None = None) -> PatchIBModel:
@@ -364,9 +503,89 @@ def _patch_ib_loss(opts: Mapping) -> PatchIBLoss:
 
 PATCH_IB = register_method(Method(
     'patch_ib', build=build_patch_ib, loss=_patch_ib_loss, module='cxrlab.patch_ib',
-    evaluations=('grounding', 'faithfulness', 'linear_probe'),
+    evaluations=('grounding', 'faithfulness', 'linear_probe', 'full_embedding'),
     defaults={'model': _MODEL_DEFAULTS, 'loss': _LOSS_DEFAULTS},
     description='Patch-IB Models A-E: local alignment, information-bottleneck patch masks, top-K, token dropping'))
+
+# %% ../nbs/03_patch_ib.ipynb #d992f0b4
+VARIANT_DEFAULTS = {  # cxrlab's per-variant options (the seed's terms and weights; ramps as fractions of the run)
+    'A': dict(model={}, loss={}),
+    'B': dict(model={}, loss=dict(local_weight=100., local_warmup=0.1)),
+    'C': dict(model={}, loss=dict(local_weight=100., local_warmup=0.1, sparsity_weight=10., sparsity_warmup=0.05, sparsity_target=0.5)),
+    'D': dict(model=dict(k_ratio=0.25, ratio_start=0.5, ratio_anneal_steps=0.4),
+              loss=dict(local_weight=1000., local_warmup=0.2, sparsity_weight=5., sparsity_warmup=0.4, sparsity_target=0.25)),
+    'E': dict(model=dict(keep_ratio=0.5, ratio_start=0.75, ratio_anneal_steps=0.3),
+              loss=dict(local_weight=0.3, local_warmup=0.05, sparsity_weight=1., sparsity_warmup=0.05, sparsity_target=0.5)),
+}
+
+_SEED_TRAIN = dict(backbone='biomedclip', image_size=224)  # BiomedCLIP ViT-B/16 + PubMedBERT (every configs/model_*.yaml:11-12)
+SEED_CONFIGS = {  # github fedemarchits/patch-ib-cxr configs/<name>.yaml; micro-batch step counts as the files give them
+    'model_0_frozen': dict(variant='A', batch_size=96, grad_accum=2, lr=1e-3, weight_decay=0., warmup_steps=50, epochs=2,
+                           early_stop_patience=1, freeze=('image', 'text'), loss={}, model={}),
+    'model_A_baseline': dict(variant='A', batch_size=96, grad_accum=2, lr=5e-6, weight_decay=0.01, warmup_steps=1000,
+                             epochs=40, early_stop_patience=13, layer_decay=0.85, loss={}, model={}),
+    'model_B': dict(variant='B', batch_size=64, grad_accum=2, lr=5e-6, weight_decay=0.01, warmup_steps=1000, epochs=40,
+                    early_stop_patience=7, layer_decay=0.85, model=dict(heads=4, local_dropout=0.1),
+                    loss=dict(local_weight=100., local_warmup=500)),
+    'model_c_patchib': dict(variant='C', batch_size=64, grad_accum=2, lr=5e-6, weight_decay=0.01, warmup_steps=1000,
+                            epochs=40, early_stop_patience=7, layer_decay=0.85, model=dict(heads=4, local_dropout=0.1, mask_mode='st'),
+                            loss=dict(nce_mask_weight=1., nce_full_weight=1., sparsity_target=0.5, sparsity_weight=10.,
+                                      sparsity_warmup=200, consistency_weight=1., consistency_include_negatives=False,
+                                      local_weight=100., local_warmup=500)),
+    'model_d_topk': dict(variant='D', batch_size=64, grad_accum=3, lr=1e-5, weight_decay=0.02, warmup_steps=500, epochs=40,
+                         early_stop_patience=6, layer_decay=0.85,
+                         model=dict(heads=4, local_dropout=0.1, k_ratio=0.25, ratio_start=0.5, ratio_anneal_steps=6666),
+                         loss=dict(nce_mask_weight=1., nce_full_weight=1., sparsity_target=0.25, sparsity_weight=5.,
+                                   sparsity_warmup=6666, consistency_weight=1., local_weight=1000., local_warmup=3333)),
+    'model_e_mid_drop': dict(variant='E', batch_size=48, grad_accum=4, lr=1e-5, weight_decay=0.02, warmup_steps=1000,
+                             epochs=40, early_stop_patience=6, layer_decay=0.85,
+                             model=dict(drop_after=6, keep_ratio=0.5, ratio_start=0.75, ratio_anneal_steps=5000),
+                             loss=dict(sparsity_target=0.5, sparsity_weight=1., sparsity_warmup=500, local_weight=0.3, local_warmup=500)),
+}
+SEED_VARIANT_CONFIG = {'0': 'model_0_frozen', 'A': 'model_A_baseline', 'B': 'model_B', 'C': 'model_c_patchib',
+                       'D': 'model_d_topk', 'E': 'model_e_mid_drop'}
+_SEED_STEP_OPTIONS = ('ratio_anneal_steps', 'sparsity_warmup', 'local_warmup')  # micro-batch counts in the seed
+
+# %% ../nbs/03_patch_ib.ipynb #3c5a3d37
+def variant_options(variant: str,  # A–E, or '0' (the seed's frozen baseline) with preset='seed'
+                    preset: str | None = None,  # None: cxrlab's defaults | 'seed': the seed's configuration
+                   ) -> dict:
+    "{'variant', 'model', 'loss', 'train'} options of one variant (train: TrainConfig fields and backbone)."
+    if preset not in (None, 'seed'): raise ValueError(f"preset={preset!r}; expected None or 'seed'")
+    if preset is None:
+        if variant not in VARIANT_DEFAULTS: raise ValueError(f"variant={variant!r}; expected one of {sorted(VARIANT_DEFAULTS)}")
+        d = VARIANT_DEFAULTS[variant]
+        return {'variant': variant, 'model': dict(d['model']), 'loss': dict(d['loss']), 'train': {}}
+    if variant not in SEED_VARIANT_CONFIG: raise ValueError(f"variant={variant!r}; the seed's configs are {sorted(SEED_VARIANT_CONFIG)}")
+    cfg = dict(SEED_CONFIGS[SEED_VARIANT_CONFIG[variant]])
+    model, loss, arch = dict(cfg.pop('model')), dict(cfg.pop('loss')), cfg.pop('variant')
+    for opts in (model, loss):  # the seed's micro-batch counts -> optimizer steps
+        for k in _SEED_STEP_OPTIONS:
+            if k in opts: opts[k] = float(round(opts[k] / cfg['grad_accum']))
+    return {'variant': arch, 'seed_config': SEED_VARIANT_CONFIG[variant], 'model': model, 'loss': loss,
+            'train': {**_SEED_TRAIN, **cfg}}
+
+# %% ../nbs/03_patch_ib.ipynb #b7b13d96
+def full_embedding_eval(ctx, batch_size: int = 64) -> dict:
+    "Retrieval (patient CIs) of C/D on the image embedding the run does not retrieve with, as '<which>/<metric>'."
+    from cxrlab.data import CXRDataset
+    from cxrlab.evaluate import EmbeddingSet, study_retrieval_eval
+    model = ctx.run.model.eval()
+    if getattr(model, 'spec', {}).get('select') not in ('mask', 'topk') or ctx.embeddings is None: return {}
+    other = 'masked' if model.retrieval_embedding == 'full' else 'full'
+    ds, embs = CXRDataset(ctx.rows, transform=ctx.run.eval_transform), []
+    for b0 in range(0, len(ds), batch_size):
+        with torch.no_grad():
+            img = model.encode_image(torch.stack([ds[i]['image'] for i in range(b0, min(b0 + batch_size, len(ds)))]).to(ctx.device))
+        embs.append(F.normalize(img['global' if other == 'masked' else 'global_full'].float(), dim=-1).cpu())
+    es = ctx.embeddings
+    if list(ctx.rows['image_id'].astype(str)) != es.image_ids: raise RuntimeError('full_embedding_eval: rows and embeddings are not aligned')
+    alt = EmbeddingSet({'embeds': torch.cat(embs)}, {'embeds': es.text['embeds'].float().cpu()}, es.image_ids, es.study_ids,
+                       es.subject_ids, {**es.meta, 'scorer': {'name': 'dot'}})
+    res = study_retrieval_eval(alt, n_resamples=ctx.n_resamples, seed=ctx.seed)
+    return {f'{other}/{k}': v for k, v in res.items()}
+
+_ = register_evaluation('full_embedding')(full_embedding_eval)
 
 # %% ../nbs/03_patch_ib.ipynb #5dc8633f
 def removal_orders(keep_map: Tensor, grid: tuple[int, int], seed: int = 0) -> dict[str, Tensor]:
@@ -453,7 +672,7 @@ def plot_token_attention(model: nn.Module, tokenizer: Callable, image: Tensor, t
     with torch.no_grad():
         img = model.eval().encode_image(image[None])
         tok = tokenizer([text]); txt = model.encode_text(tok['input_ids'].to(dev), tok['attention_mask'].to(dev))
-        attn = model.local_align.attention(img['patches'], txt['tokens'], model.patch_mask(img))[0]  # [T, P']
+        attn = model.local_align.attention(img['local_patches'], txt['local_tokens'], model.patch_mask(img))[0]  # [T, P']
     words = txt['token_mask'][0].nonzero().flatten().tolist()[:max_words]
     names = _token_strings(tokenizer, tok['input_ids'][0])
     fig, axes = plt.subplots(1, len(words), figsize=(1.7 * len(words), 2.0), squeeze=False)

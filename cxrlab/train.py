@@ -129,7 +129,7 @@ class ProgressAware:
 
 @dataclass
 class TermSchedule:
-    "Weight of a loss term at optimizer step s: 0 before `start`, linear ramp over `warmup` steps, then `weight`."
+    "Weight of a loss term at optimizer step s: 0 before `start`, then weight · min(1, (s − start) / warmup)."
     weight: float = 1.0
     start: float = 0  # first step at which the term counts; a value in (0, 1) is a fraction of the run's steps
     warmup: float = 0  # steps of linear ramp after `start` (0 = full weight at once); (0, 1): a fraction of the run
@@ -139,7 +139,7 @@ class TermSchedule:
         start, warmup = steps(self.start), steps(self.warmup)
         if step < start: return 0.
         if warmup <= 0: return float(self.weight)
-        return float(self.weight) * min(1., (step - start + 1) / warmup)
+        return float(self.weight) * min(1., (step - start) / warmup)
 
     def at(self, progress: TrainProgress) -> float:
         "The weight at the current training progress."

@@ -47,3 +47,22 @@ def test_a_missing_weights_folder_is_a_clear_error(tmp_path):
     with pytest.raises(NotebookFailed, match='PretrainedWeightsError.*does not exist'):
         run_notebook(NB, {'variant': 'C', 'backbone': 'biomedclip', 'pretrained': f'local-dir:{tmp_path}/absent', 'epochs': 1},
                      run_name='missing', reports_dir=tmp_path / 'reports', out_dir=tmp_path / 'runs', html=False, progress=False)
+
+
+def test_the_seed_preset_trains_d_as_its_config(biomedclip_dir, tmp_path):
+    "`-p preset seed -p variant D`: the seed's model_d_topk options, both contrastive terms, retrieval on both embeddings."
+    small = {k: v for k, v in SMALL_OVERRIDES['biomedclip'].items() if k != 'image_size'}
+    r = run_notebook(NB, {'variant': 'D', 'preset': 'seed', 'pretrained': f'local-dir:{biomedclip_dir}',
+                          'model_overrides': json.dumps(small), 'image_size': 64, 'epochs': 1, 'batch_size': 8,
+                          'n_patients': 48, 'n_resamples': 10, 'device': 'cpu'},
+                     run_name='seed-d', reports_dir=tmp_path / 'reports', out_dir=tmp_path / 'runs', html=False, progress=False)
+    params = load_json(r.run_dir / 'params.json')['params']
+    assert params['seed_config'] == 'model_d_topk' and params['backbone'] == 'biomedclip'
+    t, cfg = params['train'], params['method']['config']
+    assert (t['lr'], t['layer_decay'], t['grad_accum'], t['warmup_steps'], t['weight_decay']) == (1e-5, 0.85, 3, 500, 0.02)
+    assert (cfg['loss']['local_weight'], cfg['loss']['sparsity_weight'], cfg['loss']['local_warmup']) == (1000., 5., 1111.)
+    assert (cfg['model']['ratio_start'], cfg['model']['k_ratio'], cfg['model']['ratio_anneal_steps']) == (0.5, 0.25, 2222.)
+    logged = (r.run_dir / 'train_log.csv').read_text().splitlines()[0].split(',')
+    assert {'nce_mask', 'nce_full', 'local', 'sparsity', 'consistency', 'w_local', 'w_sparsity'} <= set(logged)
+    m = load_json(r.run_dir / 'metrics.json')
+    assert 'test/t2i/R@10' in m and 'test/full/t2i/R@10' in m  # retrieval on the masked and on the full embedding

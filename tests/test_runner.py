@@ -128,7 +128,7 @@ def test_ci_pipeline_hands_every_trained_run_to_the_evaluation(tmp_path):
     assert any(k.endswith("faithfulness/deletion_auc/mask") for k in m)  # the Patch-IB C run brought its own evaluation
     rep = tmp_path / "reports"
     assert all((rep / f).exists() for f in ("leaderboard.md", "leaderboard.png", "index.html", "pipeline_state.json"))
-    assert "patch_ib C (tiny)" in (rep / "leaderboard.md").read_text()
+    assert "patch_ib C (tiny_vit)" in (rep / "leaderboard.md").read_text()  # every Patch-IB variant on the one ViT
     # --resume: nothing changed, so no stage runs again
     again = run_pipeline("ci", nbs, reports_dir=rep, out_dir=tmp_path / "runs", stage_params={"03_patch_ib": {"variant": "A,C"}},
                          resume=True)
