@@ -1533,29 +1533,32 @@ def seed_table() -> pd.DataFrame:
 
 
 # %% ../nbs/06_localization.ipynb #9c0e5a23
-def _same(given, default) -> bool:
-    "Is a notebook parameter value (maybe a string from `-p`) cxrlab's default?"
+def _unset(v) -> bool: return v is None or (isinstance(v, str) and v.strip().lower() in ('', 'none', 'null'))
+
+def _same(given, value) -> bool:
+    "Is a notebook parameter value (maybe a string from `-p`) equal to `value`?"
     from cxrlab.core import as_bool
-    if default is None: return given is None or str(given).strip().lower() in ('', 'none', 'null')
-    if isinstance(default, bool):
-        try: return as_bool(given) == default
+    if value is None: return _unset(given)
+    if isinstance(value, bool):
+        try: return as_bool(given) == value
         except ValueError: return False
-    if isinstance(default, (int, float)):
-        try: return float(given) == float(default)
+    if isinstance(value, (int, float)):
+        try: return float(given) == float(value)
         except (TypeError, ValueError): return False
-    return str(given) == str(default)
+    return str(given) == str(value)
 
 
-def apply_localize_preset(values: Mapping,  # the notebook's current values of (at least) the preset's parameters
+def apply_localize_preset(values: Mapping,  # the notebook's values of (at least) the preset's parameters; None = unset
                           preset: str | None,  # 'seed', a training preset name (passed on), or None
                          ) -> dict:
-    "{'values': values with the preset applied where still cxrlab's default, 'kept': {param: (yours, preset's)}, 'train_preset'}."
-    if preset not in LOCALIZE_PRESETS: return {'values': dict(values), 'kept': {}, 'train_preset': preset, 'name': None}
+    "{'values': unset values resolved (the preset's, else cxrlab's default), 'kept': {param: (yours, preset's)}, 'train_preset', 'name'}."
+    method = preset if preset in LOCALIZE_PRESETS else None
+    chosen = LOCALIZE_PRESETS.get(method, {})
     default = {r['param']: r['cxrlab'] for r in LOCALIZE_SEED_TABLE if r['param']}
     out, kept = dict(values), {}
-    for k, v in LOCALIZE_PRESETS[preset].items():
-        if k not in values: raise KeyError(f"preset {preset!r}: parameter {k!r} is not among the values given")
-        if _same(values[k], default[k]): out[k] = v
-        elif not _same(values[k], v): kept[k] = (values[k], v)
-    return {'values': out, 'kept': kept, 'train_preset': None, 'name': preset}
+    for k, v in values.items():
+        if k not in default: continue
+        if _unset(v): out[k] = chosen.get(k, default[k])
+        elif k in chosen and not _same(v, chosen[k]): kept[k] = (v, chosen[k])
+    return {'values': out, 'kept': kept, 'train_preset': None if method else preset, 'name': method}
 

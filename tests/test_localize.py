@@ -297,15 +297,19 @@ def _notebook_defaults() -> dict:
 
 
 def test_seed_table_defaults_are_the_notebook_parameters():
-    "The table's 'cxrlab default' of every preset row is the 06 parameter cell's value, and the preset turns it into the seed's."
+    "Every preset row's 06 parameter is the table's cxrlab default, or unset (None) where the seed differs; the preset gives the seed's values."
     from cxrlab.localize import LOCALIZE_PRESETS, LOCALIZE_SEED_TABLE, apply_localize_preset
     nbd = _notebook_defaults()
     for r in LOCALIZE_SEED_TABLE:
-        if r['param'] in LOCALIZE_PRESETS['seed']: assert nbd[r['param']] == r['cxrlab'], (r['param'], nbd[r['param']], r['cxrlab'])
-    got = apply_localize_preset({k: nbd[k] for k in LOCALIZE_PRESETS['seed']}, 'seed')
+        if r['param'] in LOCALIZE_PRESETS['seed']:
+            assert nbd[r['param']] == r['cxrlab'] or (nbd[r['param']] is None and r['seed'] != r['cxrlab']), (r['param'], nbd[r['param']], r)
+    values = {k: nbd[k] for k in LOCALIZE_PRESETS['seed']}
+    got = apply_localize_preset(values, 'seed')
     assert {k: got['values'][k] for k in LOCALIZE_PRESETS['seed']} == LOCALIZE_PRESETS['seed'] and got['kept'] == {}
+    plain = apply_localize_preset(values, None)['values']
+    assert plain == {r['param']: r['cxrlab'] for r in LOCALIZE_SEED_TABLE if r['param'] in LOCALIZE_PRESETS['seed']}
     assert LOCALIZE_PRESETS['seed']['head_kernel_size'] == 1 and LOCALIZE_PRESETS['seed']['freeze_encoder'] is True
-    assert LOCALIZE_PRESETS['seed']['text_source'] == 'report' and nbd['text_source'] == 'sentence'  # the sentence stays the default
+    assert LOCALIZE_PRESETS['seed']['text_source'] == 'report' and plain['text_source'] == 'sentence'  # the sentence stays the default
 
 
 def test_localizer_head_is_1x1_and_phase2_encoder_frozen():
