@@ -21,15 +21,15 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['INDEX_KINDS', 'PATHOLOGY_LABELS', 'DEFAULT_QUERY_TEMPLATES', 'NEGATIVE_TEMPLATES', 'EVALUATIONS', 'FAMILIES',
-           'EmbeddingSet', 'embed_split', 'build_index', 'search', 'search_recall', 'scored_relevant_ranks', 'mean_ci',
-           'chance_recall', 'study_index', 'StudyRanks', 'study_ranks', 'study_retrieval_eval', 'recall_curve',
-           'study_labels', 'positive_label_sets', 'abnormal_studies', 'protocol_subset_eval', 'same_label_eval',
-           'contrast_accuracy', 'label_query_texts', 'encode_texts', 'prompt_scores', 'aggregate_by_study',
-           'label_query_retrieval', 'zero_shot_probs', 'manifest_fingerprint', 'embedding_path', 'run_embeddings',
-           'register_evaluation', 'EvalContext', 'RunEvaluation', 'contrast_rows', 'image_forward_cost',
-           'finding_sentences', 'upsample_maps', 'grounding_maps', 'grounding_eval', 'linear_probe_eval',
-           'pd_sample_patients', 'synth_reference_rows', 'pd_concat', 'plot_recall_curves', 'retrieval_grid',
-           'plot_per_label', 'evaluate_run', 'leaderboard', 'run_data']
+           'PRIOR_ROW_LEVELS', 'EmbeddingSet', 'embed_split', 'build_index', 'search', 'search_recall',
+           'scored_relevant_ranks', 'mean_ci', 'chance_recall', 'study_index', 'StudyRanks', 'study_ranks',
+           'study_retrieval_eval', 'recall_curve', 'study_labels', 'positive_label_sets', 'abnormal_studies',
+           'protocol_subset_eval', 'same_label_eval', 'contrast_accuracy', 'label_query_texts', 'encode_texts',
+           'prompt_scores', 'aggregate_by_study', 'label_query_retrieval', 'zero_shot_probs', 'manifest_fingerprint',
+           'embedding_path', 'run_embeddings', 'register_evaluation', 'EvalContext', 'RunEvaluation', 'contrast_rows',
+           'image_forward_cost', 'finding_sentences', 'upsample_maps', 'grounding_maps', 'grounding_eval',
+           'linear_probe_eval', 'pd_sample_patients', 'synth_reference_rows', 'pd_concat', 'grounding_prior_rows',
+           'plot_recall_curves', 'retrieval_grid', 'plot_per_label', 'evaluate_run', 'leaderboard', 'run_data']
 
 # %% ../nbs/07_retrieval_eval.ipynb #a36777a9
 def _as_parts(x) -> dict:
@@ -776,13 +776,13 @@ def _oracle_set(rows, level: str, seed: int) -> EmbeddingSet:
 def synth_reference_rows(manifest,  # a SynthCXR manifest (build_manifest('synth', ...))
                          split: str = 'test',
                          n_resamples: int = 0, seed: int = 0,
-                         priors: bool = True,  # also the image-blind localization priors (reads train and test masks)
+                         priors: bool = True,  # also the image-blind prior rows on the grounding items (grounding_prior_rows)
                         ) -> dict[str, dict]:
     "Oracle rows (labels only; full structure) through the retrieval protocol, and image-blind prior rows for grounding."
     rows = manifest[manifest['split'] == split].reset_index(drop=True)
     if len(rows) == 0 or str(rows['dataset'].iloc[0]) != 'synth' or 'image_facts' not in rows.columns: return {}
     rows.attrs['meta'] = dict(manifest.attrs.get('meta') or {})
-    from cxrlab.synth import ORACLE_LEVELS, prior_localization_metrics
+    from cxrlab.synth import ORACLE_LEVELS
     studies = list(dict.fromkeys(rows['study_id'].astype(str)))
     labels = study_labels(rows.assign(study_id=rows['study_id'].astype(str)), studies)
     abnormal, sets = dict(zip(studies, abnormal_studies(labels).tolist())), dict(zip(studies, positive_label_sets(labels)))
@@ -800,11 +800,7 @@ def synth_reference_rows(manifest,  # a SynthCXR manifest (build_manifest('synth
             m.update(contrast_accuracy(both.take(range(n)), both.take(range(n, len(both))), list(twins['contrast_of']),
                                        n_resamples=n_resamples, seed=seed))
         out[f'oracle: {level}'] = {k: v for k, v in m.items() if 'chance' not in k}
-    if priors and 'mask_path' in rows.columns:
-        train = manifest[manifest['split'] == 'train'].reset_index(drop=True); train.attrs['meta'] = rows.attrs['meta']
-        for name, r in prior_localization_metrics(train, rows).items():
-            out[f'prior: {name.replace("_", " + ")} (image-blind)'] = {'grounding/similarity/PointingGame': r['PointingGame'],
-                                                                        'loc/Dice/macro': r['Dice'], 'loc/IoU/macro': r['IoU']}
+    if priors and 'mask_path' in rows.columns: out |= grounding_prior_rows(manifest, split, n_resamples, seed)
     return out
 
 
@@ -814,6 +810,61 @@ def pd_concat(frames):
     out = pd.concat(frames, ignore_index=True)
     out.attrs = dict(frames[0].attrs)
     return out
+
+# %% ../nbs/07_retrieval_eval.ipynb #c4a7e0b1
+from types import SimpleNamespace
+
+PRIOR_ROW_LEVELS = {'finding': 'prior: finding (text-only', 'finding_side': 'prior: finding + side (text-only',
+                    'finding_side_zone': 'prior: finding + side + zone (text-only',
+                    'oracle_geometry': 'oracle geometry: finding + drawn side + zone (annotations'}
+
+def _sentence_record(rows, row: int, text: str, bits: int) -> dict:
+    "Label (the sentence's finding), drawn side / zone (annotations) and text of one grounding pair."
+    s = next(s for s in rows['sentences'].iloc[row] if s.get('text') == text and int(s.get('mask_bits') or 0) == bits)
+    label = (s.get('findings') or [next(iter(s.get('labels') or {'finding': 1}))])[0]
+    ann = rows['annotations'].iloc[row] if 'annotations' in rows.columns else None
+    a = next((a for a in (ann if isinstance(ann, (list, tuple)) else []) if a.get('finding') == label), {})
+    return {'row': row, 'text': text, 'bits': bits, 'label': label, 'side': a.get('side'), 'zone': a.get('zone'),
+            'subject_id': str(rows['subject_id'].iloc[row])}
+
+
+def _pair_masks(rows, recs) -> torch.Tensor:
+    ctx = SimpleNamespace(rows=rows, manifest=rows)
+    return torch.stack([_region(ctx, r['row'], r['bits'], None) for r in recs]) if recs else torch.zeros(0, 1, 1, dtype=torch.bool)
+
+
+def grounding_prior_rows(manifest, split: str = 'test', n_resamples: int = 0, seed: int = 0,
+                         max_pairs: int | None = None,  # None: grounding_eval's own default, so the items are the models'
+                         max_fit: int = 4000,  # training sentences the priors are fitted on (a seeded sample beyond)
+                        ) -> dict[str, dict]:
+    "Image-blind prior rows (centre; text-only finding / side / zone; oracle geometry) on the grounding items of `split`."
+    import inspect
+    import pandas as pd
+    from cxrlab.localize import fit_priors, prior_maps
+    from cxrlab.metrics import contrast_to_noise_ratio, miou_over_thresholds, pointing_game
+    if max_pairs is None: max_pairs = inspect.signature(grounding_eval).parameters['max_pairs'].default
+    meta = dict(manifest.attrs.get('meta') or {})
+    part = lambda s: manifest[manifest['split'] == s].reset_index(drop=True).pipe(lambda d: (d.attrs.update(meta=meta), d)[1])
+    rows, train = part(split), part('train')
+    pairs = _grounding_items(SimpleNamespace(rows=rows, seed=seed), max_pairs)
+    fit_pairs = _grounding_items(SimpleNamespace(rows=train, seed=seed), max_fit)
+    if not pairs or not fit_pairs: return {}
+    te = pd.DataFrame([_sentence_record(rows, *p) for p in pairs]); tr = pd.DataFrame([_sentence_record(train, *p) for p in fit_pairs])
+    regions, fit_masks = _pair_masks(rows, te.to_dict('records')), _pair_masks(train, tr.to_dict('records'))
+    priors = fit_priors(fit_masks, tr)
+    h, w = regions.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing='ij')
+    centre = torch.exp(-(((yy - (h - 1) / 2) ** 2 + (xx - (w - 1) / 2) ** 2) / (2 * (h / 6) ** 2)))
+    maps = {'prior: centre (image-blind': centre.expand(len(te), -1, -1)}
+    maps |= {name: prior_maps(priors, te, lv)[0] for lv, name in PRIOR_ROW_LEVELS.items()}
+    where = f'; {split} grounding sentences, n={len(te)})'
+    out = {}
+    for name, m in maps.items():
+        vals = {'PointingGame': pointing_game(m, regions), 'CNR': contrast_to_noise_ratio(m, regions), 'mIoU': miou_over_thresholds(m, regions)}
+        res = mean_ci(vals, te['subject_id'].tolist(), n_resamples, seed=seed, prefix='grounding/similarity/')
+        out[name + where] = {k: v for k, v in res.items() if '/n/' not in k} | {'grounding/n_pairs': float(len(te))}
+    return out
+
 
 # %% ../nbs/07_retrieval_eval.ipynb #921cec02
 def plot_recall_curves(ranks: Mapping[str, Mapping[str, StudyRanks]],  # name -> direction -> StudyRanks

@@ -23,7 +23,8 @@ from .data import DataError, QCReport
 # %% auto #0
 __all__ = ['MASK_KINDS', 'MASK_TABLE_COLUMNS', 'MS_CXR_REQUIRED', 'CHEXLOCALIZE_LABELS', 'MASK_SUFFIXES', 'TRIPLET_COLUMNS',
            'MASK_SOURCES', 'UNET_DEFAULTS', 'ENCODER_KEYS', 'LOCALIZE', 'LOCALIZE_RECON', 'PRIOR_LEVELS',
-           'PRIOR_THRESHOLDS', 'LOC_METRICS', 'MIRROR_EXCLUDED_LABELS', 'MaskError', 'coco_rle_counts',
+           'ORACLE_PRIOR_LEVELS', 'PRIOR_THRESHOLDS', 'LOC_METRICS', 'LOCALIZATION_PRIOR_ROWS',
+           'MIRROR_EXCLUDED_LABELS', 'LOCALIZE_SEED_TABLE', 'LOCALIZE_PRESETS', 'MaskError', 'coco_rle_counts',
            'coco_rle_string', 'rle_to_mask', 'mask_to_rle', 'siim_rle_to_mask', 'mask_to_siim_rle', 'read_binary_mask',
            'decode_mask', 'read_ms_cxr', 'chexlocalize_key', 'read_chexlocalize', 'read_siim', 'read_iu_masks',
            'attach_masks', 'side_of_text', 'swap_laterality', 'mask_side', 'synth_triplets', 'parse_mask_source',
@@ -33,12 +34,14 @@ __all__ = ['MASK_KINDS', 'MASK_TABLE_COLUMNS', 'MS_CXR_REQUIRED', 'CHEXLOCALIZE_
            'build_localizer', 'build_reconstructor', 'transform_normalisation', 'segmentation_validation',
            'reconstruction_validation', 'stage_datasets', 'setup_stage', 'fit_stage', 'text_run_backbone',
            'adopt_text_tower', 'predict_masks', 'run_inputs', 'SplitPredictions', 'predict_split',
-           'context_predictions', 'fit_priors', 'prior_predict', 'item_metrics', 'macro_ci', 'macro_difference',
-           'per_label_ci', 'calibration_table', 'expected_calibration_error', 'training_masks', 'localization_items',
-           'summarise_localization', 'localization_eval', 'centroid_x', 'laterality_candidates', 'laterality_values',
-           'finding_swap_pairs', 'text_sensitivity_eval', 'side_swap_negatives', 'mirrorable', 'mirror_sample',
-           'negative_sample', 'LateralityTraining', 'reconstruction_eval', 'plot_calibration', 'plot_tri_panels',
-           'plot_reconstructions', 'estimate_pos_weight', 'plot_laterality_swaps']
+           'context_predictions', 'text_location', 'with_text_location', 'fit_priors', 'prior_maps', 'prior_predict',
+           'item_metrics', 'macro_ci', 'macro_difference', 'per_label_ci', 'calibration_table',
+           'expected_calibration_error', 'training_masks', 'localization_items', 'summarise_localization',
+           'localization_eval', 'localization_reference_rows', 'centroid_x', 'laterality_candidates',
+           'laterality_values', 'finding_swap_pairs', 'text_sensitivity_eval', 'side_swap_negatives', 'mirrorable',
+           'mirror_sample', 'negative_sample', 'LateralityTraining', 'reconstruction_eval', 'plot_calibration',
+           'plot_tri_panels', 'plot_reconstructions', 'estimate_pos_weight', 'plot_laterality_swaps', 'seed_table',
+           'apply_localize_preset']
 
 # %% ../nbs/06_localization.ipynb #6ed75283
 class MaskError(DataError):
@@ -412,10 +415,16 @@ def triplets_for(rows: pd.DataFrame,  # manifest rows of one split
     "The (image, text, mask) triplets of `rows` as a run's `localization` parameters define them."
     spec = dict(spec or {})
     fmt, path = parse_mask_source(spec.get('masks'))
-    if fmt is None: return synth_triplets(rows, tuple(spec.get('sections') or ('findings',)), spec.get('text_source', 'sentence'))
+    source = spec.get('text_source') or 'sentence'
+    if source not in ('sentence', 'report'): raise ValueError(f"text_source={source!r}; expected 'sentence' or 'report'")
+    if fmt is None: return synth_triplets(rows, tuple(spec.get('sections') or ('findings',)), source)
     table = {'ms_cxr': read_ms_cxr, 'chexlocalize': read_chexlocalize, 'siim': read_siim}[fmt](path) if fmt != 'iu' \
         else read_iu_masks(rows, path, qc)
-    return attach_masks(rows, table, chexlocalize_key if fmt == 'chexlocalize' else None, qc=qc)
+    trip = attach_masks(rows, table, chexlocalize_key if fmt == 'chexlocalize' else None, qc=qc)
+    if source == 'report':  # the seed's conditioning: every mask of an image with the image's whole report
+        trip['text'] = [rows['report'].iloc[r] for r in trip['row']]
+        trip['side'] = None  # a report names several findings: no one side
+    return trip
 
 # %% ../nbs/06_localization.ipynb #fabf2664
 def localizer_transforms(config: Mapping, train: bool = False):
@@ -473,7 +482,8 @@ class LocalizationDataset(torch.utils.data.Dataset):
                 'index': int(i), 'subject_id': str(t['subject_id']), 'image_id': str(t['image_id'])}
 
 # %% ../nbs/06_localization.ipynb #51898a49
-UNET_DEFAULTS = dict(encoder='resnet34', encoder_depth=5, decoder_channels=(256, 128, 64, 32, 16), in_channels=3, image_size=64)
+UNET_DEFAULTS = dict(encoder='resnet34', encoder_depth=5, decoder_channels=(256, 128, 64, 32, 16), in_channels=3, image_size=64,
+                     head_kernel_size=1)
 
 def build_unet(encoder: str = 'resnet34',  # an smp encoder name
                encoder_depth: int = 5,  # encoder stages used (the bottleneck is at stride 2**depth)
@@ -481,6 +491,7 @@ def build_unet(encoder: str = 'resnet34',  # an smp encoder name
                in_channels: int = 3,
                image_size: int = 64,  # input side (checked: divisible by 2**depth)
                classes: int = 1,  # output channels
+               head_kernel_size: int = 1,  # kernel of the segmentation head's convolution (odd; smp's own is 3)
               ):
     "A randomly initialised smp.Unet (never downloads), with parameter roles: encoder 'body', the rest 'head'."
     import segmentation_models_pytorch as smp
@@ -488,8 +499,12 @@ def build_unet(encoder: str = 'resnet34',  # an smp encoder name
         raise ValueError(f"decoder_channels={tuple(decoder_channels)} needs one entry per encoder stage (encoder_depth={encoder_depth})")
     if int(image_size) % (2 ** encoder_depth):
         raise ValueError(f"image_size={image_size} must be divisible by 2**encoder_depth = {2 ** encoder_depth}")
+    k = int(head_kernel_size)
+    if k < 1 or k % 2 == 0: raise ValueError(f"head_kernel_size={head_kernel_size} must be a positive odd integer (1 is the seed's 1x1 head)")
     net = smp.Unet(encoder_name=encoder, encoder_weights=None, encoder_depth=int(encoder_depth),
                    decoder_channels=tuple(int(c) for c in decoder_channels), in_channels=int(in_channels), classes=int(classes))
+    old = net.segmentation_head[0]
+    net.segmentation_head[0] = nn.Conv2d(old.in_channels, old.out_channels, kernel_size=k, padding=k // 2)
     net.encoder.param_role = 'body'
     net.decoder.param_role = net.segmentation_head.param_role = 'head'
     return net
@@ -527,13 +542,14 @@ class TextConditionedUNet(nn.Module):
                  in_channels: int = 3, image_size: int = 64,
                  text_mode: str = 'text',  # 'text' | 'constant' (the text-blind twin)
                  freeze_text: bool = True,  # the text tower does not train
-                 freeze_encoder: bool = False,  # the image encoder does not train either
+                 freeze_encoder: bool = True,  # the image encoder does not train either (the seed's phase 2)
                  fusion_norm: bool = True,  # batch norm in the fusion block
                  text_norm: bool = True,  # standardise the text embedding over the batch before fusing
+                 head_kernel_size: int = 1,  # segmentation head convolution (1: the seed's 1x1)
                 ):
         super().__init__()
         if text_mode not in ('text', 'constant'): raise ValueError(f"text_mode={text_mode!r}; expected 'text' or 'constant'")
-        self.unet = build_unet(encoder, encoder_depth, decoder_channels, in_channels, image_size, classes=1)
+        self.unet = build_unet(encoder, encoder_depth, decoder_channels, in_channels, image_size, classes=1, head_kernel_size=head_kernel_size)
         self.text_tower, self.text_dim, self.text_mode = text_tower, int(text_dim), text_mode
         self.freeze_text, self.freeze_encoder = bool(freeze_text), bool(freeze_encoder)
         self.fusion = BottleneckFusion(self.unet.encoder.out_channels[-1], self.text_dim, fusion_norm, text_norm)
@@ -577,10 +593,11 @@ class ReconstructionUNet(nn.Module):
                  mask_ratio: float = 0.5,  # share of grid cells hidden
                  mask_grid: int = 8,  # cells per side
                  noise_std: float = 0.0,  # Gaussian noise added to the visible pixels
+                 head_kernel_size: int = 1,  # segmentation head convolution
                 ):
         super().__init__()
         if not 0 <= mask_ratio < 1: raise ValueError(f"mask_ratio={mask_ratio} must be in [0, 1)")
-        self.unet = build_unet(encoder, encoder_depth, decoder_channels, in_channels, image_size, classes=1)
+        self.unet = build_unet(encoder, encoder_depth, decoder_channels, in_channels, image_size, classes=1, head_kernel_size=head_kernel_size)
         self.mask_ratio, self.mask_grid, self.noise_std = float(mask_ratio), int(mask_grid), float(noise_std)
 
     def hidden_cells(self, images: Tensor, index: Tensor | None = None) -> Tensor:
@@ -739,14 +756,15 @@ class ReconstructionLoss(nn.Module):
 # %% ../nbs/06_localization.ipynb #dc87f482
 from .models import Method, build_model, register_method
 
-_LOCALIZE_MODEL = {**UNET_DEFAULTS, 'text_mode': 'text', 'freeze_text': True, 'freeze_encoder': False, 'fusion_norm': True, 'text_norm': True}
+_LOCALIZE_MODEL = {**UNET_DEFAULTS, 'text_mode': 'text', 'freeze_text': True, 'freeze_encoder': True, 'fusion_norm': True, 'text_norm': True}
 _LOCALIZE_LOSS = dict(dice_weight=1.0, bce_weight=1.0, pos_weight=1.0, region='dice', pixel='bce', focal_gamma=2.0,
                       tversky_alpha=0.3, tversky_beta=0.7, smooth=1.0)
 _RECON_MODEL = {**UNET_DEFAULTS, 'mask_ratio': 0.5, 'mask_grid': 8, 'noise_std': 0.0}
 _RECON_LOSS = dict(mse_weight=1.0, ssim_weight=0.0)
 
 def _unet_options(model: Mapping) -> dict:
-    o = dict(model); o['decoder_channels'] = tuple(o['decoder_channels']); return o
+    "Model options for the U-Net classes (a run saved before `head_kernel_size` existed has smp's 3x3 head)."
+    o = {'head_kernel_size': 3, **model}; o['decoder_channels'] = tuple(o['decoder_channels']); return o
 
 
 def build_localizer(config: Mapping, backbone: nn.Module | None = None) -> TextConditionedUNet:
@@ -962,11 +980,34 @@ def context_predictions(ctx, max_items: int | None = 5000) -> SplitPredictions:
     return pred
 
 # %% ../nbs/06_localization.ipynb #a9b657de
-PRIOR_LEVELS = {'finding': ('label',), 'finding_side': ('label', 'side'), 'finding_side_zone': ('label', 'side', 'zone')}
+PRIOR_LEVELS = {'finding': ('label',), 'finding_side': ('label', 'text_side'), 'finding_side_zone': ('label', 'text_side', 'text_zone')}
+ORACLE_PRIOR_LEVELS = {'oracle_geometry': ('label', 'side', 'zone')}  # the generator's drawn side and zone (not text-only)
 PRIOR_THRESHOLDS = tuple(np.round(np.linspace(0.05, 0.95, 19), 2))
 
+def text_location(text: str, label: str | None = None) -> dict:
+    "{'side', 'zone'} the location parser reads from `text` for finding `label` (its first non-negative mention, else the sentence)."
+    from cxrlab.labels import location_words, parse_mentions
+    if not isinstance(text, str) or not text.strip(): return {'side': None, 'zone': None}
+    ms = [m for m in parse_mentions(text) if m.status != 'negative' and (label is None or m.label == label)]
+    loc = {'laterality': ms[0].laterality, 'zone': ms[0].zone} if ms else location_words(text.lower())
+    return {'side': loc['laterality'], 'zone': loc['zone']}
+
+
+def with_text_location(triplets: pd.DataFrame) -> pd.DataFrame:
+    "The triplets plus `text_side` / `text_zone` parsed from each text (kept when already there)."
+    if {'text_side', 'text_zone'} <= set(triplets.columns): return triplets
+    loc = [text_location(t, l) for t, l in zip(triplets['text'], triplets['label'])]
+    return triplets.assign(text_side=[d['side'] for d in loc], text_zone=[d['zone'] for d in loc])
+
+
+# %% ../nbs/06_localization.ipynb #b71c0a01
 def _key(row: Mapping, cols: Sequence[str]) -> tuple:
     return tuple(None if (row[c] is None or (isinstance(row[c], float) and math.isnan(row[c]))) else row[c] for c in cols)
+
+
+def _stated(level: str, key: tuple) -> bool:
+    "A text-only key counts only when the text states every part of it (None = not stated); oracle keys take None as a value."
+    return level not in PRIOR_LEVELS or None not in key
 
 
 def _best_threshold(prior: Tensor, masks: Tensor, thresholds: Sequence[float]) -> float:
@@ -978,19 +1019,22 @@ def _best_threshold(prior: Tensor, masks: Tensor, thresholds: Sequence[float]) -
 
 
 def fit_priors(masks: Tensor,  # [N, H, W] bool training masks
-               triplets: pd.DataFrame,  # their triplet rows (label, side, zone)
-               levels: Mapping[str, Sequence[str]] = PRIOR_LEVELS,
+               triplets: pd.DataFrame,  # their triplet rows (label, text; side, zone for the oracle)
+               levels: Mapping[str, Sequence[str]] | None = None,  # default: PRIOR_LEVELS and ORACLE_PRIOR_LEVELS
                thresholds: Sequence[float] = PRIOR_THRESHOLDS,
               ) -> dict:
     "{level: {group key: (mean mask [H, W], threshold)}} plus level 'all' (every training mask)."
+    levels = {**PRIOR_LEVELS, **ORACLE_PRIOR_LEVELS} if levels is None else levels
     flat = masks.reshape(len(masks), -1)
     shape = masks.shape[1:]
     g = flat.float().mean(0)
     out = {'all': {(): (g.reshape(shape), _best_threshold(g, flat, thresholds))}}
-    recs = triplets.reset_index(drop=True).to_dict('records')
+    recs = with_text_location(triplets.reset_index(drop=True)).to_dict('records')
     for level, cols in levels.items():
         groups: dict[tuple, list] = {}
-        for i, r in enumerate(recs): groups.setdefault(_key(r, cols), []).append(i)
+        for i, r in enumerate(recs):
+            k = _key(r, cols)
+            if _stated(level, k): groups.setdefault(k, []).append(i)
         out[level] = {}
         for k, idx in groups.items():
             m = flat[idx]; prior = m.float().mean(0)
@@ -998,18 +1042,34 @@ def fit_priors(masks: Tensor,  # [N, H, W] bool training masks
     return out
 
 
-def prior_predict(priors: Mapping, triplets: pd.DataFrame, level: str) -> Tensor:
-    "[N, H, W] bool predictions of one prior level (unseen groups fall back to coarser levels, then 'all')."
-    order = list(PRIOR_LEVELS)
-    chain = order[:order.index(level) + 1][::-1]
-    preds = []
-    for r in triplets.to_dict('records'):
-        for lv in chain:
-            hit = priors[lv].get(_key(r, PRIOR_LEVELS[lv]))
+# %% ../nbs/06_localization.ipynb #b71c0a02
+def _prior_chain(level: str) -> list[str]:
+    "The levels tried for `level`, finest first: text-only levels back off to coarser text-only ones, the oracle to the finding."
+    if level in PRIOR_LEVELS:
+        order = list(PRIOR_LEVELS); return order[:order.index(level) + 1][::-1]
+    if level in ORACLE_PRIOR_LEVELS: return [level, 'finding']
+    raise KeyError(f"prior level {level!r}; expected one of {list(PRIOR_LEVELS) + list(ORACLE_PRIOR_LEVELS)}")
+
+
+def prior_maps(priors: Mapping, triplets: pd.DataFrame, level: str) -> tuple[Tensor, Tensor]:
+    "([N, H, W] mean-mask maps, [N] thresholds) of one prior level (unstated or unseen groups fall back, then to 'all')."
+    all_levels = {**PRIOR_LEVELS, **ORACLE_PRIOR_LEVELS}
+    maps, ths = [], []
+    for r in with_text_location(triplets.reset_index(drop=True)).to_dict('records'):
+        for lv in _prior_chain(level):
+            k = _key(r, all_levels[lv])
+            hit = priors[lv].get(k) if lv in priors and _stated(lv, k) else None
             if hit is not None: break
         else: hit = priors['all'][()]
-        preds.append(hit[0] >= hit[1])
-    return torch.stack(preds)
+        maps.append(hit[0]); ths.append(hit[1])
+    return torch.stack(maps), torch.tensor(ths)
+
+
+def prior_predict(priors: Mapping, triplets: pd.DataFrame, level: str) -> Tensor:
+    "[N, H, W] bool predictions of one prior level (each map at its group's threshold)."
+    maps, ths = prior_maps(priors, triplets, level)
+    return maps >= ths[:, None, None]
+
 
 # %% ../nbs/06_localization.ipynb #5053d111
 def item_metrics(probs: Tensor, targets: Tensor, threshold: float = 0.5) -> dict[str, Tensor]:
@@ -1087,10 +1147,12 @@ def training_masks(ctx, max_items: int = 20000) -> tuple[Tensor, pd.DataFrame]:
 def localization_items(pred: SplitPredictions, priors: Mapping | None = None, threshold: float = 0.5) -> pd.DataFrame:
     "One row per triplet: patient, label, side, zone and the model's (and each prior's) Dice / IoU / pixel accuracy."
     t = pred.triplets
+    t = with_text_location(t)
     items = pd.DataFrame({'index': np.arange(len(t)), 'subject_id': t['subject_id'].astype(str).to_numpy(), 'label': t['label'].astype(str).to_numpy(),
-                          'side': t['side'].to_numpy(), 'zone': t['zone'].to_numpy(), 'area': pred.targets.flatten(1).float().mean(1).numpy()})
+                          'side': t['side'].to_numpy(), 'zone': t['zone'].to_numpy(), 'text_side': t['text_side'].to_numpy(),
+                          'text_zone': t['text_zone'].to_numpy(), 'area': pred.targets.flatten(1).float().mean(1).numpy()})
     for k, v in item_metrics(pred.prob(), pred.targets, threshold).items(): items[k] = v.numpy()
-    for level in (PRIOR_LEVELS if priors else ()):
+    for level in ({**PRIOR_LEVELS, **ORACLE_PRIOR_LEVELS} if priors else ()):
         for k, v in item_metrics(prior_predict(priors, t, level), pred.targets).items(): items[f'prior/{level}/{k}'] = v.numpy()
     return items
 
@@ -1105,8 +1167,13 @@ def summarise_localization(items: pd.DataFrame, n_resamples: int = 200, seed: in
         out |= macro_ci(items, cols, n_resamples, seed)
         prior_items = pd.DataFrame({'label': items['label'], 'subject_id': items['subject_id'], **{m: items[f'prior/{lv}/{m}'] for m in LOC_METRICS}})
         out |= per_label_ci(prior_items, LOC_METRICS, n_resamples, seed, f'prior/{lv}/')
-    if levels:
-        best = max(levels, key=lambda lv: out[f'prior/{lv}/Dice/macro'])
+    text_only = [lv for lv in levels if lv in PRIOR_LEVELS]  # the oracle geometry is a reference, not a prior to beat
+    if 'oracle_geometry' in levels:
+        d = macro_difference(items, 'Dice', 'prior/oracle_geometry/Dice', n_resamples, seed)
+        out |= {'loc/Dice/macro_minus_oracle_geometry': d['estimate'], 'loc/Dice/macro_minus_oracle_geometry_ci_low': d['low'],
+                'loc/Dice/macro_minus_oracle_geometry_ci_high': d['high']}
+    if text_only:
+        best = max(text_only, key=lambda lv: out[f'prior/{lv}/Dice/macro'])
         d = macro_difference(items, 'Dice', f'prior/{best}/Dice', n_resamples, seed)
         out |= {'loc/best_prior_is_' + best: 1.0, 'loc/Dice/macro_minus_best_prior': d['estimate'],
                 'loc/Dice/macro_minus_best_prior_ci_low': d['low'], 'loc/Dice/macro_minus_best_prior_ci_high': d['high']}
@@ -1129,6 +1196,28 @@ def localization_eval(ctx, threshold: float = 0.5, max_items: int | None = 5000,
         ctx.figures['calibration'] = plot_calibration(cal, title=f'{ctx.run.name} ({ctx.split})')
         ctx.figures['tri_panels'] = plot_tri_panels(pred, per_label=1, title=f'{ctx.run.name} ({ctx.split})')
     return out
+
+# %% ../nbs/06_localization.ipynb #d3f0a102
+LOCALIZATION_PRIOR_ROWS = {'finding': 'prior: finding (text-only', 'finding_side': 'prior: finding + side (text-only',
+                           'finding_side_zone': 'prior: finding + side + zone (text-only',
+                           'oracle_geometry': 'oracle geometry: finding + drawn side + zone (annotations'}
+
+def localization_reference_rows(metrics: Mapping,  # a localization run's test metrics, 'test/' stripped
+                                run_dir: str | Path,  # that run (its params say whether it is a stage's main run)
+                               ) -> dict[str, dict]:
+    "Leaderboard rows of the priors a localization run measured on its own test triplets ({} for other runs)."
+    from cxrlab.core import load_json
+    p = Path(run_dir) / 'params.json'
+    params = load_json(p)['params'] if p.exists() else {}
+    n = metrics.get('loc/n_items')
+    if params.get('stage') != 'text' or n is None: return {}
+    out = {}
+    for lv, name in LOCALIZATION_PRIOR_ROWS.items():
+        vals = {f'loc/{m}/macro{x}': metrics[f'prior/{lv}/{m}/macro{x}'] for m in LOC_METRICS for x in ('', '_ci_low', '_ci_high')
+                if f'prior/{lv}/{m}/macro{x}' in metrics}
+        if vals: out[f'{name}; test triplets of {Path(run_dir).name}, n={int(n)})'] = vals | {'loc/n_items': float(n)}
+    return out
+
 
 # %% ../nbs/06_localization.ipynb #f80df8bb
 def centroid_x(masks: Tensor) -> Tensor:
@@ -1283,6 +1372,7 @@ def reconstruction_eval(ctx, max_images: int = 2000, n_figure: int = 4, figures:
         mse_h = ((r - t).pow(2) * h).flatten(1).sum(1) / h.flatten(1).sum(1).clamp(min=1)
         vals['PSNR'].append(psnr(r, t)); vals['SSIM'].append(ssim(r, t)); vals['PSNR_hidden'].append(10 * torch.log10(1 / mse_h.clamp(min=1e-12)))
         if shown is None: shown = (unit(out['corrupted'].mean(1, keepdim=True)).clamp(0, 1).cpu()[:n_figure], r[:n_figure], t[:n_figure])
+    if not getattr(model, 'mask_ratio', 0): vals.pop('PSNR_hidden')  # plain reconstruction (the seed's): nothing hidden
     res = mean_ci({k: torch.cat(v) for k, v in vals.items()}, rows['subject_id'].tolist(), ctx.n_resamples, seed=ctx.seed, prefix='recon/')
     if figures and shown is not None: ctx.figures['reconstructions'] = plot_reconstructions(*shown, title=f'{ctx.run.name} ({ctx.split})')
     return {k: v for k, v in res.items() if '/n/' not in k} | {'recon/n_images': float(len(rows))}
@@ -1387,3 +1477,88 @@ def plot_laterality_swaps(run, rows: pd.DataFrame, n: int = 4, threshold: float 
             ax.set_title(textwrap.fill(name, 34), fontsize=6)
     fig.suptitle(f'{run.name}: laterality swap (cyan: centroid of the predicted mask)', fontsize=8); fig.tight_layout()
     return fig
+
+# %% ../nbs/06_localization.ipynb #9c0e5a22
+LOCALIZE_SEED_TABLE = [  # term · notebook parameter · the seed's value · where the document says it · cxrlab's default · why
+    dict(term='segmentation head', param='head_kernel_size', seed=1, cxrlab=1, where='Architectural Overview, Head: "1×1 convolution + sigmoid to yield a binary pathology mask"',
+         why='same; smp builds a 3×3 head, which cxrlab replaces (3 keeps smp\'s)'),
+    dict(term='phase-2 image encoder', param='freeze_encoder', seed=True, cxrlab=True,
+         where='Phase 2, Training strategy: "Load Phase 1 encoder weights. Freeze CLIP encoder; train fusion module, decoder, and segmentation head."',
+         why='same; False also trains the encoder'),
+    dict(term='text the U-Net is conditioned on', param='text_source', seed='report', cxrlab='sentence',
+         where='Architectural Overview, Text Encoder: "Produces a 512-d embedding per report"; Phase 2, Inputs: "Paired (image, report, mask) triplets"',
+         why='a report names several findings and gets their union mask; the finding sentence says what to draw and keeps per-finding Dice'),
+    dict(term='image side', param='image_size', seed=256, cxrlab=64, where='Dataset Expectations, Preprocessing: "Resize or pad to 256×256"',
+         why='CI-sized default (seconds on 2 CPU cores); the seed\'s FAQ allows 224 for memory'),
+    dict(term='text encoder', param='backbone', seed='clip_vit_b32', cxrlab=None, where='Architectural Overview, Text Encoder: "CLIP ViT-B/32 (frozen)"',
+         why='nothing downloads: `tiny` is offline; CLIP\'s weights come from `-p pretrained local-dir:` (random without it)'),
+    dict(term='image encoder', param='encoder', seed='resnet34', cxrlab='resnet34', where='Architectural Overview, Image Encoder: "ResNet34 backbone (ImageNet initialization)"',
+         why='same'),
+    dict(term='fusion normalisation', param='fusion_norm', seed=False, cxrlab=True,
+         where='Architectural Overview, Fusion: "Concatenate text embedding with the deepest visual feature map, then project back to the encoder channel width"',
+         why='cxrlab adds batch norm after the projection; the seed states concat + projection only (both keep the ReLU, which the seed does not state)'),
+    dict(term='text standardisation before fusing', param='text_norm', seed=False, cxrlab=True, where='as above (concat of the embedding itself)',
+         why='cxrlab standardises each text dimension over the batch: the L2-normalised embedding\'s entries (~1/√512) are small beside the feature map\'s'),
+    dict(term='phase-1 objective', param='mask_ratio', seed=0.0, cxrlab=0.5,
+         where='Phase 1: "Learn chest X-ray structure via reconstruction"; Walkthrough: "train autoencoder" (no masking stated)',
+         why='a U-Net can copy its input through the top skip, so plain reconstruction teaches the encoder little; cxrlab hides half the grid cells'),
+    dict(term='phase-1 SSIM term', param='ssim_weight', seed=0.0, cxrlab=0.0, where='Phase 1, Loss: "Mean Squared Error, optionally supplemented with SSIM"',
+         why='same (SSIM optional, off)'),
+    dict(term='phase-2 region loss', param='region_loss', seed='dice', cxrlab='dice', where='Phase 2: "Apply Dice + BCE loss with positive-class weighting"', why='same'),
+    dict(term='phase-2 pixel loss', param='pixel_loss', seed='bce', cxrlab='bce', where='as above', why='same'),
+    dict(term='Dice weight', param='dice_weight', seed=1.0, cxrlab=1.0, where='as above ("Dice + BCE": no weights stated, read as a plain sum)', why='same'),
+    dict(term='BCE weight', param='bce_weight', seed=1.0, cxrlab=1.0, where='as above', why='same'),
+    dict(term='BCE positive-class weight', param='pos_weight', seed='stated, no value', cxrlab='auto', set=False,
+         where='Phase 2: "with positive-class weighting to handle small lesions"', why="no value to copy: 'auto' is √(negative / positive pixels), clipped to [1, 50]"),
+    dict(term='image encoder initialisation', param='encoder_weights', seed='ImageNet', cxrlab=None, set=False,
+         where='Architectural Overview, Image Encoder: "(ImageNet initialization)"', why='a local torchvision file only (`-p encoder_weights /path/resnet34.pth`): nothing downloads'),
+    dict(term='checkpoint kept', param=None, seed='best validation Dice', cxrlab='best validation Dice', set=False,
+         where='Phase 2: "Monitor Dice/IoU on validation masks; keep the best-performing checkpoint"', why='same (early_stop_metric dice, best restored)'),
+    dict(term='LR schedule', param=None, seed='cosine', cxrlab='warmup + cosine per optimizer step', set=False,
+         where='Troubleshooting, Training stability: "Use cosine LR schedules and early stopping on validation Dice"', why='same shape; no patience or LR stated'),
+    dict(term='precision', param='precision', seed='AMP', cxrlab='auto', set=False, where='Key Features: "CPU, single GPU, or Colab runtimes with AMP training"',
+         why="'auto' is bf16 autocast where the processor computes it natively"),
+    dict(term='data', param='masks', seed='IU X-Ray masked/ (~240 masks), patient-level splits', cxrlab='SynthCXR sentences', set=False,
+         where='Dataset Expectations: "masked/ – ~240 binary masks"; "Create patient-level splits"',
+         why='a path, not a preset value: `-p dataset iu -p masks iu:<masked dir>`; splits are patient-level everywhere'),
+]
+LOCALIZE_PRESETS = {'seed': {r['param']: r['seed'] for r in LOCALIZE_SEED_TABLE if r['param'] and r.get('set', True)}}
+
+
+def seed_table() -> pd.DataFrame:
+    "The seed table as a frame (one row per stated value)."
+    return pd.DataFrame([{'term': r['term'], 'parameter': r['param'] or '', 'seed': r['seed'], 'where (seed document)': r['where'],
+                          'cxrlab default': r['cxrlab'], 'in preset': bool(r['param'] and r.get('set', True)), 'why': r['why']}
+                         for r in LOCALIZE_SEED_TABLE])
+
+
+# %% ../nbs/06_localization.ipynb #9c0e5a23
+def _unset(v) -> bool: return v is None or (isinstance(v, str) and v.strip().lower() in ('', 'none', 'null'))
+
+def _same(given, value) -> bool:
+    "Is a notebook parameter value (maybe a string from `-p`) equal to `value`?"
+    from cxrlab.core import as_bool
+    if value is None: return _unset(given)
+    if isinstance(value, bool):
+        try: return as_bool(given) == value
+        except ValueError: return False
+    if isinstance(value, (int, float)):
+        try: return float(given) == float(value)
+        except (TypeError, ValueError): return False
+    return str(given) == str(value)
+
+
+def apply_localize_preset(values: Mapping,  # the notebook's values of (at least) the preset's parameters; None = unset
+                          preset: str | None,  # 'seed', a training preset name (passed on), or None
+                         ) -> dict:
+    "{'values': unset values resolved (the preset's, else cxrlab's default), 'kept': {param: (yours, preset's)}, 'train_preset', 'name'}."
+    method = preset if preset in LOCALIZE_PRESETS else None
+    chosen = LOCALIZE_PRESETS.get(method, {})
+    default = {r['param']: r['cxrlab'] for r in LOCALIZE_SEED_TABLE if r['param']}
+    out, kept = dict(values), {}
+    for k, v in values.items():
+        if k not in default: continue
+        if _unset(v): out[k] = chosen.get(k, default[k])
+        elif k in chosen and not _same(v, chosen[k]): kept[k] = (v, chosen[k])
+    return {'values': out, 'kept': kept, 'train_preset': None if method else preset, 'name': method}
+

@@ -303,6 +303,9 @@ def collate(results: list[StageResult], reports_dir: str | Path, profile: str = 
             if not _is_retrieval_run(d) and (Path(d)/'metrics.json').exists():
                 m = {k[5:]: v for k, v in load_json(Path(d)/'metrics.json').items() if k.startswith('test/')}
                 if any(c in m for c, _ in LEADERBOARD_COLUMNS): rows[run_label(d)] = m
+                if m.get('loc/n_items'):  # the priors measured on the same test triplets as the localizer
+                    from cxrlab.localize import localization_reference_rows
+                    rows.update(localization_reference_rows(m, d))
     if rows: write_leaderboard(rows, reports_dir)
     write_index(results, reports_dir, profile)
     return rows

@@ -227,11 +227,13 @@ def test_two_phases_reload_through_load_run(tmp_path):
     fit = fit_stage(exp)
     assert fit['best_metric'] == 'dice' and 'val/dice' in fit['history'][0]
     assert all(torch.equal(v, exp.model.text_tower.state_dict()[k]) for k, v in text_before.items())  # frozen
+    torch.testing.assert_close(exp.model.unet.encoder.conv1.weight, p1.model.unet.encoder.conv1.weight)  # phase 2 keeps phase 1's encoder
     lr = load_run(exp.run.dir)
     for k, v in exp.model.state_dict().items(): torch.testing.assert_close(lr.model.state_dict()[k], v)
     ev = evaluate_run(exp.run.dir, exp.manifest, 'test', n_resamples=20, device='cpu', out_dir=tmp_path)
     m = ev.metrics
     for key in ('loc/Dice/macro', 'loc/Dice/macro_ci_low', 'prior/finding_side_zone/Dice/macro', 'loc/Dice/macro_minus_best_prior',
+                'prior/oracle_geometry/Dice/macro', 'loc/Dice/macro_minus_oracle_geometry',
                 'calibration/ECE', 'laterality/n', 'finding_swap/n'):
         assert key in m, key
     assert (exp.run.dir / 'localization' / 'test_items.csv').exists() and (exp.run.dir / 'figures' / 'tri_panels.png').exists()
@@ -283,3 +285,90 @@ def test_laterality_training_through_the_engine(tmp_path):
     plain = setup_stage('localize', model_options=SMALL, laterality_training={'negative_prob': 0.0, 'mirror_prob': 0.0},
                         out_dir=tmp_path, run_name='plain', **DATA)
     assert not isinstance(plain.datasets['train'], LateralityTraining)  # options off: the baseline pipeline unchanged
+
+
+# ---------------------------------------------------------------- the seed's recipe: 1x1 head, frozen encoder, report text
+
+def _notebook_defaults() -> dict:
+    import ast
+    nb = json.loads((Path(__file__).parents[1] / 'nbs' / '06_localization.ipynb').read_text())
+    cell = next(c for c in nb['cells'] if 'parameters' in c['metadata'].get('tags', []))
+    return {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(''.join(cell['source'])).body}
+
+
+def test_seed_table_defaults_are_the_notebook_parameters():
+    "Every preset row's 06 parameter is the table's cxrlab default, or unset (None) where the seed differs; the preset gives the seed's values."
+    from cxrlab.localize import LOCALIZE_PRESETS, LOCALIZE_SEED_TABLE, apply_localize_preset
+    nbd = _notebook_defaults()
+    for r in LOCALIZE_SEED_TABLE:
+        if r['param'] in LOCALIZE_PRESETS['seed']:
+            assert nbd[r['param']] == r['cxrlab'] or (nbd[r['param']] is None and r['seed'] != r['cxrlab']), (r['param'], nbd[r['param']], r)
+    values = {k: nbd[k] for k in LOCALIZE_PRESETS['seed']}
+    got = apply_localize_preset(values, 'seed')
+    assert {k: got['values'][k] for k in LOCALIZE_PRESETS['seed']} == LOCALIZE_PRESETS['seed'] and got['kept'] == {}
+    plain = apply_localize_preset(values, None)['values']
+    assert plain == {r['param']: r['cxrlab'] for r in LOCALIZE_SEED_TABLE if r['param'] in LOCALIZE_PRESETS['seed']}
+    assert LOCALIZE_PRESETS['seed']['head_kernel_size'] == 1 and LOCALIZE_PRESETS['seed']['freeze_encoder'] is True
+    assert LOCALIZE_PRESETS['seed']['text_source'] == 'report' and plain['text_source'] == 'sentence'  # the sentence stays the default
+
+
+def test_localizer_head_is_1x1_and_phase2_encoder_frozen():
+    from cxrlab.models import get_method, model_config
+    m = get_method('localize')
+    model = m.build(m.config(model_config('tiny'), {**SMALL, 'fusion_norm': False, 'text_norm': False}))
+    head = model.unet.segmentation_head[0]
+    assert isinstance(head, torch.nn.Conv2d) and head.kernel_size == (1, 1) and head.padding == (0, 0)
+    assert not any(p.requires_grad for p in model.unet.encoder.parameters()) and all(p.requires_grad for p in model.fusion.parameters())
+    assert isinstance(model.fusion.norm, torch.nn.Identity) and isinstance(model.fusion.text_norm, torch.nn.Identity)
+    trained = m.build(m.config(model_config('tiny'), {**SMALL, 'freeze_encoder': False, 'head_kernel_size': 3}))
+    assert trained.unet.segmentation_head[0].kernel_size == (3, 3) and all(p.requires_grad for p in trained.unet.encoder.parameters())
+
+
+def test_report_text_source_for_real_masks():
+    from cxrlab.localize import triplets_for
+    man = pd.DataFrame({'image_id': ['e5f2-bb'], 'subject_id': ['10000002'], 'report': ['FINDINGS: Small left pleural effusion. No pneumothorax.']})
+    csv = LOC / 'ms_cxr' / 'MS_CXR_Local_Alignment_v1.1.0.csv'
+    sent = triplets_for(man, {'masks': f'ms_cxr:{csv}'}, qc=QCReport())
+    rep = triplets_for(man, {'masks': f'ms_cxr:{csv}', 'text_source': 'report'}, qc=QCReport())
+    assert len(sent) == len(rep) > 0 and set(rep['text']) == {man['report'][0]} and 'right apical pneumothorax' in sent['text'].tolist()
+    with pytest.raises(ValueError, match="text_source='impression'"):
+        triplets_for(man, {'masks': f'ms_cxr:{csv}', 'text_source': 'impression'})
+
+
+# ---------------------------------------------------------------- text-only priors
+
+def test_unstated_side_gets_the_finding_prior():
+    "A sentence that does not state its side gets the finding-only prior although the finding was drawn on one side."
+    from cxrlab.localize import fit_priors, prior_predict, synth_triplets, with_text_location
+    man, _ = build_manifest('synth', n_patients=60, image_size=64, seed=0)
+    trip = with_text_location(synth_triplets(man))
+    root = man.attrs['meta']['data_root']
+    masks = torch.stack([torch.from_numpy(decode_mask(m, root)) for m in trip['mask']])
+    pri = fit_priors(masks, trip)
+    unstated = trip[trip['side'].notna() & trip['text_side'].isna()].reset_index(drop=True)
+    assert len(unstated) >= 3, 'SynthCXR draws sides (e.g. bilateral edema) that some sentences do not state'
+    for level in ('finding_side', 'finding_side_zone'):
+        assert torch.equal(prior_predict(pri, unstated, level), prior_predict(pri, unstated, 'finding'))
+    oracle = prior_predict(pri, unstated, 'oracle_geometry')
+    for i, r in unstated.iterrows():  # the oracle is keyed on the annotation: the mean mask of its drawn (finding, side, zone)
+        zone = None if not isinstance(r['zone'], str) else r['zone']
+        mean, th = pri['oracle_geometry'][(r['label'], r['side'], zone)]
+        assert torch.equal(oracle[i], mean >= th)
+    stated = trip[trip['text_side'].isin(['left', 'right'])].reset_index(drop=True)
+    assert (prior_predict(pri, stated, 'finding_side') != prior_predict(pri, stated, 'finding')).flatten(1).any(1).any()
+
+
+def test_collate_puts_the_localizer_priors_beside_it(tmp_path):
+    "The pipeline's leaderboard takes the prior rows from the localization run's own test triplets, named with that run."
+    from cxrlab.report import StageResult, collate
+    run = tmp_path / 'runs' / '06_localization-x'
+    (run / 'checkpoints' / 'best').mkdir(parents=True)
+    method = {'name': 'localize', 'module': 'cxrlab.localize', 'config': {'backbone': {'name': 'tiny'}}}
+    (run / 'params.json').write_text(json.dumps({'params': {'stage': 'text', 'method': method}}))
+    (run / 'metrics.json').write_text(json.dumps({'test/loc/n_items': 10.0, 'test/loc/Dice/macro': 0.3, 'test/prior/finding_side_zone/Dice/macro': 0.25,
+                                                  'test/prior/oracle_geometry/Dice/macro': 0.27}))
+    rows = collate([StageResult('06_localization.ipynb', 'ok', 1.0, run_dir=str(run))], tmp_path / 'reports')
+    assert rows['localize text (tiny)']['loc/Dice/macro'] == 0.3
+    assert rows['prior: finding + side + zone (text-only; test triplets of 06_localization-x, n=10)']['loc/Dice/macro'] == 0.25
+    assert rows['oracle geometry: finding + drawn side + zone (annotations; test triplets of 06_localization-x, n=10)']['loc/Dice/macro'] == 0.27
+    assert (tmp_path / 'reports' / 'leaderboard.md').exists()
