@@ -434,13 +434,17 @@ def judge_claims(rows: dict,  # leaderboard rows: name -> flat metrics
                  n_resamples: int = 1000, seed: int = 0,
                 ) -> list[dict]:
     "The claims table: a judged row per (claim, matching system row); 'not run' where the system has no row."
+    def judged(c, s):  # a claim whose two runs cannot be paired is a row saying why, not a lost leaderboard
+        try: return judge_claim(c, s, rows, values, n_resamples, seed)
+        except ValueError as e: return {'method': c.method, 'claim': c.statement, 'system': s, 'versus': c.versus, 'metric': c.metric,
+                                        'direction': c.direction, 'verdict': 'not comparable', 'note': str(e)}
     out = []
     for c in (CLAIMS if claims is None else claims):
         systems = match_rows(c.system, rows)
         if not systems:
             out.append({'method': c.method, 'claim': c.statement, 'system': c.system, 'versus': c.versus, 'metric': c.metric,
                         'direction': c.direction, 'verdict': 'not run', 'note': f'no {c.system!r} run in this pipeline'})
-        out += [judge_claim(c, s, rows, values, n_resamples, seed) for s in systems]
+        out += [judged(c, s) for s in systems]
     return out
 
 # %% ../nbs/09_report.ipynb #84859db2
@@ -466,7 +470,7 @@ CLAIMS_NOTE = ("Difference = system − versus over the same test queries; 95% C
 def claims_markdown(judged: list[dict]) -> str:
     "The claims section of leaderboard.md: heading, how it is computed, the table."
     t = claims_table(judged)
-    rows = ['| ' + ' | '.join(str(v) for v in r) + ' |' for r in t.values]
+    rows = ['| ' + ' | '.join(str(v).replace('|', '\\|') for v in r) + ' |' for r in t.values]
     return '\n'.join(['', '', '### Claims', '', CLAIMS_NOTE, '', '| ' + ' | '.join(t.columns) + ' |',
                       '|' + '|'.join('---:' if c in ('difference [95% CI]', 'queries (patients)', 'queries needed') else '---'
                                      for c in t.columns) + '|', *rows])

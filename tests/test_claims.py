@@ -184,8 +184,11 @@ def test_runs_on_different_test_sets_are_refused(reports):
     tmp, results = reports
     other = pd.DataFrame({"key": "grounding/similarity/PointingGame", "item": range(80), "subject_id": "someone else", "value": 1.0})
     save_values(other, values_path(tmp / "runs" / "pa", "test"))
-    with pytest.raises(ValueError, match="not evaluated on the same test queries"):
-        collate(results, tmp / "reports", "ci")
+    collate(results, tmp / "reports", "ci")  # the leaderboard is still written; the claim says why it has no verdict
+    claims = load_json(tmp / "reports" / "leaderboard.json")["claims"]
+    c = next(c for c in claims if c["claim"] == "C points at findings better than A")
+    assert c["verdict"] == "not comparable" and "not evaluated on the same test queries" in c["note"]
+    assert "not comparable: claim 'C points at findings better than A'" in (tmp / "reports" / "leaderboard.md").read_text()
 
 
 def test_a_claim_is_one_line():
