@@ -290,8 +290,8 @@ class Claim:
 CLAIMS = [
     *[Claim('patch_ib', f'{v} points at findings better than A', f'patch_ib {v}', 'patch_ib A', 'grounding/similarity/PointingGame') for v in 'BCDE'],
     *[Claim('patch_ib', f'{v} tells side/zone-swapped reports apart better than A', f'patch_ib {v}', 'patch_ib A', 'contrast/i2t') for v in 'BCDE'],
-    Claim('patch_ib', "C's mask points at findings better than the best image-blind prior", 'patch_ib C', 'prior: *',
-          'grounding/mask/PointingGame', 'grounding/similarity/PointingGame'),
+    *[Claim('patch_ib', f"{v}'s mask points at findings better than the best image-blind prior", f'patch_ib {v}', 'prior: *',
+            'grounding/mask/PointingGame', 'grounding/similarity/PointingGame') for v in 'CDE'],
     *[Claim('remix', f'{c} beats global-only ig_tg on sentence queries', f'remix {c}', 'remix ig_tg', 'sentence_query/R@10')
       for c in ('igl_tg', 'ig_tgl', 'igl_tgl')],
     Claim('probclip', 'match probability retrieves better than the μ dot product', 'probclip', 'probclip', 't2i/R@10', 'mu_dot/t2i/R@10'),
