@@ -424,6 +424,7 @@ def judge_claim(claim: Claim, system: str, rows: dict, values: dict, n_resamples
         r = paired_difference(cols(a), cols(b), groups, n_resamples=n_resamples, seed=seed)
     verdict = claim_verdict(r['low'], r['high'], claim.direction)
     need = queries_needed(r['estimate'], r['std'], r['n_items']) if verdict == 'unresolved' else None
+    need = None if need == math.inf else need  # no difference observed: no number of queries resolves it (JSON has no ∞)
     return {**out, 'difference': r['estimate'], 'ci_low': r['low'], 'ci_high': r['high'], 'se': r['std'], 'verdict': verdict,
             'n_queries': r['n_items'], 'n_patients': r['n_patients'], 'pairing': pairing, 'queries_needed': need}
 
@@ -454,7 +455,9 @@ def claims_table(judged: list[dict]):
     def diff(j): return f"{j['difference']:+.3f} [{j['ci_low']:+.3f}, {j['ci_high']:+.3f}]" if 'difference' in j else ''
     def need(j):
         n = j.get('queries_needed')
-        return '' if n is None else '∞ (difference 0)' if n == math.inf else f"≈{n:,} (now {j['n_queries']})"
+        where = ' in the two groups' if j.get('pairing') == 'disjoint query groups' else ''
+        if n is None: return '∞ (no difference observed)' if j['verdict'] == 'unresolved' else ''
+        return f"≈{n:,}{where} (now {j['n_queries']})"
     return pd.DataFrame([{'method': j['method'], 'claim': j['claim'], 'system vs versus': f"{j['system']} vs {j['versus']}",
                           'metric': j['metric'] + (' (lower is better)' if j['direction'] == 'lower' else ''),
                           'difference [95% CI]': diff(j), 'verdict': j['verdict'] if 'note' not in j else f"{j['verdict']}: {j['note']}",

@@ -134,7 +134,7 @@ def test_ci_pipeline_hands_every_trained_run_to_the_evaluation(tmp_path):
     for claim in ("C points at findings better than A", "C tells side/zone-swapped reports apart better than A"):
         c = claims[(claim, "patch_ib C")]
         assert c["verdict"] in ("holds", "does not hold", "unresolved") and c["pairing"] == "paired", c
-        assert c["ci_low"] <= c["difference"] <= c["ci_high"] and (c["queries_needed"] is None) == (c["verdict"] != "unresolved")
+        assert c["ci_low"] <= c["difference"] <= c["ci_high"] and (c["verdict"] == "unresolved" or c["queries_needed"] is None)
     for claim in ("the baseline retrieves better than chance", "the baseline retrieves better than knowing only the labels"):
         assert claims[(claim, "clip")]["pairing"] == "paired", claims[(claim, "clip")]
     assert claims[("B points at findings better than A", "patch_ib B")]["verdict"] == "not run"
