@@ -330,7 +330,9 @@ def record_per_item(values: Mapping[str, Tensor],  # name -> [N] per-item values
     store = _PER_ITEM.get()
     if store is None: return
     for name, v in values.items():
-        v = torch.as_tensor(v, dtype=torch.float64).detach().cpu().reshape(-1).numpy()
+        v = torch.as_tensor(v, dtype=torch.float64).detach().cpu()
+        if v.ndim != 1: raise ValueError(f"record_per_item {prefix}{name}: values have shape {tuple(v.shape)}; expected [N] (one per item)")
+        v = v.numpy()
         g = np.arange(len(v)).astype(str) if groups is None else np.asarray(groups).astype(str)
         if len(g) != len(v): raise ValueError(f"record_per_item {prefix}{name}: {len(v)} values but {len(g)} patient ids")
         store[prefix + name] = (v, g)
