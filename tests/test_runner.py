@@ -138,6 +138,11 @@ def test_ci_pipeline_hands_every_trained_run_to_the_evaluation(tmp_path):
     for claim in ("the baseline retrieves better than chance", "the baseline retrieves better than knowing only the labels"):
         assert claims[(claim, "clip")]["pairing"] == "paired", claims[(claim, "clip")]
     assert claims[("B points at findings better than A", "patch_ib B")]["verdict"] == "not run"
+    from cxrlab.evaluate import load_values, values_path  # each run's saved per-query values average to its metrics
+    for r in ev["runs"]:
+        means, mr = load_values(values_path(r, "test")).groupby("key")["value"].mean(), load_json(Path(r) / "metrics.json")
+        shared = [k for k in means.index if f"test/{k}" in mr]
+        assert len(shared) > 20 and all(abs(means[k] - mr[f"test/{k}"]) < 1e-9 for k in shared), r
     assert "### Claims" in (rep / "leaderboard.md").read_text()
     # --resume: nothing changed, so no stage runs again
     again = run_pipeline("ci", nbs, reports_dir=rep, out_dir=tmp_path / "runs", stage_params={"03_patch_ib": {"variant": "A,C"}},
