@@ -278,6 +278,7 @@ def study_retrieval_eval(es: EmbeddingSet,  # embeddings of one split
     return out
 
 
+# %% ../nbs/07_retrieval_eval.ipynb #4758868b
 def recall_curve(sr: StudyRanks, ks: Sequence[int] = tuple(range(1, 51))) -> Tensor:
     "Recall@K for each K from study-level ranks (a query hits when any relevant item is in the top K)."
     from cxrlab.metrics import first_relevant_rank
@@ -1003,6 +1004,7 @@ def evaluate_run(run,  # a LoadedRun, or a run folder / name
     return RunEvaluation(lr.name, lr.method.name, out, figs, ranks, es, values)
 
 
+# %% ../nbs/07_retrieval_eval.ipynb #a69d614d
 def leaderboard(results: Mapping[str, Mapping],  # model name -> flat metrics with '<m>_ci_low'/'<m>_ci_high' keys
                 metrics: Sequence[str],  # which metrics to show, e.g. ['t2i/R@10', 'i2t/R@10']
                 digits: int = 3,
