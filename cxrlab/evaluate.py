@@ -15,21 +15,23 @@ import torch
 from torch import Tensor
 
 from .core import atomic_write, load_json, save_json, get_logger, CHEXPERT_LABELS
-from .metrics import chunked_topk, faiss_available, per_query_from_ranks, summarise_per_query
+from .metrics import chunked_topk, faiss_available, per_query_from_ranks, summarise_per_query, record_per_item, recording_per_item
 from .models import DotScorer, Scorer, make_scorer, masked_mean
 import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['INDEX_KINDS', 'PATHOLOGY_LABELS', 'DEFAULT_QUERY_TEMPLATES', 'NEGATIVE_TEMPLATES', 'EVALUATIONS', 'FAMILIES',
-           'PRIOR_ROW_LEVELS', 'EmbeddingSet', 'embed_split', 'build_index', 'search', 'search_recall',
-           'scored_relevant_ranks', 'mean_ci', 'chance_recall', 'study_index', 'StudyRanks', 'study_ranks',
-           'study_retrieval_eval', 'recall_curve', 'study_labels', 'positive_label_sets', 'abnormal_studies',
-           'protocol_subset_eval', 'same_label_eval', 'contrast_accuracy', 'label_query_texts', 'encode_texts',
-           'prompt_scores', 'aggregate_by_study', 'label_query_retrieval', 'zero_shot_probs', 'manifest_fingerprint',
-           'embedding_path', 'run_embeddings', 'register_evaluation', 'EvalContext', 'RunEvaluation', 'contrast_rows',
-           'image_forward_cost', 'finding_sentences', 'upsample_maps', 'grounding_maps', 'grounding_eval',
-           'linear_probe_eval', 'pd_sample_patients', 'synth_reference_rows', 'pd_concat', 'grounding_prior_rows',
-           'plot_recall_curves', 'retrieval_grid', 'plot_per_label', 'evaluate_run', 'leaderboard', 'run_data']
+           'PRIOR_ROW_LEVELS', 'VALUE_COLUMNS', 'EmbeddingSet', 'embed_split', 'build_index', 'search', 'search_recall',
+           'scored_relevant_ranks', 'mean_ci', 'chance_recall_per_query', 'chance_recall', 'study_index', 'StudyRanks',
+           'study_ranks', 'study_retrieval_eval', 'recall_curve', 'study_labels', 'positive_label_sets',
+           'abnormal_studies', 'protocol_subset_eval', 'same_label_eval', 'contrast_accuracy', 'label_query_texts',
+           'encode_texts', 'prompt_scores', 'aggregate_by_study', 'label_query_retrieval', 'zero_shot_probs',
+           'manifest_fingerprint', 'embedding_path', 'run_embeddings', 'register_evaluation', 'EvalContext',
+           'RunEvaluation', 'contrast_rows', 'image_forward_cost', 'finding_sentences', 'upsample_maps',
+           'grounding_maps', 'grounding_eval', 'linear_probe_eval', 'pd_sample_patients', 'synth_reference_rows',
+           'pd_concat', 'grounding_prior_rows', 'plot_recall_curves', 'retrieval_grid', 'plot_per_label',
+           'values_frame', 'concat_values', 'values_path', 'save_values', 'load_values', 'reference_values',
+           'evaluate_run', 'leaderboard', 'run_data']
 
 # %% ../nbs/07_retrieval_eval.ipynb #a36777a9
 def _as_parts(x) -> dict:
@@ -202,18 +204,24 @@ def mean_ci(values: Mapping[str, Tensor],  # name -> [N] per-item values (NaN = 
     def summary(t):
         return {n: (t[:, j][~t[:, j].isnan()].mean().item() if (~t[:, j].isnan()).any() else math.nan) for j, n in enumerate(names)}
     g = None if groups is None else np.asarray(groups)
+    record_per_item(dict(zip(names, table.T)), g, prefix)  # kept only inside a `recording_per_item` (claims pair them)
     out = with_ci_keys(bootstrap_ci(summary, table, groups=g, n_resamples=n_resamples, alpha=alpha, seed=seed), prefix) \
           if n_resamples and len(table) else {prefix + k: v for k, v in summary(table).items()}
     out.update({f'{prefix}n/{n}': float((~table[:, j].isnan()).sum()) for j, n in enumerate(names)})
     return out
 
 
-def chance_recall(rr, k: int) -> float:
-    "Expected R@k of a random ranking for these queries: mean of 1 - C(G - r, k) / C(G, k) over queries with r >= 1."
+def chance_recall_per_query(rr, k: int) -> Tensor:
+    "[Q] expected R@k of a random ranking for each query: 1 - C(G - r, k) / C(G, k); NaN where r = 0."
     G, r = rr.n_gallery, torch.as_tensor(rr.n_rel).double()
     miss = torch.ones_like(r)
     for i in range(min(k, G)): miss = miss * ((G - r - i) / (G - i)).clamp(min=0)
-    return float((1 - miss)[r > 0].mean())
+    return torch.where(r > 0, 1 - miss, math.nan)
+
+
+def chance_recall(rr, k: int) -> float:
+    "Expected R@k of a random ranking for these queries: mean of 1 - C(G - r, k) / C(G, k) over queries with r >= 1."
+    return float(chance_recall_per_query(rr, k).nanmean())
 
 # %% ../nbs/07_retrieval_eval.ipynb #e31f3281
 def study_index(study_ids: Sequence[str]) -> tuple[Tensor, list[str], Tensor]:
@@ -265,10 +273,13 @@ def study_retrieval_eval(es: EmbeddingSet,  # embeddings of one split
         sr = (ranks or {}).get(d) or study_ranks(es, d, scorer)
         out.update(summarise_per_query(per_query_from_ranks(sr.rr, ks), sr.query_subjects, n_resamples=n_resamples,
                                      alpha=alpha, seed=seed, prefix=f'{d}/'))
-        out.update({f'{d}/chance_R@{k}': chance_recall(sr.rr, k) for k in ks})
+        chance = {f'chance_R@{k}': chance_recall_per_query(sr.rr, k) for k in ks}
+        record_per_item(chance, sr.query_subjects, f'{d}/')  # a random ranking's value of every query, for pairing
+        out.update({f'{d}/{m}': float(v.nanmean()) for m, v in chance.items()})
     return out
 
 
+# %% ../nbs/07_retrieval_eval.ipynb #4758868b
 def recall_curve(sr: StudyRanks, ks: Sequence[int] = tuple(range(1, 51))) -> Tensor:
     "Recall@K for each K from study-level ranks (a query hits when any relevant item is in the top K)."
     from cxrlab.metrics import first_relevant_rank
@@ -551,6 +562,7 @@ class RunEvaluation:
     figures: dict  # name -> matplotlib figure
     ranks: dict  # direction -> StudyRanks
     embeddings: EmbeddingSet
+    values: object = None  # per-item values behind the metrics (`values_frame`: key, item, subject_id, value)
 
     def table(self, metrics: Sequence[str] = ('R@1', 'R@5', 'R@10', 'MedR', 'nDCG@10'), directions=('t2i', 'i2t')):
         "Retrieval table: directions x metrics, 'estimate [low, high]'."
@@ -934,6 +946,69 @@ def plot_per_label(results: Mapping[str, Mapping], metric: str = 'zero_shot/AURO
     ax.legend(fontsize=7); fig.tight_layout()
     return fig
 
+# %% ../nbs/07_retrieval_eval.ipynb #e0709d39
+VALUE_COLUMNS = ('key', 'item', 'subject_id', 'value')
+
+def values_frame(recorded: Mapping[str, tuple],  # `recording_per_item` store: key -> (values [N], patients [N])
+                 returned: Sequence[str] = (),  # the metric keys the evaluation returned (recorded keys are renamed to them)
+                ) -> 'pd.DataFrame':
+    "Long table (key, item, subject_id, value) of recorded per-item values, NaN items dropped."
+    import pandas as pd
+    returned, frames = set(returned), []
+    for key, (v, g) in recorded.items():
+        if key not in returned:
+            hits = [r for r in returned if r.endswith('/' + key)]
+            key = hits[0] if len(hits) == 1 else key
+        ok = ~np.isnan(v)
+        frames.append(pd.DataFrame({'key': key, 'item': np.flatnonzero(ok), 'subject_id': np.asarray(g)[ok], 'value': v[ok]}))
+    return concat_values(frames)
+
+def concat_values(frames: Sequence) -> 'pd.DataFrame':
+    "Several value tables as one; a key recorded twice keeps its last recording."
+    import pandas as pd
+    frames = [f for f in frames if len(f)]
+    if not frames: return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(VALUE_COLUMNS, (str, int, str, float))})
+    keys = [set(f['key']) for f in frames]
+    frames = [f[~f['key'].isin(set().union(*keys[i + 1:]))] for i, f in enumerate(frames)]
+    return pd.concat(frames, ignore_index=True)
+
+# %% ../nbs/07_retrieval_eval.ipynb #02aad460
+def values_path(run_dir: str | Path, split: str) -> Path:
+    "Where a run keeps the per-item values of `split`: `values/<split>.csv.gz` beside its metrics.json."
+    return Path(run_dir) / 'values' / f'{split}.csv.gz'
+
+def save_values(values: 'pd.DataFrame', path: str | Path) -> Path:
+    "Write a value table (gzip CSV) atomically."
+    missing = [c for c in VALUE_COLUMNS if c not in values.columns]
+    if missing: raise ValueError(f"{path}: value table lacks column(s) {missing}")
+    with atomic_write(path, 'wb') as f: values.to_csv(f, index=False, compression='gzip')
+    return Path(path)
+
+def load_values(path: str | Path) -> 'pd.DataFrame':
+    "Read a value table written by `save_values` (patients as strings)."
+    import pandas as pd
+    if not Path(path).exists(): raise FileNotFoundError(f"{path}: per-item values file not found")
+    df = pd.read_csv(path, dtype={'subject_id': str, 'key': str})
+    missing = [c for c in VALUE_COLUMNS if c not in df.columns]
+    if missing: raise ValueError(f"{path}: not a per-item values file (lacks column(s) {missing})")
+    return df
+
+# %% ../nbs/07_retrieval_eval.ipynb #762b072d
+def reference_values(manifest,  # a SynthCXR manifest (as for `synth_reference_rows`)
+                     split: str = 'test', seed: int = 0,
+                    ) -> 'pd.DataFrame':
+    "Per-query retrieval values (both directions) of the oracle rows, with a `system` column; empty for other datasets."
+    rows = manifest[manifest['split'] == split].reset_index(drop=True)
+    if len(rows) == 0 or str(rows['dataset'].iloc[0]) != 'synth' or 'image_facts' not in rows.columns: return concat_values([])
+    rows.attrs['meta'] = dict(manifest.attrs.get('meta') or {})
+    from cxrlab.synth import ORACLE_LEVELS
+    frames = []  # one recording per level: the levels share metric keys
+    for level in ORACLE_LEVELS:
+        with recording_per_item() as rec: res = study_retrieval_eval(_oracle_set(rows, level, seed), n_resamples=0, seed=seed)
+        frames.append(values_frame(rec, list(res)).assign(system=f'oracle: {level}'))
+    import pandas as pd
+    return pd.concat(frames, ignore_index=True)
+
 # %% ../nbs/07_retrieval_eval.ipynb #87501f97
 def evaluate_run(run,  # a LoadedRun, or a run folder / name
                  manifest,  # the whole manifest (the split is selected here)
@@ -967,13 +1042,17 @@ def evaluate_run(run,  # a LoadedRun, or a run folder / name
     ctx = EvalContext(lr, manifest, rows, split, es, dev, get_precision(precision, dev), int(batch_size), int(n_resamples), int(seed))
     ranks = {d: study_ranks(es, d) for d in ('i2t', 't2i')} if es is not None else {}
     ctx.ranks = ranks
-    out = {}
-    if 'retrieval' in fams: out.update(_retrieval_family(ctx, ranks))
-    if 'protocol' in fams: out.update(_protocol_family(ctx, ranks))
-    if fams & {'label_query', 'zero_shot'}: out.update(_label_families(ctx, fams, uncertain_as))
+    out, values = {}, []
+    def scoped(fn):  # one recording per family / evaluation, keyed as the metrics it returns
+        with recording_per_item() as rec: res = fn()
+        values.append(values_frame(rec, list(res))); return res
+    if 'retrieval' in fams: out.update(scoped(lambda: _retrieval_family(ctx, ranks)))
+    if 'protocol' in fams: out.update(scoped(lambda: _protocol_family(ctx, ranks)))
+    if fams & {'label_query', 'zero_shot'}: out.update(scoped(lambda: _label_families(ctx, fams, uncertain_as)))
     for name in (lr.method.evaluations if extras else ()):
         if name not in EVALUATIONS: raise KeyError(f"method {lr.method.name!r} declares evaluation {name!r}, which is not registered")
-        out.update(EVALUATIONS[name](ctx))
+        out.update(scoped(lambda: EVALUATIONS[name](ctx)))
+    values = concat_values(values)
     out.update(_cost(ctx))
     figs = dict(ctx.figures)
     if figures and es is not None:
@@ -985,9 +1064,11 @@ def evaluate_run(run,  # a LoadedRun, or a run folder / name
         target = Run(lr.dir, lr.params)
         target.log_metrics(out, split=split)
         for name, fig in figs.items(): target.save_figure(fig, name)
-    return RunEvaluation(lr.name, lr.method.name, out, figs, ranks, es)
+        save_values(values, values_path(lr.dir, split))
+    return RunEvaluation(lr.name, lr.method.name, out, figs, ranks, es, values)
 
 
+# %% ../nbs/07_retrieval_eval.ipynb #a69d614d
 def leaderboard(results: Mapping[str, Mapping],  # model name -> flat metrics with '<m>_ci_low'/'<m>_ci_high' keys
                 metrics: Sequence[str],  # which metrics to show, e.g. ['t2i/R@10', 'i2t/R@10']
                 digits: int = 3,

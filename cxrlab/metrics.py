@@ -15,13 +15,14 @@ from torch import Tensor
 __all__ = ['TIE_POLICIES', 'UNCERTAIN_POLICIES', 'as_sim_rel', 'RelevantRanks', 'relevant_ranks', 'first_relevant_rank',
            'recall_at_k', 'recall_fraction_at_k', 'precision_at_k', 'reciprocal_rank', 'r_precision',
            'average_precision', 'average_precision_at_r', 'ndcg_at_k', 'ndcg_retrieved_list_normalised',
-           'nanmean_counted', 'check_ks', 'per_query_from_ranks', 'retrieval_per_query', 'summarise_per_query',
-           'retrieval_metrics', 'bidirectional_retrieval_metrics', 'label_overlap_relevance', 'tie_broken_scores',
-           'as_row_set', 'dot_product_scores', 'chunked_topk', 'faiss_available', 'faiss_flat_index', 'faiss_topk',
-           'chunked_relevant_ranks', 'binary_targets', 'auroc', 'auprc', 'classification_metrics', 'prompt_ensemble',
-           'zero_shot_similarity_scores', 'zero_shot_pos_neg_probs', 'linear_probe_scores', 'dice_score', 'iou_score',
-           'pixel_accuracy', 'segmentation_metrics', 'boxes_to_masks', 'contrast_to_noise_ratio', 'pointing_game',
-           'miou_over_thresholds', 'grounding_metrics', 'bootstrap_ci', 'with_ci_keys', 'retrieval_metrics_ci']
+           'nanmean_counted', 'check_ks', 'per_query_from_ranks', 'retrieval_per_query', 'recording_per_item',
+           'record_per_item', 'summarise_per_query', 'retrieval_metrics', 'bidirectional_retrieval_metrics',
+           'label_overlap_relevance', 'tie_broken_scores', 'as_row_set', 'dot_product_scores', 'chunked_topk',
+           'faiss_available', 'faiss_flat_index', 'faiss_topk', 'chunked_relevant_ranks', 'binary_targets', 'auroc',
+           'auprc', 'classification_metrics', 'prompt_ensemble', 'zero_shot_similarity_scores',
+           'zero_shot_pos_neg_probs', 'linear_probe_scores', 'dice_score', 'iou_score', 'pixel_accuracy',
+           'segmentation_metrics', 'boxes_to_masks', 'contrast_to_noise_ratio', 'pointing_game', 'miou_over_thresholds',
+           'grounding_metrics', 'bootstrap_ci', 'with_ci_keys', 'retrieval_metrics_ci']
 
 # %% ../nbs/02_metrics.ipynb #fed7553a
 def _as_tensor(x):
@@ -309,6 +310,33 @@ def retrieval_per_query(sim,  # [Q, G] similarity, higher is better
     ks = check_ks(ks)
     return per_query_from_ranks(relevant_ranks(sim, rel, ties=ties), ks)
 
+# %% ../nbs/02_metrics.ipynb #b42519e6
+import contextlib, contextvars
+_PER_ITEM: contextvars.ContextVar = contextvars.ContextVar('cxrlab_per_item', default=None)
+
+@contextlib.contextmanager
+def recording_per_item():
+    "Collect `record_per_item` calls while active: yields {metric key: (values [N] float64, patients [N] str)}."
+    store = {}
+    token = _PER_ITEM.set(store)
+    try: yield store
+    finally: _PER_ITEM.reset(token)
+
+def record_per_item(values: Mapping[str, Tensor],  # name -> [N] per-item values (NaN = not counted in the mean)
+                    groups=None,  # [N] patient per item; None = each item its own patient
+                    prefix: str = '',  # prepended to every name: the metric key the values average into
+                   ) -> None:
+    "Hand per-item values to the active `recording_per_item` (a no-op when none is active)."
+    store = _PER_ITEM.get()
+    if store is None: return
+    for name, v in values.items():
+        v = torch.as_tensor(v, dtype=torch.float64).detach().cpu()
+        if v.ndim != 1: raise ValueError(f"record_per_item {prefix}{name}: values have shape {tuple(v.shape)}; expected [N] (one per item)")
+        v = v.numpy()
+        g = np.arange(len(v)).astype(str) if groups is None else np.asarray(groups).astype(str)
+        if len(g) != len(v): raise ValueError(f"record_per_item {prefix}{name}: {len(v)} values but {len(g)} patient ids")
+        store[prefix + name] = (v, g)
+
 # %% ../nbs/02_metrics.ipynb #42af405c
 _AGGREGATE_NAMES = {'RR': 'MRR', 'AP': 'mAP', 'AP@R': 'mAP@R'}
 
@@ -341,6 +369,8 @@ def summarise_per_query(pq: Mapping[str, Tensor],  # per-query values (`per_quer
             if n == 'rank': out['MedR'], out['MeanR'] = t[:, j].quantile(.5).item(), t[:, j].mean().item()
             else: out[_AGGREGATE_NAMES.get(n, n)] = t[:, j].mean().item()
         return out
+    record_per_item({_AGGREGATE_NAMES.get(n, n): torch.where(valid, table[:, j], math.nan) for j, n in enumerate(names) if n != 'rank'},
+                    groups, prefix)
     t, g = table[valid], None if groups is None else groups[valid.numpy()]
     out = with_ci_keys(bootstrap_ci(summary, t, groups=g, n_resamples=n_resamples, alpha=alpha, seed=seed)) if n_resamples \
           else summary(t)

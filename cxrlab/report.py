@@ -15,12 +15,15 @@ import nbformat
 from .core import get_logger, load_json, resolve_path, save_json, atomic_write, project_root
 
 # %% auto #0
-__all__ = ['PROFILES', 'LEADERBOARD_COLUMNS', 'PIPELINE_NEEDS', 'PIPELINE_PARAMS', 'PROFILE_STAGE_PARAMS', 'RESULTS_MARKERS',
-           'README_FIGURES', 'SUBCOMMANDS', 'profile_params', 'parse_value', 'load_param_file', 'parameters_cell',
-           'nbs_dir', 'experiment_notebooks', 'NotebookFailed', 'RunResult', 'LogLines', 'html_report', 'run_notebook',
-           'run_label', 'leaderboard_rows', 'leaderboard_table', 'plot_leaderboard', 'write_leaderboard', 'write_index',
-           'collate', 'StageResult', 'trained_runs', 'stage_fingerprint', 'run_pipeline', 'write_summary',
-           'readme_text', 'sync_readme', 'results_markdown', 'fill_results', 'build_parser', 'main']
+__all__ = ['PROFILES', 'LEADERBOARD_COLUMNS', 'CLAIMS', 'VERDICTS', 'CLAIMS_NOTE', 'PIPELINE_NEEDS', 'PIPELINE_PARAMS',
+           'PROFILE_STAGE_PARAMS', 'RESULTS_MARKERS', 'README_FIGURES', 'SUBCOMMANDS', 'profile_params', 'parse_value',
+           'load_param_file', 'parameters_cell', 'nbs_dir', 'experiment_notebooks', 'NotebookFailed', 'RunResult',
+           'LogLines', 'html_report', 'run_notebook', 'run_label', 'leaderboard_rows', 'leaderboard_table',
+           'plot_leaderboard', 'write_leaderboard', 'Claim', 'side_statistic', 'paired_difference', 'claim_verdict',
+           'queries_needed', 'match_rows', 'side_values', 'metric_estimates', 'judge_claim', 'judge_claims',
+           'claims_table', 'claims_markdown', 'claims_html', 'leaderboard_values', 'write_index', 'collate',
+           'StageResult', 'trained_runs', 'stage_fingerprint', 'run_pipeline', 'write_summary', 'readme_text',
+           'sync_readme', 'results_markdown', 'fill_results', 'build_parser', 'main']
 
 # %% ../nbs/09_report.ipynb #d4d828bc
 PROFILES = {
@@ -241,15 +244,17 @@ def plot_leaderboard(rows: dict[str, dict], metrics=('t2i/R@10', 'same_label/t2i
     fig.tight_layout()
     return fig
 
-def write_leaderboard(rows: dict[str, dict], reports_dir: str | Path) -> dict[str, Path]:
-    "reports/leaderboard.{md,html,json,png}."
+def write_leaderboard(rows: dict[str, dict], reports_dir: str | Path,
+                      claims: list[dict] | None = None,  # judged claims (`judge_claims`), shown after the models
+                     ) -> dict[str, Path]:
+    "reports/leaderboard.{md,html,json,png}: the models table, then the claims table."
     import matplotlib.pyplot as plt
     out = resolve_path(reports_dir); out.mkdir(parents=True, exist_ok=True)
     t = leaderboard_table(rows)
     paths = {k: out/f'leaderboard.{k}' for k in ('md', 'html', 'json', 'png')}
-    with atomic_write(paths['md']) as f: f.write(_markdown_table(t) + '\n')
-    with atomic_write(paths['html']) as f: f.write(t.to_html(border=0, classes='leaderboard'))
-    save_json(rows, paths['json'])
+    with atomic_write(paths['md']) as f: f.write(_markdown_table(t) + (claims_markdown(claims) if claims else '') + '\n')
+    with atomic_write(paths['html']) as f: f.write(t.to_html(border=0, classes='leaderboard') + (claims_html(claims) if claims else ''))
+    save_json({'rows': rows, 'claims': claims or []}, paths['json'])
     fig = plot_leaderboard(rows); fig.savefig(paths['png'], dpi=120, bbox_inches='tight'); plt.close(fig)
     return paths
 
@@ -257,6 +262,238 @@ def _markdown_table(df) -> str:
     head = '| | ' + ' | '.join(df.columns) + ' |'
     sep = '|---|' + '|'.join('---:' for _ in df.columns) + '|'
     return '\n'.join([head, sep] + [f"| {i} | " + ' | '.join(str(v) for v in row) + ' |' for i, row in zip(df.index, df.values)])
+
+# %% ../nbs/09_report.ipynb #213dcab4
+import math
+import numpy as np
+
+@dataclass(frozen=True)
+class Claim:
+    "A method's claim: `system` beats `versus` on `metric`, judged on the same test queries."
+    method: str  # the method that makes it (groups the table)
+    statement: str  # the claim in words
+    system: str  # leaderboard row claimed better, named without its backbone ('patch_ib B'); a glob gives a row per match
+    versus: str  # the row it is compared with; a glob compares with the strongest matching row
+    metric: str  # metric key (as in metrics.json and the per-item values) on the `system` side
+    versus_metric: str | None = None  # the key on the `versus` side when it differs (a glob: the strongest key)
+    direction: str = 'higher'  # 'higher': the claim is system > versus; 'lower': system < versus
+    macro: bool = False  # a mean over labels of per-label means; per-item values are under '<metric>/<label>'
+
+    def __post_init__(self):
+        if self.direction not in ('higher', 'lower'):
+            raise ValueError(f"claim {self.statement!r}: direction={self.direction!r}; expected 'higher' or 'lower'")
+
+    @property
+    def other_metric(self) -> str: return self.versus_metric or self.metric
+
+# %% ../nbs/09_report.ipynb #2ca0c9d7
+CLAIMS = [
+    *[Claim('patch_ib', f'{v} points at findings better than A', f'patch_ib {v}', 'patch_ib A', 'grounding/similarity/PointingGame') for v in 'BCDE'],
+    *[Claim('patch_ib', f'{v} tells side/zone-swapped reports apart better than A', f'patch_ib {v}', 'patch_ib A', 'contrast/i2t') for v in 'BCDE'],
+    *[Claim('patch_ib', f"{v}'s mask points at findings better than the best image-blind prior", f'patch_ib {v}', 'prior: *',
+            'grounding/mask/PointingGame', 'grounding/similarity/PointingGame') for v in 'CDE'],
+    *[Claim('remix', f'{c} beats global-only ig_tg on sentence queries', f'remix {c}', 'remix ig_tg', 'sentence_query/R@10')
+      for c in ('igl_tg', 'ig_tgl', 'igl_tgl')],
+    Claim('probclip', 'match probability retrieves better than the μ dot product', 'probclip', 'probclip', 't2i/R@10', 'mu_dot/t2i/R@10'),
+    *[Claim('probclip', f'most-certain decile of {q} queries beats the least-certain', 'probclip', 'probclip',
+            f'uncertainty/{d}/R@10/bin01', f'uncertainty/{d}/R@10/bin10') for d, q in (('t2i', 'report'), ('i2t', 'image'))],
+    Claim('localize', 'the sentence matters: text-conditioned beats its text-blind twin', 'localize text', 'localize blind', 'loc/Dice', macro=True),
+    Claim('localize', 'the text-conditioned U-Net beats the best image-blind prior', 'localize text', 'localize text', 'loc/Dice',
+          'prior/*/Dice', macro=True),
+    Claim('clip', 'the baseline retrieves better than chance', 'clip', 'clip', 't2i/R@10', 't2i/chance_R@10'),
+    Claim('clip', 'the baseline retrieves better than knowing only the labels', 'clip', 'oracle: labels', 't2i/R@10'),
+]
+
+# %% ../nbs/09_report.ipynb #3d21de2c
+def side_statistic(x: np.ndarray,  # [N, J] per-item values, NaN where an item has none in that column
+                  ) -> float:
+    "Mean over the columns that have values of each column's mean over its defined items."
+    import warnings
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        cols = np.nanmean(x, axis=0) if len(x) else np.array([np.nan])
+        return float(np.nanmean(cols)) if (~np.isnan(cols)).any() else float('nan')
+
+def paired_difference(a,  # [N] or [N, J] system values per item
+                      b,  # [N] or [N, J] versus values on the same items (row i = the same query), or None
+                      groups,  # [N] patient of each item (the bootstrap resamples patients)
+                      reference: float | None = None,  # the versus value when `b` is None (a fixed number)
+                      n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0,
+                     ) -> dict:
+    "side_statistic(a) − side_statistic(b) (or − reference) with a percentile bootstrap CI over patients, items kept paired."
+    from cxrlab.metrics import bootstrap_ci
+    a = np.asarray(a, dtype=np.float64); a = a.reshape(len(a), -1)
+    if b is None:
+        if reference is None: raise ValueError("paired_difference: give the versus side's values `b` or a fixed `reference`")
+        arrays, fn = (a,), lambda x: side_statistic(x) - float(reference)
+    else:
+        b = np.asarray(b, dtype=np.float64); b = b.reshape(len(b), -1)
+        if len(b) != len(a): raise ValueError(f"paired_difference: {len(a)} system items but {len(b)} versus items (row i must be the same query)")
+        arrays, fn = (a, b), lambda x, y: side_statistic(x) - side_statistic(y)
+    g = np.asarray(groups).astype(str)
+    ci = bootstrap_ci(fn, *arrays, groups=g, n_resamples=n_resamples, alpha=alpha, seed=seed)
+    return {**ci, 'n_items': len(a), 'n_patients': len(set(g))}
+
+# %% ../nbs/09_report.ipynb #8629fb08
+VERDICTS = ('holds', 'does not hold', 'unresolved')
+
+def claim_verdict(low: float, high: float, direction: str = 'higher') -> str:
+    "holds: the CI excludes 0 on the claimed side; does not hold: it excludes 0 on the other side; unresolved: it contains 0."
+    if direction not in ('higher', 'lower'): raise ValueError(f"direction={direction!r}; expected 'higher' or 'lower'")
+    if not (low <= high): return 'unresolved'  # NaN bounds: nothing excluded
+    lo, hi = (low, high) if direction == 'higher' else (-high, -low)
+    return 'holds' if lo > 0 else 'does not hold' if hi < 0 else 'unresolved'
+
+def queries_needed(diff: float,  # observed difference
+                   se: float,  # bootstrap SD of the difference at n_items
+                   n_items: int,  # test queries it was measured on
+                   z: float = 1.959964,  # the CI's normal quantile (95%)
+                  ) -> float:
+    "Test queries at which the 95% CI would just exclude 0 if the difference stayed `diff`: (z·sd/|diff|)², sd = se·√n_items."
+    if not diff or diff != diff or se != se: return math.inf
+    return math.ceil((z * se * math.sqrt(n_items) / abs(diff)) ** 2)
+
+# %% ../nbs/09_report.ipynb #8b1745b7
+def _base_name(row: str) -> str: return row.split(' (')[0]
+
+def match_rows(selector: str, rows) -> list[str]:
+    "Row names whose name, or name without ' (backbone)', matches the glob `selector`."
+    from fnmatch import fnmatchcase
+    return [r for r in rows if fnmatchcase(_base_name(r), selector) or fnmatchcase(r, selector)]
+
+def side_values(values, metric: str, macro: bool = False):
+    "Items × columns (one, or one per label under `metric/` for a macro metric) of a row's values, plus `subject_id`; None if absent."
+    if values is None or not len(values): return None
+    keys = values['key'].astype(str)
+    pick = (keys.str.startswith(metric + '/') & ~keys.str[len(metric) + 1:].str.contains('/')) if macro else keys == metric
+    v = values[pick]
+    if not len(v): return None
+    wide = v.pivot_table(index='item', columns='key', values='value', aggfunc='first')
+    wide.columns = [f'v:{c}' for c in wide.columns]
+    return wide.assign(subject_id=v.groupby('item')['subject_id'].first().astype(str))
+
+def metric_estimates(claim: Claim, row: str, rows: dict, values: dict) -> dict[str, float]:
+    "Versus-side metric -> point estimate on `row` for the keys matching the claim's (glob) versus metric: metrics first, then per-item values."
+    from fnmatch import fnmatchcase
+    suffix, out = ('/macro' if claim.macro else ''), {}
+    v = values.get(row)
+    if v is not None and len(v):
+        names = {k.rsplit('/', 1)[0] if claim.macro else k for k in v['key'].astype(str)}
+        for n in sorted(x for x in names if fnmatchcase(x, claim.other_metric)):
+            out[n] = side_statistic(side_values(v, n, claim.macro).drop(columns='subject_id').to_numpy())
+    for k, x in rows.get(row, {}).items():
+        n = k[:len(k) - len(suffix)]
+        if k.endswith(suffix) and not k.endswith(('_ci_low', '_ci_high')) and fnmatchcase(n, claim.other_metric) \
+           and isinstance(x, (int, float)) and x == x: out[n] = float(x)
+    return out
+
+def _strongest(claim: Claim, vs_rows: list[str], rows: dict, values: dict) -> tuple[str, str] | None:
+    "(row, metric key) of the versus side: the best point estimate in the claimed direction among the glob's matches."
+    cands = [(x, r, n) for r in vs_rows for n, x in metric_estimates(claim, r, rows, values).items()]
+    if not cands: return None
+    best = (max if claim.direction == 'higher' else min)(cands, key=lambda c: c[0])
+    return best[1], best[2]
+
+# %% ../nbs/09_report.ipynb #736541cb
+def judge_claim(claim: Claim, system: str, rows: dict, values: dict, n_resamples: int = 1000, seed: int = 0) -> dict:
+    "One claims-table row for the leaderboard row `system`: difference, 95% patient CI, verdict (or why there is none)."
+    same_bb = lambda rs: [r for r in rs if r[len(_base_name(r)):] == system[len(_base_name(system)):]] or rs
+    vs = _strongest(claim, same_bb(match_rows(claim.versus, rows)), rows, values)
+    out = {'method': claim.method, 'claim': claim.statement, 'system': system, 'metric': claim.metric, 'direction': claim.direction,
+           'versus': claim.versus if vs is None else vs[0] + ('' if vs[1] == claim.metric else f' · {vs[1]}')}
+    if vs is None: return {**out, 'verdict': 'not run', 'note': f'no {claim.versus!r} row with {claim.other_metric}'}
+    a, b = side_values(values.get(system), claim.metric, claim.macro), side_values(values.get(vs[0]), vs[1], claim.macro)
+    if a is None: return {**out, 'verdict': 'not run', 'note': f'no per-item {claim.metric} values saved for {system}'}
+    cols = lambda t: t.drop(columns='subject_id').to_numpy()
+    if b is None:
+        ref = metric_estimates(claim, vs[0], rows, values)[vs[1]]
+        r = paired_difference(cols(a), None, a['subject_id'], reference=ref, n_resamples=n_resamples, seed=seed)
+        pairing = 'vs its mean (no per-item values)'
+    else:
+        common = a.index.intersection(b.index)
+        if len(common):
+            a, b = a.loc[common], b.loc[common]
+            bad = (a['subject_id'] != b['subject_id']).to_numpy()
+            if bad.any(): raise ValueError(f"claim {claim.statement!r}: {system} and {vs[0]} name different patients for item "
+                                           f"{common[bad][0]} of {claim.metric}: they were not evaluated on the same test queries")
+            pairing, groups = 'paired', a['subject_id']
+        else:  # disjoint query groups of one evaluation (e.g. σ² deciles): each side NaN on the other's items
+            idx = a.index.union(b.index); a, b = a.reindex(idx), b.reindex(idx)
+            pairing, groups = 'disjoint query groups', a['subject_id'].fillna(b['subject_id'])
+        r = paired_difference(cols(a), cols(b), groups, n_resamples=n_resamples, seed=seed)
+    verdict = claim_verdict(r['low'], r['high'], claim.direction)
+    need = queries_needed(r['estimate'], r['std'], r['n_items']) if verdict == 'unresolved' else None
+    need = None if need == math.inf else need  # no difference observed: no number of queries resolves it (JSON has no ∞)
+    return {**out, 'difference': r['estimate'], 'ci_low': r['low'], 'ci_high': r['high'], 'se': r['std'], 'verdict': verdict,
+            'n_queries': r['n_items'], 'n_patients': r['n_patients'], 'pairing': pairing, 'queries_needed': need}
+
+# %% ../nbs/09_report.ipynb #95509418
+def judge_claims(rows: dict,  # leaderboard rows: name -> flat metrics
+                 values: dict,  # row name -> per-item values (`cxrlab.evaluate.load_values` tables)
+                 claims: list[Claim] | None = None,  # default CLAIMS
+                 n_resamples: int = 1000, seed: int = 0,
+                ) -> list[dict]:
+    "The claims table: a judged row per (claim, matching system row); 'not run' where the system has no row."
+    def judged(c, s):  # a claim whose two runs cannot be paired is a row saying why, not a lost leaderboard
+        try: return judge_claim(c, s, rows, values, n_resamples, seed)
+        except ValueError as e: return {'method': c.method, 'claim': c.statement, 'system': s, 'versus': c.versus, 'metric': c.metric,
+                                        'direction': c.direction, 'verdict': 'not comparable', 'note': str(e)}
+    out = []
+    for c in (CLAIMS if claims is None else claims):
+        systems = match_rows(c.system, rows)
+        if not systems:
+            out.append({'method': c.method, 'claim': c.statement, 'system': c.system, 'versus': c.versus, 'metric': c.metric,
+                        'direction': c.direction, 'verdict': 'not run', 'note': f'no {c.system!r} run in this pipeline'})
+        out += [judged(c, s) for s in systems]
+    return out
+
+# %% ../nbs/09_report.ipynb #84859db2
+def claims_table(judged: list[dict]):
+    "DataFrame of display strings, one row per judged claim."
+    import pandas as pd
+    def diff(j): return f"{j['difference']:+.3f} [{j['ci_low']:+.3f}, {j['ci_high']:+.3f}]" if 'difference' in j else ''
+    def need(j):
+        n = j.get('queries_needed')
+        where = ' in the two groups' if j.get('pairing') == 'disjoint query groups' else ''
+        if n is None: return '∞ (no difference observed)' if j['verdict'] == 'unresolved' else ''
+        return f"≈{n:,}{where} (now {j['n_queries']})"
+    return pd.DataFrame([{'method': j['method'], 'claim': j['claim'], 'system vs versus': f"{j['system']} vs {j['versus']}",
+                          'metric': j['metric'] + (' (lower is better)' if j['direction'] == 'lower' else ''),
+                          'difference [95% CI]': diff(j), 'verdict': j['verdict'] if 'note' not in j else f"{j['verdict']}: {j['note']}",
+                          'queries (patients)': f"{j['n_queries']} ({j['n_patients']})" if 'n_queries' in j else '',
+                          'pairing': j.get('pairing', ''), 'queries needed': need(j)} for j in judged])
+
+CLAIMS_NOTE = ("Difference = system − versus over the same test queries; 95% CI from 1,000 bootstrap resamples of patients "
+               "(queries paired). Verdict from the CI: holds (excludes 0 on the claimed side), does not hold (excludes 0 on the "
+               "other side), unresolved (contains 0). Queries needed ≈ (1.96·sd/|difference|)², sd = bootstrap SE·√queries: "
+               "where the CI would just exclude 0 if the difference stayed the same.")
+
+# %% ../nbs/09_report.ipynb #0a148064
+def claims_markdown(judged: list[dict]) -> str:
+    "The claims section of leaderboard.md: heading, how it is computed, the table."
+    t = claims_table(judged)
+    rows = ['| ' + ' | '.join(str(v).replace('|', '\\|') for v in r) + ' |' for r in t.values]
+    return '\n'.join(['', '', '### Claims', '', CLAIMS_NOTE, '', '| ' + ' | '.join(t.columns) + ' |',
+                      '|' + '|'.join('---:' if c in ('difference [95% CI]', 'queries (patients)', 'queries needed') else '---'
+                                     for c in t.columns) + '|', *rows])
+
+def claims_html(judged: list[dict]) -> str:
+    "The claims section of leaderboard.html."
+    import html as _h
+    return f'<h3>Claims</h3><p>{_h.escape(CLAIMS_NOTE)}</p>' + claims_table(judged).to_html(border=0, index=False, classes='claims')
+
+# %% ../nbs/09_report.ipynb #769fb597
+def leaderboard_values(results: list, split: str = 'test') -> dict:
+    "Row name -> per-item values of each run of a finished pipeline, and of the evaluation's reference rows."
+    from cxrlab.evaluate import load_values, values_path
+    ev = next((r for r in reversed(results) if r.notebook.startswith('07') and r.status == 'ok' and r.run_dir), None)
+    dirs = list(load_json(Path(ev.run_dir)/'params.json')['params'].get('runs', [])) if ev else []
+    dirs += [d for r in results if r.status == 'ok' and r.run_dir for d in trained_runs(r.run_dir)]
+    out = {run_label(d): load_values(values_path(d, split)) for d in dict.fromkeys(dirs) if values_path(d, split).exists()}
+    ref = Path(ev.run_dir)/'values'/f'{split}-references.csv.gz' if ev else None
+    if ref is not None and ref.exists(): out.update({s: g for s, g in load_values(ref).groupby('system')})
+    return out
 
 # %% ../nbs/09_report.ipynb #fabb4f41
 def write_index(results: list[StageResult], reports_dir: str | Path, profile: str = '') -> Path:
@@ -306,7 +543,7 @@ def collate(results: list[StageResult], reports_dir: str | Path, profile: str = 
                 if m.get('loc/n_items'):  # the priors measured on the same test triplets as the localizer
                     from cxrlab.localize import localization_reference_rows
                     rows.update(localization_reference_rows(m, d))
-    if rows: write_leaderboard(rows, reports_dir)
+    if rows: write_leaderboard(rows, reports_dir, judge_claims(rows, leaderboard_values(results)))
     write_index(results, reports_dir, profile)
     return rows
 

@@ -244,7 +244,20 @@ CASES = [
     ("bootstrap_ci", "metric_fn changes its keys", lambda: M.bootstrap_ci(lambda a: {"m": 1.} if len(set(a.tolist())) > 2 else {"n": 1.}, np.arange(3.), n_resamples=50, seed=1),
      raises(ValueError, "returned keys")),
     ("with_ci_keys", "not a bootstrap_ci result", lambda: M.with_ci_keys({"R@1": 0.5}), raises(ValueError, r"ci\['R@1'\]")),
+    # ---------------------------------------------------------------- per-item recording (claims)
+    ("record_per_item", "fewer patient ids than values", lambda: _recorded(lambda: M.record_per_item({"R@1": torch.ones(3)}, ["p0"])),
+     raises(ValueError, "3 values but 1 patient ids")),
+    ("record_per_item", "2-D values", lambda: _recorded(lambda: M.record_per_item({"R@1": torch.ones(3, 2)})), raises(ValueError, r"expected \[N\]")),
+    ("record_per_item", "no recording active", lambda: M.record_per_item({"R@1": torch.ones(3, 2)}, ["p0"]), returns(lambda r: r is None, "a no-op")),
+    ("recording_per_item", "an inner recording", lambda: _recorded(lambda: _recorded(lambda: M.record_per_item({"x": torch.ones(2)}))),
+     returns(lambda r: r == {}, "the outer recording sees nothing of the inner one")),
 ]
+
+
+def _recorded(fn):
+    "What a recording collects while `fn` runs."
+    with M.recording_per_item() as store: fn()
+    return store
 
 
 @pytest.mark.parametrize("name, what, call, expect", CASES, ids=[f"{c[0]}: {c[1]}" for c in CASES])

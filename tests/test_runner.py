@@ -129,6 +129,21 @@ def test_ci_pipeline_hands_every_trained_run_to_the_evaluation(tmp_path):
     rep = tmp_path / "reports"
     assert all((rep / f).exists() for f in ("leaderboard.md", "leaderboard.png", "index.html", "pipeline_state.json"))
     assert "patch_ib C (tiny_vit)" in (rep / "leaderboard.md").read_text()  # every Patch-IB variant on the one ViT
+    # the claims table: C vs A paired on the same grounding items and twin pairs; the variants not trained are listed
+    claims = {(c["claim"], c["system"].split(" (")[0]): c for c in load_json(rep / "leaderboard.json")["claims"]}
+    for claim in ("C points at findings better than A", "C tells side/zone-swapped reports apart better than A"):
+        c = claims[(claim, "patch_ib C")]
+        assert c["verdict"] in ("holds", "does not hold", "unresolved") and c["pairing"] == "paired", c
+        assert c["ci_low"] <= c["difference"] <= c["ci_high"] and (c["verdict"] == "unresolved" or c["queries_needed"] is None)
+    for claim in ("the baseline retrieves better than chance", "the baseline retrieves better than knowing only the labels"):
+        assert claims[(claim, "clip")]["pairing"] == "paired", claims[(claim, "clip")]
+    assert claims[("B points at findings better than A", "patch_ib B")]["verdict"] == "not run"
+    from cxrlab.evaluate import load_values, values_path  # each run's saved per-query values average to its metrics
+    for r in ev["runs"]:
+        means, mr = load_values(values_path(r, "test")).groupby("key")["value"].mean(), load_json(Path(r) / "metrics.json")
+        shared = [k for k in means.index if f"test/{k}" in mr]
+        assert len(shared) > 20 and all(abs(means[k] - mr[f"test/{k}"]) < 1e-9 for k in shared), r
+    assert "### Claims" in (rep / "leaderboard.md").read_text()
     # --resume: nothing changed, so no stage runs again
     again = run_pipeline("ci", nbs, reports_dir=rep, out_dir=tmp_path / "runs", stage_params={"03_patch_ib": {"variant": "A,C"}},
                          resume=True)
