@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import Tensor
 
 from .models import DualEncoderWrapper, Method, Scorer, build_model, masked_mean, register_method, register_scorer
@@ -376,24 +377,26 @@ class ProbCLIPModel(DualEncoderWrapper):
     def post_step(self):
         super().post_step(); self.match.post_step()
 
-    def forward(self, batch: Mapping) -> dict:
-        "Every view and section of a study batch (or the one image / report of a pair batch) as Gaussians."
-        if 'images' in batch: views, vmask = batch['images'], batch['view_mask'].bool()
-        else: views, vmask = batch['image'][:, None], torch.ones(len(batch['image']), 1, dtype=torch.bool, device=batch['image'].device)
-        if 'texts_input_ids' in batch:
-            ids, am, smask = batch['texts_input_ids'], batch['texts_attention_mask'], batch['section_mask'].bool()
-        else:
-            ids, am = batch['input_ids'][:, None], batch['attention_mask'][:, None]
-            smask = torch.ones(ids.shape[:2], dtype=torch.bool, device=ids.device)
-        (B, V), S = views.shape[:2], ids.shape[1]
-        img = self.encode_image(views.flatten(0, 1))
-        txt = self.encode_text(ids.flatten(0, 1), am.flatten(0, 1))
-        side = lambda o, n: {k: o[k].view(B, n, -1) for k in ('mu', 'logvar')}
-        i, t = side(img, V), side(txt, S)
-        return {'image_mu': i['mu'], 'image_logvar': i['logvar'], 'view_mask': vmask,
-                'text_mu': t['mu'], 'text_logvar': t['logvar'], 'section_mask': smask,
-                'image_embeds': F.normalize(i['mu'][:, 0], dim=-1), 'text_embeds': F.normalize(t['mu'][:, 0], dim=-1),
-                'match_scale': self.match.scale, 'match_shift': self.match.shift, 'distance': self.distance}
+# %% ../nbs/05_probclip.ipynb #46ddebed
+@patch
+def forward(self: ProbCLIPModel, batch: Mapping) -> dict:
+    "Every view and section of a study batch (or the one image / report of a pair batch) as Gaussians."
+    if 'images' in batch: views, vmask = batch['images'], batch['view_mask'].bool()
+    else: views, vmask = batch['image'][:, None], torch.ones(len(batch['image']), 1, dtype=torch.bool, device=batch['image'].device)
+    if 'texts_input_ids' in batch:
+        ids, am, smask = batch['texts_input_ids'], batch['texts_attention_mask'], batch['section_mask'].bool()
+    else:
+        ids, am = batch['input_ids'][:, None], batch['attention_mask'][:, None]
+        smask = torch.ones(ids.shape[:2], dtype=torch.bool, device=ids.device)
+    (B, V), S = views.shape[:2], ids.shape[1]
+    img = self.encode_image(views.flatten(0, 1))
+    txt = self.encode_text(ids.flatten(0, 1), am.flatten(0, 1))
+    side = lambda o, n: {k: o[k].view(B, n, -1) for k in ('mu', 'logvar')}
+    i, t = side(img, V), side(txt, S)
+    return {'image_mu': i['mu'], 'image_logvar': i['logvar'], 'view_mask': vmask,
+            'text_mu': t['mu'], 'text_logvar': t['logvar'], 'section_mask': smask,
+            'image_embeds': F.normalize(i['mu'][:, 0], dim=-1), 'text_embeds': F.normalize(t['mu'][:, 0], dim=-1),
+            'match_scale': self.match.scale, 'match_shift': self.match.shift, 'distance': self.distance}
 
 # %% ../nbs/05_probclip.ipynb #61e23ace
 class ProbCLIPLoss(ProgressAware, nn.Module):

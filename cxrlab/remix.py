@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import Tensor
 
 from .evaluate import (EvalContext, aggregate_by_study, chance_recall, encode_texts, label_query_texts, prompt_scores,
@@ -204,24 +205,6 @@ class ReMiXModel(DualEncoderWrapper):
         return encode_chunks(self.encode_text, batch['sentences_input_ids'], batch['sentences_attention_mask'],
                              batch['sentence_mask'], self.embed_dim)
 
-    def mask_text(self, batch: Mapping) -> tuple[Tensor, Tensor]:
-        "(masked input_ids, MLM labels) of the global text: BERT's masking of its word tokens."
-        if self.mask_token_id is None:
-            raise ValueError("ReMiXModel: MLM needs the tokenizer's mask token id: build with mask_token_id=... "
-                             "(cxrlab.remix.setup_remix sets it from the tokenizer's [MASK])")
-        return mask_tokens(batch['input_ids'], word_mask(batch['attention_mask']), self.mlm_probability, self.mask_token_id, self.vocab_size)
-
-    def mlm_cross_entropy(self, hidden: Tensor, labels: Tensor) -> Tensor:
-        "Masked-LM cross-entropy at the chosen positions (labels != -100) of the hidden states."
-        chosen = labels != -100
-        if not chosen.any(): return 0 * hidden.sum()
-        return F.cross_entropy(self.mlm_head(hidden[chosen]).float(), labels[chosen])
-
-    def mlm_loss(self, batch: Mapping, text: Mapping | None = None) -> Tensor:
-        "Masked-LM cross-entropy of a second pass of the global text with BERT-style masked tokens."
-        ids, labels = self.mask_text(batch)
-        return self.mlm_cross_entropy(self.encode_text(ids, batch['attention_mask'])['hidden'], labels)
-
     def forward(self, batch: Mapping) -> dict:
         shared = self.mlm_head is not None and self.training and self.mlm_shared_pass
         if shared:
@@ -240,6 +223,28 @@ class ReMiXModel(DualEncoderWrapper):
         if self.mlm_head is not None and self.training:
             out['mlm_loss'] = self.mlm_cross_entropy(txt['hidden'], labels) if shared else self.mlm_loss(batch)
         return out
+
+# %% ../nbs/04_remix.ipynb #877b4b4f
+@patch
+def mask_text(self: ReMiXModel, batch: Mapping) -> tuple[Tensor, Tensor]:
+    "(masked input_ids, MLM labels) of the global text: BERT's masking of its word tokens."
+    if self.mask_token_id is None:
+        raise ValueError("ReMiXModel: MLM needs the tokenizer's mask token id: build with mask_token_id=... "
+                         "(cxrlab.remix.setup_remix sets it from the tokenizer's [MASK])")
+    return mask_tokens(batch['input_ids'], word_mask(batch['attention_mask']), self.mlm_probability, self.mask_token_id, self.vocab_size)
+
+@patch
+def mlm_cross_entropy(self: ReMiXModel, hidden: Tensor, labels: Tensor) -> Tensor:
+    "Masked-LM cross-entropy at the chosen positions (labels != -100) of the hidden states."
+    chosen = labels != -100
+    if not chosen.any(): return 0 * hidden.sum()
+    return F.cross_entropy(self.mlm_head(hidden[chosen]).float(), labels[chosen])
+
+@patch
+def mlm_loss(self: ReMiXModel, batch: Mapping, text: Mapping | None = None) -> Tensor:
+    "Masked-LM cross-entropy of a second pass of the global text with BERT-style masked tokens."
+    ids, labels = self.mask_text(batch)
+    return self.mlm_cross_entropy(self.encode_text(ids, batch['attention_mask'])['hidden'], labels)
 
 # %% ../nbs/04_remix.ipynb #b0efc387
 LOSS_FORMS = ('cross_scale', 'mean_pooled', 'v2')
@@ -270,20 +275,6 @@ class ReMiXLoss(ProgressAware, nn.Module):
         "Clamp the mean-pooled form's own logit scale to [0, log(max_logit_scale)]."
         if self.logit_scale is not None: self.logit_scale.clamp_(0, math.log(self.max_logit_scale))
 
-    def contrastive_terms(self, scales: Mapping[str, tuple[Tensor, Tensor]], scale: Tensor) -> dict:
-        "The directional (cross_scale) or pairwise (mean_pooled) terms over every image scale x text scale."
-        img = [k for k in ('ig', 'il') if k in scales]; txt = [k for k in ('tg', 'tl') if k in scales]
-        terms = {}
-        for a in img:
-            for b in txt:
-                if self.loss_form == 'cross_scale':
-                    terms[f'{a}2{b}'] = cross_scale_infonce(*scales[a], *scales[b], scale)
-                    terms[f'{b}2{a}'] = cross_scale_infonce(*scales[b], *scales[a], scale)
-                else:
-                    pooled = pooled_symmetric_infonce if self.loss_form == 'mean_pooled' else v2_pooled_infonce
-                    terms[f'{a}_{b}'] = pooled(*scales[a], *scales[b], scale)
-        return terms
-
     def forward(self, outputs: Mapping, batch: Mapping | None = None) -> dict:
         scale = self.logit_scale.exp() if self.logit_scale is not None else outputs['logit_scale']
         scales = outputs['scales']
@@ -305,6 +296,22 @@ class ReMiXLoss(ProgressAware, nn.Module):
         out['temperature'] = (1 / scale).detach()
         out['loss'] = total
         return out
+
+# %% ../nbs/04_remix.ipynb #e2afecac
+@patch
+def contrastive_terms(self: ReMiXLoss, scales: Mapping[str, tuple[Tensor, Tensor]], scale: Tensor) -> dict:
+    "The directional (cross_scale) or pairwise (mean_pooled) terms over every image scale x text scale."
+    img = [k for k in ('ig', 'il') if k in scales]; txt = [k for k in ('tg', 'tl') if k in scales]
+    terms = {}
+    for a in img:
+        for b in txt:
+            if self.loss_form == 'cross_scale':
+                terms[f'{a}2{b}'] = cross_scale_infonce(*scales[a], *scales[b], scale)
+                terms[f'{b}2{a}'] = cross_scale_infonce(*scales[b], *scales[a], scale)
+            else:
+                pooled = pooled_symmetric_infonce if self.loss_form == 'mean_pooled' else v2_pooled_infonce
+                terms[f'{a}_{b}'] = pooled(*scales[a], *scales[b], scale)
+    return terms
 
 # %% ../nbs/04_remix.ipynb #d37b0f06
 CHUNKINGS = ('sentences', 'fixed_count')
