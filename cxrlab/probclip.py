@@ -12,22 +12,24 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import Tensor
 
 from .models import DualEncoderWrapper, Method, Scorer, build_model, masked_mean, register_method, register_scorer
 from .train import ProgressAware, TermSchedule
 
 # %% auto #0
-__all__ = ['DISTANCES', 'KL_REDUCTIONS', 'OBJECTIVES', 'NEGATION_WORDS', 'LATERALITY_WORDS', 'PROBCLIP', 'soft_clamp',
-           'soft_clamp_inverse', 'UncertaintyHead', 'csd_distance', 'csd_distance_pairs', 'pcmepp_distance',
-           'pcmepp_distance_pairs', 'distance_fns', 'initial_match_constants', 'MatchHead', 'vib_kl',
-           'softmax_match_loss', 'bce_match_loss', 'pseudo_positives', 'pseudo_positive_loss', 'is_protected_word',
-           'augment_report', 'StudyPairs', 'ProbCLIPModel', 'ProbCLIPLoss', 'MatchProbabilityScorer', 'probclip_scorer',
-           'build_probclip', 'mean_sigma2', 'equal_count_bins', 'spearman', 'uncertainty_binned_recall',
-           'ece_from_hist', 'match_probability_hist', 'top1_softmax', 'calibration_eval', 'plot_reliability',
-           'plausible_match_eval', 'mu_dot_retrieval_eval', 'subset_ranks', 'uncertainty_deciles_eval',
-           'plot_uncertainty_recall', 'setup_probclip', 'sigma_table', 'sigma_sweep', 'sigma_trend',
-           'corrupted_vs_clean', 'plot_sigma_sweep']
+__all__ = ['SIGMA_HEADS', 'DISTANCES', 'KL_REDUCTIONS', 'OBJECTIVES', 'NEGATION_WORDS', 'LATERALITY_WORDS',
+           'SECOND_VIEW_AUGMENTS', 'PROBCLIP', 'PROBCLIP_PRESETS', 'soft_clamp', 'soft_clamp_inverse',
+           'UncertaintyHead', 'csd_distance', 'csd_distance_pairs', 'pcmepp_distance', 'pcmepp_distance_pairs',
+           'distance_fns', 'initial_match_constants', 'MatchHead', 'vib_kl', 'softmax_match_loss', 'bce_match_loss',
+           'pseudo_positives', 'pseudo_positive_loss', 'is_protected_word', 'augment_report',
+           'seed_second_view_augment', 'StudyPairs', 'ProbCLIPModel', 'ProbCLIPLoss', 'MatchProbabilityScorer',
+           'probclip_scorer', 'build_probclip', 'mean_sigma2', 'equal_count_bins', 'spearman',
+           'uncertainty_binned_recall', 'ece_from_hist', 'match_probability_hist', 'top1_softmax', 'calibration_eval',
+           'plot_reliability', 'plausible_match_eval', 'mu_dot_retrieval_eval', 'subset_ranks',
+           'uncertainty_deciles_eval', 'plot_uncertainty_recall', 'setup_probclip', 'sigma_table', 'sigma_sweep',
+           'sigma_trend', 'corrupted_vs_clean', 'plot_sigma_sweep', 'resolve_probclip_options']
 
 # %% ../nbs/05_probclip.ipynb #2ce9bbf1
 def soft_clamp(x: Tensor, lo: float, hi: float) -> Tensor:
@@ -43,8 +45,10 @@ def soft_clamp_inverse(y: float, lo: float, hi: float) -> float:
     return mid + half * math.atanh((y - mid) / half)
 
 
+SIGMA_HEADS = ('linear', 'mlp')
+
 class UncertaintyHead(nn.Module):
-    "log σ² [B, D] of one modality from its global embedding and pooled local features, clamped to [lo, hi]."
+    "log σ² [B, D] of one modality: a linear map of the global embedding, or an MLP of it and the pooled locals; clamped."
     param_role = 'head'
 
     def __init__(self, dim: int,  # embedding width D
@@ -52,23 +56,28 @@ class UncertaintyHead(nn.Module):
                  logvar_min: float = -6.0,  # lower bound of log σ²
                  logvar_max: float = 6.0,  # upper bound of log σ²
                  clamp: str = 'soft',  # 'soft' (tanh, keeps a gradient) | 'hard' (torch.clamp)
-                 init_logvar: float = -4.0,  # log σ² of every input at initialisation
+                 init_logvar: float | None = -4.0,  # log σ² of every input at initialisation (None: PyTorch's default init)
+                 form: str = 'mlp',  # 'mlp' (LayerNorm + MLP of [global, pooled locals]) | 'linear' (a Linear of the global)
                 ):
         super().__init__()
         if clamp not in ('soft', 'hard'): raise ValueError(f"clamp={clamp!r}; expected 'soft' or 'hard'")
-        if not logvar_min < init_logvar < logvar_max:
+        if form not in SIGMA_HEADS: raise ValueError(f"form={form!r}; expected one of {SIGMA_HEADS}")
+        if init_logvar is not None and not logvar_min < init_logvar < logvar_max:
             raise ValueError(f"init_logvar={init_logvar} must lie inside ({logvar_min}, {logvar_max})")
-        self.lo, self.hi, self.clamp = float(logvar_min), float(logvar_max), clamp
-        layers = [nn.LayerNorm(2 * dim)]
-        layers += [nn.Linear(2 * dim, hidden), nn.GELU(), nn.Linear(hidden, dim)] if hidden else [nn.Linear(2 * dim, dim)]
+        self.lo, self.hi, self.clamp, self.form = float(logvar_min), float(logvar_max), clamp, form
+        if form == 'linear': layers = [nn.Linear(dim, dim)]
+        else:
+            layers = [nn.LayerNorm(2 * dim)]
+            layers += [nn.Linear(2 * dim, hidden), nn.GELU(), nn.Linear(hidden, dim)] if hidden else [nn.Linear(2 * dim, dim)]
         self.net = nn.Sequential(*layers)
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.constant_(self.net[-1].bias, soft_clamp_inverse(init_logvar, self.lo, self.hi) if clamp == 'soft' else init_logvar)
+        if init_logvar is not None:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.constant_(self.net[-1].bias, soft_clamp_inverse(init_logvar, self.lo, self.hi) if clamp == 'soft' else init_logvar)
 
     def forward(self, global_embed: Tensor,  # [B, D] projected global feature
-                local_pooled: Tensor,  # [B, D] pooled projected patches / tokens
+                local_pooled: Tensor | None = None,  # [B, D] pooled projected patches / tokens ('mlp' only)
                ) -> Tensor:  # [B, D] log σ²
-        x = self.net(torch.cat([global_embed, local_pooled], -1))
+        x = self.net(global_embed if self.form == 'linear' else torch.cat([global_embed, local_pooled], -1))
         return soft_clamp(x, self.lo, self.hi) if self.clamp == 'soft' else x.clamp(self.lo, self.hi)
 
 # %% ../nbs/05_probclip.ipynb #8528c61e
@@ -250,6 +259,38 @@ def augment_report(text: str,
         out.append(' '.join(kept) if kept else s)
     return _NUMBER.sub(number_token, ' '.join(out))
 
+# %% ../nbs/05_probclip.ipynb #ddeafa38
+SECOND_VIEW_AUGMENTS = ('seed', 'none')
+
+def seed_second_view_augment(image: Tensor,  # [C, H, W] a transformed (normalised) image
+                             generator: torch.Generator,  # source of randomness
+                             crop_scale: tuple = (0.8, 1.0),  # area share of the random resized crop
+                             rotate_degrees: float = 5., rotate_p: float = 0.5,
+                             brightness: float = 0.08, contrast: float = 0.10, jitter_p: float = 0.5,
+                             blur_p: float = 0.15, flip_p: float = 0.,  # the seed flips with p ½ (left/right swap)
+                            ) -> Tensor:
+    "MedProbCLIP's second-view augmentation on a tensor: crop, rotation, brightness / contrast, blur (and flip if asked)."
+    import torchvision.transforms.v2.functional as TF
+    u = lambda lo=0., hi=1.: float(lo + (hi - lo) * torch.rand((), generator=generator))
+    C, H, W = image.shape
+    for _ in range(10):  # RandomResizedCrop's sampling: area share and log-uniform aspect ratio in [3/4, 4/3]
+        area, ratio = u(*crop_scale) * H * W, math.exp(u(math.log(3 / 4), math.log(4 / 3)))
+        w, h = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+        if 0 < w <= W and 0 < h <= H:
+            top, left = int(u() * (H - h + 1)) if h < H else 0, int(u() * (W - w + 1)) if w < W else 0
+            image = TF.resized_crop(image, top, left, h, w, [H, W], antialias=True); break
+    if u() < flip_p: image = image.flip(-1)
+    if u() < rotate_p:
+        image = TF.rotate(image, u(-rotate_degrees, rotate_degrees), interpolation=TF.InterpolationMode.BILINEAR,
+                          fill=[float(v) for v in image.amin((1, 2))])
+    if u() < jitter_p:
+        lo = image.amin((1, 2), keepdim=True)
+        image = lo + u(1 - brightness, 1 + brightness) * (image - lo)
+        mean = image.mean((1, 2), keepdim=True)
+        image = mean + u(1 - contrast, 1 + contrast) * (image - mean)
+    if u() < blur_p: image = TF.gaussian_blur(image, [3, 3], [u(0.1, 2.0)] * 2)
+    return image
+
 # %% ../nbs/05_probclip.ipynb #de2671d3
 class StudyPairs(torch.utils.data.Dataset):
     "Study samples with two views and two sections; missing ones are augmented copies (see `augment_report`)."
@@ -257,13 +298,17 @@ class StudyPairs(torch.utils.data.Dataset):
                  word_dropout: float = 0.1,  # for text copies
                  shuffle_sentences: bool = True,
                  number_token: str = '<num>',
+                 second_view_augment: str = 'seed',  # 'seed': MedProbCLIP's stronger view-2 augmentation on top | 'none'
                 ):
         if getattr(dataset, 'mode', None) != 'study':
             raise ValueError(f"StudyPairs needs a CXRDataset in mode 'study' (got mode={getattr(dataset, 'mode', None)!r})")
         if dataset.max_views < 2 or len(dataset.sections) < 2:
             raise ValueError(f"StudyPairs needs max_views >= 2 and two sections (got {dataset.max_views}, {dataset.sections})")
+        if second_view_augment not in SECOND_VIEW_AUGMENTS:
+            raise ValueError(f"second_view_augment={second_view_augment!r}; expected one of {SECOND_VIEW_AUGMENTS}")
         self.ds, self.text_options = dataset, dict(word_dropout=word_dropout, shuffle_sentences=shuffle_sentences,
                                                    number_token=number_token)
+        self.second_view_augment = second_view_augment
 
     def __len__(self): return len(self.ds)
 
@@ -279,6 +324,7 @@ class StudyPairs(torch.utils.data.Dataset):
         images = s['images'][:2].clone()
         if other is None: images[1] = self._load(rows[0])
         elif other != rows[1]: images[1] = self._load(other)
+        if self.second_view_augment == 'seed': images[1] = seed_second_view_augment(images[1], torch.Generator().manual_seed(rng.randrange(2 ** 62)))
         s['images'], s['view_mask'], s['view_copy'] = images, torch.ones(2, dtype=torch.bool), other is None
         texts, mask = list(s['texts'][:2]), s['section_mask'][:2].tolist()
         present = [t for t, ok in zip(texts, mask) if ok] or [s['text']]
@@ -292,11 +338,12 @@ class ProbCLIPModel(DualEncoderWrapper):
     "MedProbCLIP: Gaussian image and report embeddings (μ, log σ²) on a cxrlab dual encoder, with a match head."
     def __init__(self, dual: nn.Module,  # a cxrlab DualEncoder
                  distance: str = 'csd',  # 'csd' (MedProbCLIP) | 'pcmepp' (PCME++)
-                 normalize_mu: bool = True,  # μ = L2-normalised global embedding
+                 normalize_mu: bool = False,  # μ = the global embedding as it is (MedProbCLIP); True: L2-normalised
                  logvar_min: float = -6.0, logvar_max: float = 6.0,  # clamp of log σ²
-                 logvar_clamp: str = 'soft',  # 'soft' | 'hard'
-                 init_logvar: float = -4.0,  # initial log σ²
-                 uncertainty_hidden: int = 256,  # hidden width of the log σ² heads (0: linear)
+                 logvar_clamp: str = 'hard',  # 'hard' (MedProbCLIP, torch.clamp) | 'soft' (tanh)
+                 init_logvar: float | None = -4.0,  # initial log σ² (None: PyTorch's default init of the head, as the seed)
+                 sigma_head: str = 'linear',  # 'linear' (MedProbCLIP: Linear of the global) | 'mlp' (of global + pooled locals)
+                 uncertainty_hidden: int = 256,  # hidden width of the 'mlp' head (0: one linear layer)
                  init_temperature: float = 0.07,  # initial logits imitate CLIP at this temperature (a₀, b₀)
                  init_scale: float | None = None,  # a₀ (None: from init_temperature)
                  init_shift: float | None = None,  # b₀ (None: p = ½ at ‖Δμ‖² = 1)
@@ -306,9 +353,9 @@ class ProbCLIPModel(DualEncoderWrapper):
         self.dual, self.normalize_mu = dual, bool(normalize_mu)
         tower = dual.image_tower
         D = tower.project(torch.zeros(1, tower.width)).shape[-1]
-        head = lambda: UncertaintyHead(D, uncertainty_hidden, logvar_min, logvar_max, logvar_clamp, init_logvar)
+        head = lambda: UncertaintyHead(D, uncertainty_hidden, logvar_min, logvar_max, logvar_clamp, init_logvar, sigma_head)
         self.image_uncertainty, self.text_uncertainty = head(), head()
-        a0, b0 = initial_match_constants(distance, D, init_logvar, init_temperature)
+        a0, b0 = initial_match_constants(distance, D, 0. if init_logvar is None else init_logvar, init_temperature)
         self.match = MatchHead(distance, a0 if init_scale is None else init_scale, b0 if init_shift is None else init_shift, min_scale)
         dual.logit_scale.requires_grad_(False)
 
@@ -319,43 +366,46 @@ class ProbCLIPModel(DualEncoderWrapper):
 
     def encode_image(self, images: Tensor) -> dict:
         out = self.dual.encode_image(images)
-        return {**out, 'mu': self._mu(out['global']), 'logvar': self.image_uncertainty(out['global'], out['patches'].mean(1))}
+        local = out['patches'].mean(1) if self.image_uncertainty.form == 'mlp' else None
+        return {**out, 'mu': self._mu(out['global']), 'logvar': self.image_uncertainty(out['global'], local)}
 
     def encode_text(self, input_ids: Tensor, attention_mask: Tensor) -> dict:
         out = self.dual.encode_text(input_ids, attention_mask)
-        local = masked_mean(out['tokens'], out['attention_mask'].bool())
+        local = masked_mean(out['tokens'], out['attention_mask'].bool()) if self.text_uncertainty.form == 'mlp' else None
         return {**out, 'mu': self._mu(out['global']), 'logvar': self.text_uncertainty(out['global'], local)}
 
     def post_step(self):
         super().post_step(); self.match.post_step()
 
-    def forward(self, batch: Mapping) -> dict:
-        "Every view and section of a study batch (or the one image / report of a pair batch) as Gaussians."
-        if 'images' in batch: views, vmask = batch['images'], batch['view_mask'].bool()
-        else: views, vmask = batch['image'][:, None], torch.ones(len(batch['image']), 1, dtype=torch.bool, device=batch['image'].device)
-        if 'texts_input_ids' in batch:
-            ids, am, smask = batch['texts_input_ids'], batch['texts_attention_mask'], batch['section_mask'].bool()
-        else:
-            ids, am = batch['input_ids'][:, None], batch['attention_mask'][:, None]
-            smask = torch.ones(ids.shape[:2], dtype=torch.bool, device=ids.device)
-        (B, V), S = views.shape[:2], ids.shape[1]
-        img = self.encode_image(views.flatten(0, 1))
-        txt = self.encode_text(ids.flatten(0, 1), am.flatten(0, 1))
-        side = lambda o, n: {k: o[k].view(B, n, -1) for k in ('mu', 'logvar')}
-        i, t = side(img, V), side(txt, S)
-        return {'image_mu': i['mu'], 'image_logvar': i['logvar'], 'view_mask': vmask,
-                'text_mu': t['mu'], 'text_logvar': t['logvar'], 'section_mask': smask,
-                'image_embeds': F.normalize(i['mu'][:, 0], dim=-1), 'text_embeds': F.normalize(t['mu'][:, 0], dim=-1),
-                'match_scale': self.match.scale, 'match_shift': self.match.shift, 'distance': self.distance}
+# %% ../nbs/05_probclip.ipynb #46ddebed
+@patch
+def forward(self: ProbCLIPModel, batch: Mapping) -> dict:
+    "Every view and section of a study batch (or the one image / report of a pair batch) as Gaussians."
+    if 'images' in batch: views, vmask = batch['images'], batch['view_mask'].bool()
+    else: views, vmask = batch['image'][:, None], torch.ones(len(batch['image']), 1, dtype=torch.bool, device=batch['image'].device)
+    if 'texts_input_ids' in batch:
+        ids, am, smask = batch['texts_input_ids'], batch['texts_attention_mask'], batch['section_mask'].bool()
+    else:
+        ids, am = batch['input_ids'][:, None], batch['attention_mask'][:, None]
+        smask = torch.ones(ids.shape[:2], dtype=torch.bool, device=ids.device)
+    (B, V), S = views.shape[:2], ids.shape[1]
+    img = self.encode_image(views.flatten(0, 1))
+    txt = self.encode_text(ids.flatten(0, 1), am.flatten(0, 1))
+    side = lambda o, n: {k: o[k].view(B, n, -1) for k in ('mu', 'logvar')}
+    i, t = side(img, V), side(txt, S)
+    return {'image_mu': i['mu'], 'image_logvar': i['logvar'], 'view_mask': vmask,
+            'text_mu': t['mu'], 'text_logvar': t['logvar'], 'section_mask': smask,
+            'image_embeds': F.normalize(i['mu'][:, 0], dim=-1), 'text_embeds': F.normalize(t['mu'][:, 0], dim=-1),
+            'match_scale': self.match.scale, 'match_shift': self.match.shift, 'distance': self.distance}
 
 # %% ../nbs/05_probclip.ipynb #61e23ace
 class ProbCLIPLoss(ProgressAware, nn.Module):
     "MedProbCLIP: mean of the image–text pairings + λ_I·image–image + λ_T·text–text + β·KL per modality (+ α·pseudo-positives)."
     def __init__(self, objective: str = 'softmax',  # 'softmax' (MedProbCLIP) | 'bce' (PCME++)
-                 lambda_image: float = 0.5,  # weight of the image–image (view 1 vs view 2) term
-                 lambda_text: float = 0.5,  # weight of the text–text (section 1 vs section 2) term
-                 beta_image: float = 1e-3,  # VIB weight of the image Gaussians
-                 beta_text: float = 1e-3,  # VIB weight of the text Gaussians
+                 lambda_image: float = 1.0,  # weight of the image–image (view 1 vs view 2) term (MedProbCLIP's λ_I)
+                 lambda_text: float = 0.1,  # weight of the text–text (section 1 vs section 2) term (λ_T)
+                 beta_image: float = 1e-4,  # VIB weight of the image Gaussians (β_VIB,I)
+                 beta_text: float = 1e-4,  # VIB weight of the text Gaussians (β_VIB,T)
                  kl_reduction: str = 'sum_dims_mean_batch',  # see KL_REDUCTIONS
                  kl_start: float = 0.,  # step (or fraction of the run) at which the KL terms start
                  kl_warmup: float = 0.,  # steps (or fraction) of linear ramp of β
@@ -446,9 +496,9 @@ def probclip_scorer(model: nn.Module) -> MatchProbabilityScorer:
     return MatchProbabilityScorer(model.distance, max(a, model.match.min_scale), b)
 
 # %% ../nbs/05_probclip.ipynb #3b1694b1
-_MODEL_DEFAULTS = dict(distance='csd', normalize_mu=True, logvar_min=-6., logvar_max=6., logvar_clamp='soft', init_logvar=-4.,
-                       uncertainty_hidden=256, init_temperature=0.07, init_scale=None, init_shift=None, min_scale=1e-3)
-_LOSS_DEFAULTS = dict(objective='softmax', lambda_image=0.5, lambda_text=0.5, beta_image=1e-3, beta_text=1e-3,
+_MODEL_DEFAULTS = dict(distance='csd', normalize_mu=False, logvar_min=-6., logvar_max=6., logvar_clamp='hard', init_logvar=-4.,
+                       sigma_head='linear', uncertainty_hidden=256, init_temperature=0.07, init_scale=None, init_shift=None, min_scale=1e-3)
+_LOSS_DEFAULTS = dict(objective='softmax', lambda_image=1.0, lambda_text=0.1, beta_image=1e-4, beta_text=1e-4,
                       kl_reduction='sum_dims_mean_batch', kl_start=0., kl_warmup=0., pseudo_positive_weight=0.)
 
 def build_probclip(config: Mapping, backbone: nn.Module | None = None) -> ProbCLIPModel:
@@ -460,12 +510,15 @@ def _probclip_loss(opts: Mapping) -> ProbCLIPLoss:
 
 def _study_pairs(dataset, split: str, config: Mapping):
     "The method's training data: each study as two views and two sections (StudyPairs); other splits unchanged."
-    return StudyPairs(dataset, float(config['data']['word_dropout']), bool(config['data']['shuffle_sentences'])) if split == 'train' else dataset
+    d = config['data']
+    return StudyPairs(dataset, float(d['word_dropout']), bool(d['shuffle_sentences']), second_view_augment=d['second_view_augment']) \
+           if split == 'train' else dataset
 
 PROBCLIP = register_method(Method(
     'probclip', build=build_probclip, loss=_probclip_loss, scorer=probclip_scorer, module='cxrlab.probclip',
     evaluations=('mu_dot_retrieval', 'uncertainty_deciles', 'match_calibration', 'plausible_match'),
-    defaults={'model': _MODEL_DEFAULTS, 'loss': _LOSS_DEFAULTS, 'data': {'word_dropout': 0.1, 'shuffle_sentences': True}},
+    defaults={'model': _MODEL_DEFAULTS, 'loss': _LOSS_DEFAULTS,
+              'data': {'word_dropout': 0.1, 'shuffle_sentences': True, 'second_view_augment': 'seed'}},
     dataset_mode='study', wrap_dataset=_study_pairs,
     description='MedProbCLIP: Gaussian embeddings, MedProbCLIP / PCME++ match probability, VIB, multi-view / multi-section training'))
 
@@ -713,12 +766,13 @@ _ = register_evaluation('plausible_match')(plausible_match_eval)
 # %% ../nbs/05_probclip.ipynb #120b5595
 def setup_probclip(word_dropout: float = 0.1,  # text copies of missing sections (StudyPairs)
                    shuffle_sentences: bool = True,
+                   second_view_augment: str = 'seed',  # 'seed' | 'none' (StudyPairs)
                    **params,  # setup_experiment arguments: prefix, model_options, loss_options, EXPERIMENT_PARAMS, ...
                   ):
     "`setup_experiment('probclip', ...)` with the StudyPairs options (the method's `wrap_dataset` builds the pairs)."
     from cxrlab.train import setup_experiment
-    return setup_experiment('probclip', data_method_options={'word_dropout': float(word_dropout),
-                                                             'shuffle_sentences': bool(shuffle_sentences)}, **params)
+    return setup_experiment('probclip', data_method_options={'word_dropout': float(word_dropout), 'shuffle_sentences': bool(shuffle_sentences),
+                                                             'second_view_augment': second_view_augment}, **params)
 
 
 def sigma_table(es, rows) -> 'pd.DataFrame':
@@ -822,3 +876,30 @@ def plot_sigma_sweep(means: 'pd.DataFrame', corr: 'pd.DataFrame'):
         ax.set_title(f'σ² vs SynthCXR {knob} (solid: a model per level; dashed: one model)', fontsize=8)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/05_probclip.ipynb #779c69f3
+PROBCLIP_PRESETS = {  # preset -> {'model', 'loss', 'data' (StudyPairs), 'train' (TrainConfig + epochs/batch/lr), 'experiment'} options
+    'cxrlab': dict(model={}, loss={}, data={}, train={}, experiment={}),  # the method defaults
+    'seed': dict(model=dict(normalize_mu=False, logvar_clamp='hard', logvar_min=-6., logvar_max=6., sigma_head='linear',
+                            init_logvar=None, init_scale=1.0, init_shift=0.0, min_scale=1e-3, distance='csd'),
+                 loss=dict(objective='softmax', lambda_image=1.0, lambda_text=0.1, beta_image=1e-4, beta_text=1e-4,
+                           kl_reduction='sum_dims_mean_batch', pseudo_positive_weight=0.),
+                 data=dict(word_dropout=0.03, shuffle_sentences=True, second_view_augment='seed'),
+                 train=dict(epochs=20, batch_size=64, lr=5e-5, weight_decay=1e-4, grad_clip=1.0, warmup_ratio=0., head_lr_mult=1.),
+                 experiment=dict(image_size=224, embed_dim=512)),
+    'normalised_mu': dict(model=dict(normalize_mu=True, logvar_clamp='soft', sigma_head='mlp'),
+                          loss=dict(lambda_image=0.5, lambda_text=0.5, beta_image=1e-3, beta_text=1e-3),
+                          data=dict(word_dropout=0.1), train={}, experiment={}),
+}
+
+
+def resolve_probclip_options(preset: str | None,  # a PROBCLIP_PRESETS name, or None / a training preset name (then 'cxrlab')
+                             given: Mapping,  # option -> value given by the user (None: not given)
+                            ) -> dict:
+    "{'model', 'loss', 'data', 'train', 'experiment', 'preset'}: each given option, else the preset's (else the method default)."
+    name = preset if preset in PROBCLIP_PRESETS else 'cxrlab'
+    pre, sections = PROBCLIP_PRESETS[name], {s: set(PROBCLIP.defaults[s]) for s in ('model', 'loss', 'data')}
+    unknown = set(given) - set().union(*sections.values())
+    if unknown: raise KeyError(f"resolve_probclip_options: unknown option(s) {sorted(unknown)}; known: {sorted(set().union(*sections.values()))}")
+    out = {s: {**pre[s], **{k: v for k, v in given.items() if k in keys and v is not None}} for s, keys in sections.items()}
+    return {**out, 'train': dict(pre['train']), 'experiment': dict(pre['experiment']), 'preset': name}

@@ -13,22 +13,26 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import Tensor
 
 from .evaluate import (EvalContext, aggregate_by_study, chance_recall, encode_texts, label_query_texts, prompt_scores,
                              register_evaluation, scored_relevant_ranks, study_labels)
-from .metrics import (bootstrap_ci, first_relevant_rank, ndcg_at_k, ndcg_retrieved_list_normalised, per_query_from_ranks,
-                            precision_at_k, r_precision, relevant_ranks, summarise_per_query, with_ci_keys)
-from .models import DualEncoderWrapper, Method, build_model, masked_mean, register_method
+from .metrics import (RelevantRanks, bootstrap_ci, first_relevant_rank, ndcg_at_k, ndcg_retrieved_list_normalised,
+                            per_query_from_ranks, precision_at_k, r_precision, relevant_ranks, summarise_per_query, with_ci_keys)
+from .models import DualEncoderWrapper, Method, build_model, masked_mean, register_method, word_mask
 from .train import ProgressAware, TermSchedule
 
 # %% auto #0
-__all__ = ['LOSS_COMBOS', 'LOSS_FORMS', 'REMIX', 'LOCATION_ASPECTS', 'CHEXPERT_5', 'REMIX_BACKBONE_DEFAULTS', 'encode_chunks',
-           'cross_scale_logits', 'cross_scale_infonce', 'pooled_symmetric_infonce', 'self_repulsion', 'MaskedLMHead',
-           'mask_tokens', 'default_mask_token_id', 'ReMiXModel', 'ReMiXLoss', 'build_remix', 'view_tag',
-           'remix_run_name', 'setup_remix', 'training_state', 'fact_aspect', 'sentence_queries', 'sentence_query_ranks',
-           'plot_recall_at_k', 'sentence_query_eval', 'label_query_metrics', 'label_query_ci', 'exclusive_subset',
-           'plot_label_r_precision', 'label_query_ci_eval']
+__all__ = ['LOSS_COMBOS', 'LOSS_FORMS', 'CHUNKINGS', 'FIXED_COUNT_MAX_SENTENCES', 'REMIX', 'LOCATION_ASPECTS', 'CHEXPERT_5',
+           'SEED_LABEL_TEMPLATES', 'REMIX_BACKBONE_DEFAULTS', 'REMIX_PRESETS', 'encode_chunks', 'cross_scale_logits',
+           'cross_scale_infonce', 'pooled_symmetric_infonce', 'self_repulsion', 'v2_pooled_infonce', 'MaskedLMHead',
+           'mask_tokens', 'default_mask_token_id', 'ReMiXModel', 'ReMiXLoss', 'fixed_count_chunks', 'FixedCountChunks',
+           'build_remix', 'view_tag', 'remix_run_name', 'setup_remix', 'training_state', 'fact_aspect',
+           'sentence_queries', 'sentence_query_ranks', 'plot_recall_at_k', 'sentence_query_eval', 'dcg_remix_seed',
+           'ndcg_remix_seed', 'label_query_metrics', 'label_query_ci', 'exclusive_subset', 'plot_label_r_precision',
+           'label_query_ci_eval', 'seed_label_query_texts', 'template_scores', 'label_query_seed_eval',
+           'resolve_remix_options']
 
 # %% ../nbs/04_remix.ipynb #3dbed8dc
 def encode_chunks(encode_text: Callable,  # (input_ids [N, T], attention_mask [N, T]) -> dict with 'embeds' [N, D]
@@ -102,6 +106,20 @@ def self_repulsion(locals_: Tensor,  # [B, L, D] L2-normalised locals
     sim = locals_.float() @ locals_.float().transpose(1, 2)
     return (sim * pairs).sum() / pairs.sum().clamp(min=1)
 
+# %% ../nbs/04_remix.ipynb #0ae79f61
+def v2_pooled_infonce(a: Tensor,  # [B, La, D] one side's locals (L2-normalised)
+                      a_mask: Tensor,  # [B, La] bool
+                      b: Tensor,  # [B, Lb, D] the other side's locals
+                      b_mask: Tensor,  # [B, Lb] bool
+                      scale: Tensor | float,  # 1/τ
+                     ) -> Tensor:
+    "The seed's v2 term: symmetric InfoNCE between the masked means of both sides' locals, not re-normalised."
+    valid = a_mask.bool().any(1) & b_mask.bool().any(1)
+    if valid.sum() < 1: return 0 * a.sum()
+    pa, pb = masked_mean(a.float(), a_mask.bool())[valid], masked_mean(b.float(), b_mask.bool())[valid]
+    logits, target = scale * pa @ pb.T, torch.arange(len(pa), device=a.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
 # %% ../nbs/04_remix.ipynb #ba7296d7
 class MaskedLMHead(nn.Module):
     "BERT-style prediction head: dense + GELU + LayerNorm, then a projection onto the vocabulary."
@@ -155,6 +173,7 @@ class ReMiXModel(DualEncoderWrapper):
                  mlm_probability: float = 0.,  # 0: no MLM; 0.15: BERT-style masking of the global text
                  mask_token_id: int | None = None,  # the tokenizer's mask token ([MASK]); needed when mlm_probability > 0
                  vocab_size: int | None = None,  # the text tower's vocabulary (MLM head size)
+                 mlm_shared_pass: bool = False,  # MLM: the masked text also gives the global text embedding (the seed's one pass)
                 ):
         super().__init__(dual)
         if loss_combo not in LOSS_COMBOS: raise ValueError(f"loss_combo={loss_combo!r}; expected one of {sorted(LOSS_COMBOS)}")
@@ -164,7 +183,7 @@ class ReMiXModel(DualEncoderWrapper):
         self.image_scales, self.text_scales = LOSS_COMBOS[loss_combo]
         self.logit_scale = dual.logit_scale
         self.embed_dim = int(dual.image_tower.project(torch.zeros(1, dual.image_tower.width)).shape[-1])
-        self.mlm_probability, self.mask_token_id = float(mlm_probability), mask_token_id
+        self.mlm_probability, self.mask_token_id, self.mlm_shared_pass = float(mlm_probability), mask_token_id, bool(mlm_shared_pass)
         self.mlm_head = None
         if self.mlm_probability > 0:
             if vocab_size is None: raise ValueError("ReMiXModel: MLM needs vocab_size (the text tower's vocabulary)")
@@ -186,18 +205,11 @@ class ReMiXModel(DualEncoderWrapper):
         return encode_chunks(self.encode_text, batch['sentences_input_ids'], batch['sentences_attention_mask'],
                              batch['sentence_mask'], self.embed_dim)
 
-    def mlm_loss(self, batch: Mapping, text: Mapping) -> Tensor:
-        "Masked-LM cross-entropy of the global text (a second pass with BERT-style masked tokens)."
-        if self.mask_token_id is None:
-            raise ValueError("ReMiXModel: MLM needs the tokenizer's mask token id: build with mask_token_id=... "
-                             "(cxrlab.remix.setup_remix sets it from the tokenizer's [MASK])")
-        ids, labels = mask_tokens(batch['input_ids'], text['token_mask'], self.mlm_probability, self.mask_token_id, self.vocab_size)
-        chosen = labels != -100
-        hidden = self.encode_text(ids, batch['attention_mask'])['hidden']
-        if not chosen.any(): return 0 * hidden.sum()
-        return F.cross_entropy(self.mlm_head(hidden[chosen]).float(), labels[chosen])
-
     def forward(self, batch: Mapping) -> dict:
+        shared = self.mlm_head is not None and self.training and self.mlm_shared_pass
+        if shared:
+            ids, labels = self.mask_text(batch)
+            batch = {**batch, 'input_ids': ids}
         e = self.embed(batch)
         img, txt = e['image'], e['text']
         B, dev = img['embeds'].shape[0], img['embeds'].device
@@ -208,45 +220,60 @@ class ReMiXModel(DualEncoderWrapper):
             scales['il'] = (F.normalize(img['patches'], dim=-1), torch.ones(B, P, dtype=torch.bool, device=dev))
         if 'l' in self.text_scales: scales['tl'] = self.encode_chunks(batch)
         out = {'image_embeds': img['embeds'], 'text_embeds': txt['embeds'], 'logit_scale': self.dual.scale(), 'scales': scales, **e}
-        if self.mlm_head is not None and self.training: out['mlm_loss'] = self.mlm_loss(batch, txt)
+        if self.mlm_head is not None and self.training:
+            out['mlm_loss'] = self.mlm_cross_entropy(txt['hidden'], labels) if shared else self.mlm_loss(batch)
         return out
 
+# %% ../nbs/04_remix.ipynb #877b4b4f
+@patch
+def mask_text(self: ReMiXModel, batch: Mapping) -> tuple[Tensor, Tensor]:
+    "(masked input_ids, MLM labels) of the global text: BERT's masking of its word tokens."
+    if self.mask_token_id is None:
+        raise ValueError("ReMiXModel: MLM needs the tokenizer's mask token id: build with mask_token_id=... "
+                         "(cxrlab.remix.setup_remix sets it from the tokenizer's [MASK])")
+    return mask_tokens(batch['input_ids'], word_mask(batch['attention_mask']), self.mlm_probability, self.mask_token_id, self.vocab_size)
+
+@patch
+def mlm_cross_entropy(self: ReMiXModel, hidden: Tensor, labels: Tensor) -> Tensor:
+    "Masked-LM cross-entropy at the chosen positions (labels != -100) of the hidden states."
+    chosen = labels != -100
+    if not chosen.any(): return 0 * hidden.sum()
+    return F.cross_entropy(self.mlm_head(hidden[chosen]).float(), labels[chosen])
+
+@patch
+def mlm_loss(self: ReMiXModel, batch: Mapping, text: Mapping | None = None) -> Tensor:
+    "Masked-LM cross-entropy of a second pass of the global text with BERT-style masked tokens."
+    ids, labels = self.mask_text(batch)
+    return self.mlm_cross_entropy(self.encode_text(ids, batch['attention_mask'])['hidden'], labels)
+
 # %% ../nbs/04_remix.ipynb #b0efc387
-LOSS_FORMS = ('cross_scale', 'mean_pooled')
+LOSS_FORMS = ('cross_scale', 'mean_pooled', 'v2')
 
 
 class ReMiXLoss(ProgressAware, nn.Module):
     "Average of the cross-scale InfoNCE terms (or the mean-pooled symmetric form) + optional self-repulsion + w·MLM."
-    def __init__(self, loss_form: str = 'cross_scale',  # cross_scale (the paper) | mean_pooled (the later form)
+    def __init__(self, loss_form: str = 'cross_scale',  # cross_scale (the paper) | mean_pooled (re-normalised means) | v2 (the seed's scripts)
                  pooled_init_temperature: float = 0.5,  # mean_pooled: initial τ of its own learnable temperature
                  max_logit_scale: float = 100.,  # mean_pooled: bound on 1/τ (enforced after each step)
-                 self_repulsion: float = 0.,  # mean_pooled: weight of the repulsion between a sample's distinct locals
+                 self_repulsion: float = 0.,  # mean_pooled: weight of the repulsion between a sample's distinct locals (v2: always 1)
                  mlm_weight: float = 1.,  # weight of the MLM term (when the model computes it)
                  mlm_start: float = 0., mlm_warmup: float = 0.,  # its schedule (steps, or fractions < 1 of the run)
                 ):
         super().__init__()
         if loss_form not in LOSS_FORMS: raise ValueError(f"loss_form={loss_form!r}; expected one of {LOSS_FORMS}")
         if not pooled_init_temperature > 0: raise ValueError(f"pooled_init_temperature={pooled_init_temperature} must be > 0")
+        if loss_form == 'v2' and float(self_repulsion):
+            raise ValueError(f"self_repulsion={self_repulsion}: loss_form='v2' adds its self-repulsion with weight 1 (the mean over "
+                             "the local scales) by definition; the weight applies to loss_form='mean_pooled'")
         self.loss_form, self.self_repulsion, self.max_logit_scale = loss_form, float(self_repulsion), float(max_logit_scale)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / pooled_init_temperature))) if loss_form == 'mean_pooled' else None
+        own = loss_form in ('mean_pooled', 'v2')
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / pooled_init_temperature))) if own else None
         self.w_mlm = TermSchedule(mlm_weight, mlm_start, mlm_warmup)
 
     @torch.no_grad()
     def post_step(self):
         "Clamp the mean-pooled form's own logit scale to [0, log(max_logit_scale)]."
         if self.logit_scale is not None: self.logit_scale.clamp_(0, math.log(self.max_logit_scale))
-
-    def contrastive_terms(self, scales: Mapping[str, tuple[Tensor, Tensor]], scale: Tensor) -> dict:
-        "The directional (cross_scale) or pairwise (mean_pooled) terms over every image scale x text scale."
-        img = [k for k in ('ig', 'il') if k in scales]; txt = [k for k in ('tg', 'tl') if k in scales]
-        terms = {}
-        for a in img:
-            for b in txt:
-                if self.loss_form == 'cross_scale':
-                    terms[f'{a}2{b}'] = cross_scale_infonce(*scales[a], *scales[b], scale)
-                    terms[f'{b}2{a}'] = cross_scale_infonce(*scales[b], *scales[a], scale)
-                else: terms[f'{a}_{b}'] = pooled_symmetric_infonce(*scales[a], *scales[b], scale)
-        return terms
 
     def forward(self, outputs: Mapping, batch: Mapping | None = None) -> dict:
         scale = self.logit_scale.exp() if self.logit_scale is not None else outputs['logit_scale']
@@ -255,7 +282,11 @@ class ReMiXLoss(ProgressAware, nn.Module):
         total = torch.stack(list(terms.values())).mean()
         out = {k: v.detach() for k, v in terms.items()}
         out['contrastive'] = total.detach()
-        if self.loss_form == 'mean_pooled' and self.self_repulsion:
+        local = [k for k in ('il', 'tl') if k in scales]
+        if self.loss_form == 'v2' and local:  # the seed: il, tl or (il + tl) / 2, weight 1
+            rep = torch.stack([self_repulsion(*scales[k]) for k in local]).mean()
+            total = total + rep; out['self_repulsion'] = rep.detach()
+        elif self.loss_form == 'mean_pooled' and self.self_repulsion:
             rep = sum(self_repulsion(*scales[k]) for k in ('il', 'tl') if k in scales)
             if torch.is_tensor(rep): total = total + self.self_repulsion * rep; out['self_repulsion'] = rep.detach()
         if 'mlm_loss' in outputs:
@@ -266,8 +297,66 @@ class ReMiXLoss(ProgressAware, nn.Module):
         out['loss'] = total
         return out
 
+# %% ../nbs/04_remix.ipynb #e2afecac
+@patch
+def contrastive_terms(self: ReMiXLoss, scales: Mapping[str, tuple[Tensor, Tensor]], scale: Tensor) -> dict:
+    "The directional (cross_scale) or pairwise (mean_pooled) terms over every image scale x text scale."
+    img = [k for k in ('ig', 'il') if k in scales]; txt = [k for k in ('tg', 'tl') if k in scales]
+    terms = {}
+    for a in img:
+        for b in txt:
+            if self.loss_form == 'cross_scale':
+                terms[f'{a}2{b}'] = cross_scale_infonce(*scales[a], *scales[b], scale)
+                terms[f'{b}2{a}'] = cross_scale_infonce(*scales[b], *scales[a], scale)
+            else:
+                pooled = pooled_symmetric_infonce if self.loss_form == 'mean_pooled' else v2_pooled_infonce
+                terms[f'{a}_{b}'] = pooled(*scales[a], *scales[b], scale)
+    return terms
+
+# %% ../nbs/04_remix.ipynb #d37b0f06
+CHUNKINGS = ('sentences', 'fixed_count')
+FIXED_COUNT_MAX_SENTENCES = 256  # sentences read per section before fixed-count chunking (the seed reads all)
+
+def fixed_count_chunks(sentences: Sequence[str],  # the section's sentences, in order
+                       section: str,  # the whole section (fills the chunks when there are fewer sentences)
+                       num_chunks: int,  # chunks per section
+                      ) -> list[str]:
+    "Exactly `num_chunks` chunks: the sentences then copies of the section, or consecutive sentences in near-equal bins."
+    if isinstance(num_chunks, bool) or int(num_chunks) < 1: raise ValueError(f"num_chunks={num_chunks!r}: need a positive integer")
+    n, num_chunks = len(sentences), int(num_chunks)
+    if n < num_chunks: return list(sentences) + [section] * (num_chunks - n)
+    size, extra = divmod(n, num_chunks)
+    edges = np.cumsum([0] + [size + (i < extra) for i in range(num_chunks)])
+    return [' '.join(sentences[lo:hi]) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+class FixedCountChunks(torch.utils.data.Dataset):
+    "A sentences-mode CXRDataset whose samples carry `num_chunks` fixed-count chunks instead of one sentence per chunk."
+    def __init__(self, dataset,  # a cxrlab.data.CXRDataset in mode 'sentences'
+                 num_chunks: int = 6):
+        if getattr(dataset, 'mode', None) != 'sentences':
+            raise ValueError(f"FixedCountChunks needs a CXRDataset in mode 'sentences' (got mode={getattr(dataset, 'mode', None)!r})")
+        fixed_count_chunks([], '', num_chunks)  # validates num_chunks
+        self.ds, self.num_chunks = dataset, int(num_chunks)
+
+    def __len__(self): return len(self.ds)
+
+    def __getitem__(self, index: int) -> dict:
+        s = dict(self.ds[index])
+        real = [t for t, m in zip(s['sentences'], s['sentence_mask'].tolist()) if m]
+        chunks = fixed_count_chunks(real, s['text'], self.num_chunks)
+        s['sentences'], s['sentence_mask'] = chunks, torch.tensor([bool(c.strip()) for c in chunks])
+        return s
+
+
+def _remix_chunking(dataset, split: str, config: Mapping):
+    "The method's data hook: fixed-count chunks when config['data']['chunking'] says so."
+    d = dict(config.get('data') or {})
+    if d.get('chunking', 'sentences') not in CHUNKINGS: raise ValueError(f"chunking={d.get('chunking')!r}; expected one of {CHUNKINGS}")
+    return FixedCountChunks(dataset, d['num_chunks']) if d['chunking'] == 'fixed_count' else dataset
+
 # %% ../nbs/04_remix.ipynb #beeae114
-_MODEL_DEFAULTS = dict(loss_combo='igl_tgl', image_global='pooled', mlm_probability=0., mask_token_id=None)
+_MODEL_DEFAULTS = dict(loss_combo='igl_tgl', image_global='pooled', mlm_probability=0., mask_token_id=None, mlm_shared_pass=False)
 _LOSS_DEFAULTS = dict(loss_form='cross_scale', pooled_init_temperature=0.5, max_logit_scale=100., self_repulsion=0.,
                       mlm_weight=1., mlm_start=0., mlm_warmup=0.)
 
@@ -280,8 +369,9 @@ def build_remix(config: Mapping, backbone: nn.Module | None = None) -> ReMiXMode
 
 REMIX = register_method(Method(
     'remix', build=build_remix, loss=lambda opts: ReMiXLoss(**opts), module='cxrlab.remix', dataset_mode='sentences',
-    evaluations=('sentence_query', 'label_query_ci', 'grounding'),
-    defaults={'model': _MODEL_DEFAULTS, 'loss': _LOSS_DEFAULTS},
+    evaluations=('sentence_query', 'label_query_ci', 'label_query_seed', 'grounding'),
+    defaults={'model': _MODEL_DEFAULTS, 'loss': _LOSS_DEFAULTS, 'data': {'chunking': 'sentences', 'num_chunks': 6}},
+    wrap_dataset=_remix_chunking,
     description='ReMiX: cross-modal, cross-scale InfoNCE over image patches and report sentence chunks, optional MLM'))
 
 # %% ../nbs/04_remix.ipynb #8a428892
@@ -296,7 +386,7 @@ def view_tag(data_options: Mapping | None = None) -> str:
 def remix_run_name(dataset: str, arch: str, view: str, section: str, loss_combo: str,
                    mlm_probability: float = 0., loss_form: str = 'cross_scale') -> str:
     "`{dataset}-{arch}-{view}-{section}-{loss}-{mlm}`."
-    loss = loss_combo + ('_meanpooled' if loss_form == 'mean_pooled' else '')
+    loss = loss_combo + {'mean_pooled': '_meanpooled', 'v2': '_v2'}.get(loss_form, '')
     mlm = f'mlm{float(mlm_probability):g}' if float(mlm_probability) > 0 else 'nomlm'
     return '-'.join(str(x) for x in (dataset, arch, view, section, loss, mlm))
 
@@ -304,6 +394,8 @@ def remix_run_name(dataset: str, arch: str, view: str, section: str, loss_combo:
 def setup_remix(model_options: Mapping | None = None,  # ReMiX model options (loss_combo, mlm_probability, ...)
                 loss_options: Mapping | None = None,  # ReMiX loss options (loss_form, ...)
                 max_chunks: int = 16,  # sentence chunks per sample (padded / truncated)
+                chunking: str = 'sentences',  # sentences (one per chunk) | fixed_count (the seed's chunk_to_num)
+                num_chunks: int = 6,  # fixed_count: chunks per section
                 prefix: str | None = None,  # run-name prefix (default: the ReMiX run name)
                 **params,  # setup_experiment parameters (EXPERIMENT_PARAMS, TrainConfig fields, extra_params, synth_options)
                ):
@@ -311,8 +403,11 @@ def setup_remix(model_options: Mapping | None = None,  # ReMiX model options (lo
     from cxrlab.models import WordPieceTokenizer
     from cxrlab.train import setup_experiment
     if isinstance(max_chunks, bool) or int(max_chunks) < 1: raise ValueError(f"max_chunks={max_chunks!r}: need a positive integer")
-    exp = setup_experiment('remix', prefix=prefix, model_options=model_options, loss_options=loss_options, **params)
-    for ds in exp.datasets.values(): ds.max_sentences = int(max_chunks)
+    if chunking not in CHUNKINGS: raise ValueError(f"chunking={chunking!r}; expected one of {CHUNKINGS}")
+    exp = setup_experiment('remix', prefix=prefix, model_options=model_options, loss_options=loss_options,
+                           data_method_options={'chunking': chunking, 'num_chunks': int(num_chunks)}, **params)
+    for ds in exp.datasets.values():  # a FixedCountChunks reads every sentence of its section
+        getattr(ds, 'ds', ds).max_sentences = int(max_chunks) if chunking == 'sentences' else FIXED_COUNT_MAX_SENTENCES
     model = exp.model
     if model.mlm_head is not None and isinstance(exp.tokenizer, WordPieceTokenizer):
         mid = exp.tokenizer.tok.mask_token_id
@@ -320,7 +415,7 @@ def setup_remix(model_options: Mapping | None = None,  # ReMiX model options (lo
         model.mask_token_id = int(mid)
         rec = exp.run.params['method']; rec['config']['model']['mask_token_id'] = int(mid)
         exp.run.update_params(method=rec)
-    exp.run.update_params(max_chunks=int(max_chunks))
+    exp.run.update_params(max_chunks=int(max_chunks), chunking=chunking, num_chunks=int(num_chunks))
     return exp
 
 # %% ../nbs/04_remix.ipynb #5d92987f
@@ -401,6 +496,32 @@ def sentence_query_eval(ctx: EvalContext, ks: Sequence[int] = (1, 5, 10), max_k:
                                                             [chance_recall(rr, k) for k in K])
     return out
 
+# %% ../nbs/04_remix.ipynb #d8bd8417
+def _seed_discount(pos: Tensor) -> Tensor:
+    "The seed's discount of 1-based rank p: 1 at p = 1, log2(p) after (ranks 1 and 2 both count fully)."
+    return torch.where(pos <= 1, torch.ones_like(pos), torch.log2(pos.clamp(min=1)))
+
+
+def _seed_dcg_counted(rr: RelevantRanks, k: int) -> tuple[Tensor, Tensor]:
+    "(the seed's DCG@k, hits h in the top k) per query."
+    pos = rr.pos[:, :k].double()
+    inside = pos <= k
+    return torch.where(inside, 1.0 / _seed_discount(pos), 0.).sum(1), inside.sum(1)
+
+
+def dcg_remix_seed(rr: RelevantRanks, k: int) -> Tensor:
+    "ReMiX's DCG@k: Σ over relevant items at rank p ≤ k of 1/(1 if p = 1 else log2 p); NaN with < k relevant or < k items."
+    dcg, _ = _seed_dcg_counted(rr, k)
+    return dcg.masked_fill((rr.n_rel < k) | (rr.n_gallery < k), math.nan)
+
+
+def ndcg_remix_seed(rr: RelevantRanks, k: int) -> Tensor:
+    "ReMiX's 'NDCG@k': its DCG@k over its DCG of the top-k list sorted (h hits first), 0 when h = 0; NaN as `dcg_remix_seed`."
+    dcg, h = _seed_dcg_counted(rr, k)
+    ideal = torch.cat([torch.zeros(1, dtype=torch.float64), (1.0 / _seed_discount(torch.arange(1, k + 1).double())).cumsum(0)])[h]
+    out = torch.where(h > 0, dcg / ideal.clamp(min=1e-300), 0.)
+    return out.masked_fill((rr.n_rel < k) | (rr.n_gallery < k), math.nan)
+
 # %% ../nbs/04_remix.ipynb #642d00d2
 CHEXPERT_5 = ('Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Pleural Effusion')
 
@@ -410,11 +531,12 @@ def label_query_metrics(scores: Tensor,  # [L, S] label-query score per study
                         ks: Sequence[int] = (5, 10, 20),  # precision cut-offs
                         ndcg_ks: Sequence[int] = (10, 20),
                        ) -> dict[str, float]:
-    "Per-label and macro R-precision, P@K, nDCG@K and the retrieved-list-normalised nDCG@K (NaN for labels without positives)."
+    "Per-label and macro R-precision, P@K, nDCG@K, the retrieved-list-normalised and the seed's nDCG@K (NaN: no positives)."
     rr = relevant_ranks(torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(relevant).bool())
     vals = {'R-Precision': r_precision(rr), **{f'P@{k}': precision_at_k(rr, k) for k in ks},
             **{f'nDCG@{k}': ndcg_at_k(rr, k) for k in ndcg_ks},
-            **{f'nDCG_retrieved_list_normalised@{k}': ndcg_retrieved_list_normalised(rr, k) for k in ndcg_ks}}
+            **{f'nDCG_retrieved_list_normalised@{k}': ndcg_retrieved_list_normalised(rr, k) for k in ndcg_ks},
+            **{f'nDCG_remix_seed@{k}': ndcg_remix_seed(rr, k) for k in ndcg_ks}}
     out = {f'{l}/{m}': float(v[j]) for m, v in vals.items() for j, l in enumerate(labels)}
     for m, v in vals.items():
         ok = ~v.isnan()
@@ -500,8 +622,69 @@ def label_query_ci_eval(ctx: EvalContext, per_label: int = 200, min_exclusive: i
     ctx.figures['label_query_r_precision'] = plot_label_r_precision({ctx.run.name: out}, present)
     return out
 
+# %% ../nbs/04_remix.ipynb #6ccd438f
+SEED_LABEL_TEMPLATES = ('Findings consistent with {label}', 'Findings suggesting {label}',
+                        'Findings are most compatible with {label}', '{label} seen')
+
+def seed_label_query_texts(labels: Sequence[str]) -> dict[str, list[str]]:
+    "The seed's four queries per label, the label as written."
+    return {l: [t.format(label=l) for t in SEED_LABEL_TEMPLATES] for l in labels}
+
+
+def template_scores(scorer, image: Mapping[str, Tensor],  # image-side tensors [N, ...]
+                    prompts: Mapping[str, Mapping[str, Tensor]],  # label -> text-side tensors of its queries
+                   ) -> dict[str, Tensor]:  # {'avg_template': [L, N], 'max_template': [L, N]}
+    "Each label's mean and maximum score over its own queries, per image."
+    per = [scorer.score(image, parts).float() for parts in prompts.values()]  # [N, P] each
+    return {'avg_template': torch.stack([s.mean(1) for s in per]), 'max_template': torch.stack([s.amax(1) for s in per])}
+
+
+@register_evaluation('label_query_seed')
+def label_query_seed_eval(ctx: EvalContext) -> dict:
+    "The seed's label queries: avg / max over its 4 templates × max / mean over a study's images, metrics with patient CIs."
+    from cxrlab.core import CHEXPERT_LABELS
+    es, sc = ctx.embeddings, ctx.run.scorer()
+    present = [l for l in CHEXPERT_LABELS if l in ctx.rows.columns and (ctx.rows[l] == 1).any()]
+    if not present: return {}
+    texts, n = seed_label_query_texts(present), len(SEED_LABEL_TEMPLATES)
+    parts = encode_texts(ctx.run.model, ctx.run.tokenizer, [t for l in present for t in texts[l]], sc.text_keys, ctx.device)
+    prompts = {l: {k: v[j * n:(j + 1) * n] for k, v in parts.items()} for j, l in enumerate(present)}
+    studies = list(dict.fromkeys(es.study_ids))
+    lab = study_labels(ctx.rows, studies, present)
+    patient = dict(zip(es.study_ids, es.subject_ids))
+    groups, out = [patient[s] for s in studies], {}
+    for scoring, scores in template_scores(sc, es.image, prompts).items():
+        for how in ('max', 'mean'):
+            agg, _ = aggregate_by_study(scores, es.study_ids, how)
+            out.update(label_query_ci(agg, (lab == 1).T, present, groups, ctx.n_resamples, ctx.seed,
+                                      f'label_query_seed/{scoring}/{how}_study/'))
+    return out
+
 # %% ../nbs/04_remix.ipynb #42d241cf
 REMIX_BACKBONE_DEFAULTS = {  # backbone -> parameters used when left at None
     'biovil': dict(image_size=448, lr=2e-5, batch_size=32, epochs=10, head_lr_mult=10.),
     'gloria': dict(image_size=224, lr=2e-5, batch_size=32, epochs=10, head_lr_mult=10.),
 }
+
+# %% ../nbs/04_remix.ipynb #9f3df5cc
+REMIX_PRESETS = {  # preset -> options; 'train': TrainConfig fields, 'data': build_manifest options; warmup 'one_epoch' = 1/epochs
+    'cxrlab': dict(loss_form='cross_scale', self_repulsion=0., mlm_probability=0., mlm_shared_pass=False, mlm_weight=1.,
+                   chunking='sentences', max_chunks=16, num_chunks=6, train={}, data={}),
+    'seed': dict(loss_form='v2', self_repulsion=0., mlm_probability=0.15, mlm_shared_pass=True, mlm_weight=1.,
+                 chunking='fixed_count', max_chunks=16, num_chunks=6,
+                 train=dict(epochs=10, batch_size=16, lr=1e-5, weight_decay=0., grad_clip=None, warmup_ratio='one_epoch', head_lr_mult=1.),
+                 data=dict(frontal_only=True, images_per_study='one')),
+}
+REMIX_PRESETS['seed_v3'] = {**REMIX_PRESETS['seed'], 'chunking': 'sentences', 'max_chunks': 12}
+
+
+def resolve_remix_options(preset: str | None,  # a REMIX_PRESETS name, or None / a training preset name (then 'cxrlab')
+                          given: Mapping,  # option -> value given by the user (None: not given)
+                         ) -> dict:
+    "Each given option, else the preset's, else cxrlab's; with the preset's 'train' and 'data' options and its name."
+    name = preset if preset in REMIX_PRESETS else 'cxrlab'
+    base, pre = REMIX_PRESETS['cxrlab'], REMIX_PRESETS[name]
+    unknown = set(given) - set(base) - {'train', 'data'}
+    if unknown: raise KeyError(f"resolve_remix_options: unknown ReMiX option(s) {sorted(unknown)}; known: {sorted(set(base) - {'train', 'data'})}")
+    out = {k: given[k] if given.get(k) is not None else pre[k] for k in base if k not in ('train', 'data')}
+    return {**out, 'train': dict(pre['train']), 'data': dict(pre['data']), 'preset': name}

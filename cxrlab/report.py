@@ -585,6 +585,8 @@ PROFILE_STAGE_PARAMS = {  # profile -> notebook -> parameters: where a stage mus
     'demo': {'03_patch_ib': {'epochs': 4}, '04_remix': {'epochs': 6}, '05_probclip': {'epochs': 4, 'sweep_patients': 400,
              'sweep_epochs': 2}, '06_localization': {'n_patients': 1000, 'image_size': 64, 'epochs': 3, 'phase1_epochs': 1}},
 }
+# MedProbCLIP trains on real second views on the demo: SynthCXR with PA + lateral studies (issue 24)
+PROFILE_STAGE_PARAMS['demo']['05_probclip']['data_options'] = json.dumps({'frontal_only': False, 'synth_views': ['PA', 'LATERAL']})
 
 def stage_fingerprint(nb: Path, params: dict) -> str:
     "Hash of a notebook's source and the parameters it ran with (run names and folders excluded)."

@@ -102,3 +102,67 @@ def test_bad_options_are_refused_by_name(tmp_path):
         StudyPairs(CXRDataset(setup_probclip(out_dir=str(tmp_path), **SMALL).manifest.head(4), 'pair'))
     with pytest.raises(ValueError, match='word_dropout=-0.1'):
         augment_report('No effusion.', random.Random(0), word_dropout=-0.1)
+
+
+# --- the seed's recipe (issue 24)
+
+def _seed_csd(mu_x, logvar_x, mu_y, logvar_y, eps=1e-6):
+    "MedProbClip.csd (FOURM-LAB/MedProbCLIP medprobclip_model.py), re-written."
+    sx, sy = logvar_x.exp().clamp_min(eps), logvar_y.exp().clamp_min(eps)
+    dx = mu_x.unsqueeze(1) - mu_y.unsqueeze(0)
+    s_sum = sx.unsqueeze(1) + sy.unsqueeze(0)
+    return 0.5 * ((dx * dx) / s_sum + (s_sum + eps).log()).sum(-1)
+
+
+def _seed_total(views, a, b, lambda_I=1.0, lambda_T=0.1, beta_I=1e-4, beta_T=1e-4, eps=1e-6):
+    "MedProbClipLoss.forward with the training script's weights, re-written from medprobclip_losses.py."
+    F = torch.nn.functional
+    def sym(x, y):
+        logits = -max(a, 1e-3) * _seed_csd(*x, *y, eps=eps) + b
+        t = torch.arange(len(logits))
+        return (F.cross_entropy(logits, t) + F.cross_entropy(logits.T, t)) / 2
+    kl = lambda mu, lv: (0.5 * (lv.exp() + mu.pow(2) - 1.0 - lv)).sum(-1).mean()
+    i1, t1, i2, t2 = views
+    inter = (sym(i1, t1) + sym(i1, t2) + sym(i2, t1) + sym(i2, t2)) / 4
+    vib = beta_I * (kl(*i1) + kl(*i2)) / 2 + beta_T * (kl(*t1) + kl(*t2)) / 2
+    return inter + lambda_I * sym(i1, i2) + lambda_T * sym(t1, t2) + vib
+
+
+def test_default_loss_is_the_seeds_loss_with_its_training_weights():
+    "ProbCLIPLoss() (defaults: λ_I 1, λ_T 0.1, β 1e-4) on small Gaussians equals the seed's loss recomputed its own way."
+    from cxrlab.probclip import ProbCLIPLoss
+    g = torch.Generator().manual_seed(3)
+    B, D = 6, 5
+    r = lambda: torch.randn(B, D, generator=g, dtype=torch.float64)
+    i1, i2, t1, t2 = [(r() * 2, r().clamp(-6, 6)) for _ in range(4)]
+    out = {'image_mu': torch.stack([i1[0], i2[0]], 1), 'image_logvar': torch.stack([i1[1], i2[1]], 1),
+           'text_mu': torch.stack([t1[0], t2[0]], 1), 'text_logvar': torch.stack([t1[1], t2[1]], 1),
+           'view_mask': torch.ones(B, 2, dtype=torch.bool), 'section_mask': torch.ones(B, 2, dtype=torch.bool),
+           'match_scale': torch.tensor(0.8, dtype=torch.float64), 'match_shift': torch.tensor(-0.4, dtype=torch.float64), 'distance': 'csd'}
+    loss = ProbCLIPLoss()
+    assert (loss.lambda_image, loss.lambda_text, loss.w['kl_image'].weight, loss.w['kl_text'].weight) == (1.0, 0.1, 1e-4, 1e-4)
+    got = loss(out)
+    ref = _seed_total((i1, t1, i2, t2), 0.8, -0.4, eps=0.)  # the seed's formula without its 1e-6 guards
+    assert float(got['loss']) == pytest.approx(float(ref), rel=1e-9, abs=1e-9)
+    seed_number = _seed_total((i1, t1, i2, t2), 0.8, -0.4)  # with them (σ² ≥ 1e-6, log(σx² + σy² + 1e-6)): they move it by < 1e-5
+    assert abs(float(got['loss']) - float(seed_number)) < 1e-5
+    other = _seed_total((i1, t1, i2, t2), 0.8, -0.4, lambda_I=0.5, lambda_T=0.5, beta_I=1e-3, beta_T=1e-3)
+    assert abs(float(other) - float(ref)) > 1e-3  # the weights matter on this example
+
+
+def test_default_model_is_the_seeds_head_and_the_seed_preset_its_init(tmp_path):
+    from cxrlab.models import create_model
+    from cxrlab.probclip import PROBCLIP, build_probclip, resolve_probclip_options
+    b = create_model('tiny')
+    m = build_probclip(PROBCLIP.config(b.config), b.model)
+    assert not m.normalize_mu and m.image_uncertainty.clamp == 'hard' and m.image_uncertainty.form == 'linear'
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        e = m.eval().encode_image(x)
+        torch.testing.assert_close(e['mu'], b.model.encode_image(x)['global'])  # μ as the backbone gives it
+    ro = resolve_probclip_options('seed', {})
+    s = build_probclip(PROBCLIP.config(b.config, ro['model'], ro['loss'], ro['data']))
+    assert (float(s.match.scale), float(s.match.shift)) == (1.0, 0.0)
+    with torch.no_grad():
+        lv = s.eval().encode_image(x)['logvar']
+    assert lv.std() > 0 and lv.abs().max() <= 6  # PyTorch's default init: not a constant start

@@ -1,7 +1,7 @@
 """ReMiX: the shared sentence splitter on SynthCXR reports, padded chunks through the real data path, one tokenizer call
 and one chunk forward per batch, BioViL / GLoRIA release folders (written offline with random weights), and runs
 that reload and show up in 07's evaluation."""
-import json, re
+import json, math, random, re
 from pathlib import Path
 
 import pytest
@@ -61,7 +61,7 @@ def test_padded_chunks_change_the_loss_by_less_than_1e6(synth, form):
     few, many = _batches(synth, b.tokenizer, 16), _batches(synth, b.tokenizer, 32)
     assert many['sentence_mask'].sum() == few['sentence_mask'].sum() and many["sentences_input_ids"].shape[1] == 32
     for combo in LOSS_COMBOS:
-        model, loss = ReMiXModel(b.model, combo).eval(), ReMiXLoss(form, self_repulsion=0.5)
+        model, loss = ReMiXModel(b.model, combo).eval(), ReMiXLoss(form, self_repulsion=0. if form == 'v2' else 0.5)
         with torch.no_grad():
             a, c = loss(model(few))['loss'], loss(model(many))['loss']
         assert abs(a - c) < 1e-6, (combo, form, a, c)
@@ -181,3 +181,125 @@ def test_loss_combo_all_writes_one_block_per_combo_and_07_evaluates_the_runs(tmp
     em = load_json(e.run_dir / 'metrics.json')
     for c in children[:2]:
         assert f'test/{c.name}/t2i/R@10' in em and f'test/{c.name}/sentence_query/R@10' in em
+
+
+# --- the seed's recipe (issue 24): v2 loss, fixed-count chunking, the seed's DCG, the seed preset
+
+def _seed_contrastive(img, txt, tau, txt_mask=None):
+    "LocalGlobalContrasterV2.contrastive_loss (imadejski/remix contraster.py), re-written: unit inputs, means not re-normalised."
+    if img.dim() == 3: img = img.mean(1)
+    if txt.dim() == 3:
+        if txt_mask is None: txt = txt.mean(1)
+        else:
+            m = txt_mask.float().unsqueeze(-1)
+            txt = (txt * m).sum(1) / m.sum(1)
+    sim = img @ txt.T / tau
+    y = torch.arange(len(img))
+    return (torch.nn.functional.cross_entropy(sim, y) + torch.nn.functional.cross_entropy(sim.T, y)) / 2
+
+
+def _seed_repulsive(x, mask=None):
+    "LocalGlobalContrasterV2.self_repulsive_loss, re-written."
+    sims = x @ x.mT
+    m = 1 - torch.eye(sims.shape[1]).expand(sims.shape)
+    if mask is not None: m = m * (mask.float().unsqueeze(-1) @ mask.float().unsqueeze(-1).mT)
+    return (m * sims).sum() / m.sum()
+
+
+@pytest.mark.parametrize('combo', list(LOSS_COMBOS))
+def test_v2_loss_is_the_seeds_arithmetic(combo):
+    "With every chunk real (fixed-count chunking) loss_form='v2' is the seed's v2 loss to 1e-6; with padding, the seed's with its mask."
+    g = torch.Generator().manual_seed(7)
+    unit = lambda *s: torch.nn.functional.normalize(torch.randn(*s, generator=g), dim=-1)
+    B, P, S, D = 6, 5, 4, 8
+    ig, il, tg, tl = unit(B, D), unit(B, P, D), unit(B, D), unit(B, S, D)
+    one, allp = torch.ones(B, 1, dtype=torch.bool), torch.ones(B, P, dtype=torch.bool)
+    for tmask in (torch.ones(B, S, dtype=torch.bool), torch.rand(B, S, generator=g) > 0.4):
+        tmask[:, 0] = True
+        scales = {'ig': (ig[:, None], one), 'tg': (tg[:, None], one), 'il': (il, allp), 'tl': (tl, tmask)}
+        isc, tsc = LOSS_COMBOS[combo]
+        keep = {k: v for k, v in scales.items() if k[1] in (isc if k[0] == 'i' else tsc)}
+        loss = ReMiXLoss('v2')
+        got = loss({'scales': keep, 'logit_scale': torch.tensor(1.)})['loss']
+        tau = float(1 / loss.logit_scale.exp())
+        assert tau == pytest.approx(0.5)
+        i_parts = [ig] + ([il] if 'l' in isc else [])
+        t_parts = [(tg, None)] + ([(tl, tmask)] if 'l' in tsc else [])
+        pairs = [_seed_contrastive(i, t, tau, m) for i in i_parts for t, m in t_parts]
+        reps = ([_seed_repulsive(il)] if 'l' in isc else []) + ([_seed_repulsive(tl, tmask)] if 'l' in tsc else [])
+        ref = sum(pairs) / len(pairs) + (sum(reps) / len(reps) if reps else 0.)
+        assert abs(float(got) - float(ref)) < 1e-6, (combo, float(got), float(ref))
+
+
+def _seed_dcg(rel):
+    "evaluation/general_mimic_accuracy.py calculate_dcg, re-written."
+    if len(rel) == 0: return 0.0
+    return rel[0] + sum(rel[i] / math.log2(i + 1) for i in range(1, len(rel)))
+
+
+def _seed_ndcg(rel):
+    "calculate_ndcg: normalised by the same list sorted."
+    idcg = _seed_dcg(sorted(rel, reverse=True))
+    return 0.0 if idcg == 0 else _seed_dcg(rel) / idcg
+
+
+def test_seed_dcg_reproduces_the_seeds_number():
+    from cxrlab.metrics import ndcg_at_k, relevant_ranks
+    from cxrlab.remix import dcg_remix_seed, ndcg_remix_seed
+    ranked = [1, 0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0]
+    sim = -torch.arange(15.).double()[None]
+    rr = relevant_ranks(sim, torch.tensor(ranked).bool()[None])
+    assert float(ndcg_remix_seed(rr, 5)) == pytest.approx(0.8099531166, abs=1e-9)  # = _seed_ndcg(ranked[:5])
+    assert float(ndcg_remix_seed(rr, 5)) == pytest.approx(_seed_ndcg(ranked[:5]), abs=1e-12)
+    assert float(ndcg_at_k(rr, 5)) == pytest.approx(0.6548086578, abs=1e-9)  # the proper nDCG of the same list
+    rng = random.Random(0)
+    for _ in range(200):  # random galleries and cut-offs: the seed's value wherever it reports one, NaN where it does not
+        G, k = rng.randint(3, 40), rng.randint(1, 12)
+        rel = [int(rng.random() < 0.3) for _ in range(G)]
+        order = list(range(G)); rng.shuffle(order)
+        scores = torch.tensor([-float(order.index(i)) for i in range(G)]).double()[None]
+        ranked_rel = [rel[i] for i in sorted(range(G), key=lambda i: order.index(i))]
+        rr = relevant_ranks(scores, torch.tensor(rel).bool()[None])
+        got_n, got_d = float(ndcg_remix_seed(rr, k)), float(dcg_remix_seed(rr, k))
+        if sum(rel) >= k and G >= k:
+            assert got_n == pytest.approx(_seed_ndcg(ranked_rel[:k]), abs=1e-12)
+            assert got_d == pytest.approx(_seed_dcg(ranked_rel[:k]), abs=1e-12)
+        else:
+            assert math.isnan(got_n) and math.isnan(got_d)
+
+
+def test_fixed_count_chunking_reaches_the_batches(tmp_path):
+    exp = setup_remix({'loss_combo': 'ig_tgl'}, chunking='fixed_count', num_chunks=3, n_patients=48, epochs=1,
+                      out_dir=str(tmp_path / 'runs'), device='cpu')
+    s = exp.datasets['train'][0]
+    assert len(s['sentences']) == 3 and s['sentence_mask'].all()
+    sents = split_sentences(s['text'])
+    if len(sents) >= 3: assert ' '.join(s['sentences']) == ' '.join(sents)  # consecutive sentences, every one once
+    else: assert s['sentences'][len(sents):] == [s['text']] * (3 - len(sents))
+    with torch.no_grad():
+        out = exp.model.eval()(next(iter(exp.loader('train', batch_size=4))))
+    assert out['scales']['tl'][0].shape[:2] == (4, 3) and out['scales']['tl'][1].all()
+    assert exp.run.params['chunking'] == 'fixed_count' and exp.params['method']['config']['data']['num_chunks'] == 3
+    with pytest.raises(ValueError, match="chunking='words'"):
+        setup_remix({'loss_combo': 'ig_tgl'}, chunking='words', n_patients=48, out_dir=str(tmp_path / 'runs'))
+
+
+def test_seed_preset_runs_the_seeds_recipe(tmp_path):
+    "-p preset seed: v2 loss, MLM 0.15 in one shared pass, 6 fixed-count chunks, the seed's optimiser settings; an explicit value wins."
+    r = run_notebook(NB, {'preset': 'seed', 'loss_combo': 'igl_tgl', 'epochs': 1, 'lr': 1e-3, 'n_patients': 48, 'n_resamples': 10,
+                          'device': 'cpu'},
+                     run_name='seed', reports_dir=tmp_path / 'reports', out_dir=tmp_path / 'runs', html=False, progress=False)
+    params = load_json(r.run_dir / 'params.json')['params']
+    cfg = params['method']['config']
+    assert cfg['loss']['loss_form'] == 'v2' and cfg['model']['mlm_probability'] == 0.15 and cfg['model']['mlm_shared_pass']
+    assert cfg['data'] == {'chunking': 'fixed_count', 'num_chunks': 6} and params['remix_preset'] == 'seed'
+    assert params['data']['images_per_study'] == 'one' and params['data']['frontal_only'] is True
+    assert params['model_name'] == 'synth-tiny-frontal-findings-igl_tgl_v2-mlm0.15'
+    train = params['train']
+    assert train['lr'] == 1e-3 and train['batch_size'] == 16 and train['weight_decay'] == 0 and train['grad_clip'] is None
+    assert train['warmup_ratio'] == pytest.approx(0.5)  # one epoch of warmup, at most half the run
+    header = (r.run_dir / 'train_log.csv').read_text().splitlines()[0].split(',')
+    assert {'mlm', 'self_repulsion', 'il_tl', 'ig_tg'} <= set(header)
+    m = load_json(r.run_dir / 'metrics.json')
+    assert 'test/label_query_seed/max_template/max_study/macro/R-Precision' in m
+    assert 'test/label_query_ci/max/macro/nDCG_remix_seed@10' in m
