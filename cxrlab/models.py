@@ -20,18 +20,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['MODEL_CONFIGS', 'MAX_LOGIT_SCALE', 'IMAGE_TOWERS', 'TEXT_TOWERS', 'SMALL_OVERRIDES', 'PARAM_ROLES',
-           'FREEZE_SHORTHANDS', 'SCORERS', 'METHOD_MODULES', 'METHODS', 'model_config', 'make_projection', 'Tower',
-           'weighted_mean', 'ImageTower', 'ViTImageTower', 'ClipViTImageTower', 'TimmViTImageTower', 'CNNImageTower',
-           'ResNetImageTower', 'SmallCNNImageTower', 'masked_mean', 'ClipTextTower', 'hf_text_config', 'HFTextTower',
-           'word_mask', 'DualEncoder', 'DualEncoderWrapper', 'ClipBPETokenizer', 'WordPieceTokenizer',
-           'write_wordpiece_vocab', 'PretrainedWeightsError', 'HubRepo', 'parse_pretrained', 'hub_downloads_allowed',
-           'hub_cache_folder', 'hub_file_patterns', 'resolve_hub_dir', 'read_state_dict', 'load_matching',
-           'from_open_clip_state_dict', 'load_open_clip_weights', 'build_model', 'load_pretrained', 'ModelBundle',
-           'create_model', 'to_open_clip_state_dict', 'open_clip_model_cfg', 'save_open_clip_checkpoint',
-           'count_params', 'build_meta', 'towers_of', 'tower_side', 'param_role', 'param_groups',
-           'CrossAttentionAlignment', 'register_scorer', 'Scorer', 'make_scorer', 'DotScorer', 'LateInteractionScorer',
-           'dot_scorer', 'Method', 'register_method', 'get_method', 'profile_model']
+__all__ = ['MODEL_CONFIGS', 'MAX_LOGIT_SCALE', 'FOUNDATION_SOURCE', 'IMAGE_TOWERS', 'TEXT_TOWERS', 'OPEN_CLIP_FILES',
+           'SMALL_OVERRIDES', 'PARAM_ROLES', 'FREEZE_SHORTHANDS', 'SCORERS', 'METHOD_MODULES', 'METHODS',
+           'model_config', 'make_projection', 'Tower', 'weighted_mean', 'ImageTower', 'ViTImageTower',
+           'ClipViTImageTower', 'TimmViTImageTower', 'CNNImageTower', 'ResNetImageTower', 'SmallCNNImageTower',
+           'masked_mean', 'ClipTextTower', 'hf_text_config', 'HFTextTower', 'word_mask', 'DualEncoder',
+           'DualEncoderWrapper', 'ClipBPETokenizer', 'WordPieceTokenizer', 'write_wordpiece_vocab', 'foundation_dir',
+           'PretrainedWeightsError', 'HubRepo', 'parse_pretrained', 'hub_downloads_allowed', 'hub_cache_folder',
+           'hub_file_patterns', 'resolve_hub_dir', 'read_state_dict', 'load_matching', 'from_open_clip_state_dict',
+           'load_open_clip_weights', 'build_model', 'load_pretrained', 'ModelBundle', 'create_model',
+           'to_open_clip_state_dict', 'open_clip_model_cfg', 'save_open_clip_checkpoint', 'count_params', 'build_meta',
+           'towers_of', 'tower_side', 'param_role', 'param_groups', 'CrossAttentionAlignment', 'register_scorer',
+           'Scorer', 'make_scorer', 'DotScorer', 'LateInteractionScorer', 'dot_scorer', 'Method', 'register_method',
+           'get_method', 'profile_model']
 
 # %% ../nbs/02a_models.ipynb #c077ff62
 _BERT_BASE = dict(width=768, layers=12, heads=12, mlp_ratio=4.0, max_positions=512)
@@ -626,6 +627,25 @@ def write_wordpiece_vocab(path: str | Path,  # folder to write vocab.txt into
     (path / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
     return path
 
+# %% ../nbs/02a_models.ipynb #9f891eb1
+FOUNDATION_SOURCE = 'foundation'  # pretrained='foundation' | 'foundation:<fingerprint>': the cached SynthCXR foundation towers
+
+def foundation_dir(which: str = 'latest',  # 'latest' (the newest finished foundation) or a fingerprint
+                  ) -> Path:
+    "Folder of cached SynthCXR foundation towers (`$CXRLAB_CACHE/foundation/<fingerprint>`), written by `02c_foundation`."
+    from cxrlab.core import cache_dir
+    root = cache_dir('foundation')
+    if which == 'latest':
+        if not (root / 'latest').exists():
+            raise PretrainedWeightsError(f"pretrained='foundation': no foundation towers in {root}; pretrain them with "
+                                         f"`cxrlab run nbs/02c_foundation.ipynb` (the pipeline runs it before the method stages)")
+        which = (root / 'latest').read_text().strip()
+    folder = root / which
+    if not (folder / 'foundation.json').exists():
+        have = sorted(p.parent.name for p in root.glob('*/foundation.json')) if root.exists() else []
+        raise PretrainedWeightsError(f"pretrained='foundation:{which}': no finished foundation at {folder}; cached: {have or 'none'}")
+    return folder
+
 # %% ../nbs/02a_models.ipynb #5f954392
 class PretrainedWeightsError(FileNotFoundError):
     "Pretrained weights were requested but cannot be loaded."
@@ -642,7 +662,7 @@ class HubRepo(str):
 _HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]')  # org/name, as the hub allows them
 
 def parse_pretrained(pretrained) -> tuple[str | None, str | None]:
-    "('hf-hub', HubRepo) | ('local-dir', path) | ('default', None) | (None, None) from a `pretrained` argument."
+    "('hf-hub', HubRepo) | ('local-dir', path) | ('default', None) | (None, None) from a `pretrained` argument ('foundation' -> its folder)."
     if pretrained is None or pretrained is False:
         return None, None
     if pretrained is True:
@@ -657,6 +677,8 @@ def parse_pretrained(pretrained) -> tuple[str | None, str | None]:
         if not _HUB_ID.fullmatch(repo):
             raise ValueError(f"pretrained={pretrained!r}: expected 'hf-hub:org/name' (one slash, letters, digits, . _ -)")
         return 'hf-hub', HubRepo(repo)
+    if s == FOUNDATION_SOURCE or s.startswith(FOUNDATION_SOURCE + ':'):  # the cached SynthCXR foundation towers
+        return 'local-dir', str(foundation_dir(s[len(FOUNDATION_SOURCE) + 1:].strip() or 'latest'))
     if s.startswith('local-dir:'):
         return 'local-dir', s[len('local-dir:'):]
     if Path(s).expanduser().exists():
@@ -919,29 +941,51 @@ def _text_cfg_from_hf(cfg: dict, folder: Path) -> None:
         cfg['text']['mlp_ratio'] = inter / cfg['text']['width']
 
 
+OPEN_CLIP_FILES = ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin')  # an open_clip checkpoint in a folder
+
+def _backbone_folder(folder: Path, name: str) -> Path:
+    "`folder/<name>` when `folder` holds towers for several backbones (a foundation), else `folder`."
+    if (folder / name / 'open_clip_config.json').exists(): return folder / name
+    if (folder / 'foundation.json').exists():
+        have = sorted(p.parent.name for p in folder.glob('*/open_clip_config.json'))
+        raise PretrainedWeightsError(f"{name}: the foundation {folder} has towers for {have}, not for {name}; add it to "
+                                     f"02c_foundation's `backbones` parameter")
+    return folder
+
+
+def _saved_backbone(folder: Path) -> dict | None:
+    "The backbone config saved next to an open_clip checkpoint by `02c_foundation` (`cxrlab_backbone`), or None."
+    f = folder / 'open_clip_config.json'
+    return json.loads(f.read_text()).get('cxrlab_backbone') if folder.is_dir() and f.exists() else None
+
+
 def _weights_folder(cfg: dict, source: str, where: str | None) -> Path:
     name, w = cfg['name'], cfg.get('weights')
-    if w is None:
-        raise PretrainedWeightsError(f"{name} has no published weights: it is trained from scratch. "
-                                     f"Load your own run with cxrlab.core.load_checkpoint(ckpt_dir, bundle.model).")
     if source == 'local-dir':
         folder = Path(where).expanduser()
         if not folder.exists():
             raise PretrainedWeightsError(f"{name}: {folder} does not exist. " + _weights_help(cfg))
-        return folder
+        return _backbone_folder(folder, name)
+    if w is None:
+        raise PretrainedWeightsError(f"{name} has no published weights: it is trained from scratch. "
+                                     f"Load your own run with cxrlab.core.load_checkpoint(ckpt_dir, bundle.model), or "
+                                     f"the SynthCXR foundation towers with pretrained='foundation'.")
     return resolve_hub_dir(where or w.get('hub') or w['text_hub'], cfg)
 
 # %% ../nbs/02a_models.ipynb #f6842892
 def load_pretrained(model: DualEncoder, cfg: dict, source: str, where: str | None) -> dict:
     "Fill `model` with pretrained weights; returns {part: file} of what was loaded."
-    name, w = cfg['name'], cfg['weights']
+    name, w = cfg['name'], cfg['weights'] or {}
     folder = _weights_folder(cfg, source, where)
-    if folder.is_file() or w.get('format') == 'open_clip':
-        f = folder if folder.is_file() else _find_file(folder, w['files'])
-        if f is None:
+    oc = folder if folder.is_file() else _find_file(folder, w.get('files') or OPEN_CLIP_FILES)
+    if folder.is_file() or w.get('format') == 'open_clip' or (oc is not None and oc.name in OPEN_CLIP_FILES):
+        if oc is None:
             raise PretrainedWeightsError(f"{name}: none of {list(w['files'])} in {folder}. " + _weights_help(cfg))
-        load_open_clip_weights(model, f)
-        return {'model': str(f)}
+        load_open_clip_weights(model, oc)
+        return {'model': str(oc)}
+    if 'image_files' not in w:
+        raise PretrainedWeightsError(f"{name} has no published weights and {folder} holds no open_clip checkpoint "
+                                     f"({' | '.join(OPEN_CLIP_FILES)}), such as the ones 02c_foundation writes")
     img_file = _find_file(folder, w['image_files'])
     if img_file is None:
         raise PretrainedWeightsError(f"{name}: no image weights ({' | '.join(w['image_files'])}) in {folder}. "
@@ -1006,7 +1050,7 @@ def _make_transforms(cfg: dict):
 
 # %% ../nbs/02a_models.ipynb #89a06de5
 def create_model(name: str,  # backbone: tiny | rclip_mini | biomedclip | clip_vit_b32 | biovil | gloria
-                 pretrained=False,  # False | True | 'hf-hub:org/repo' | 'local-dir:/path'
+                 pretrained=False,  # False | True | 'hf-hub:org/repo' | 'local-dir:/path' | 'foundation'
                  **overrides,  # config overrides (`image_layers=2`, `embed_dim=64`, `tokenizer_dir=...`)
                 ) -> ModelBundle:
     "Build backbone `name` as a DualEncoder with its tokenizer and transforms; weights only from disk."
@@ -1017,7 +1061,9 @@ def create_model(name: str,  # backbone: tiny | rclip_mini | biomedclip | clip_v
     source, where = parse_pretrained(pretrained)
     if source:
         folder = _weights_folder(cfg, source, where)
-        if cfg['text']['kind'] != 'clip_text' and cfg['weights'].get('format') != 'open_clip':
+        if (saved := _saved_backbone(folder)) is not None:  # written with the weights: the text vocabulary they were trained with
+            cfg['text']['vocab_size'] = saved['text']['vocab_size']
+        elif cfg['text']['kind'] != 'clip_text' and (cfg['weights'] or {}).get('format') != 'open_clip':
             _text_cfg_from_hf(cfg, _text_dir(folder) or resolve_hub_dir(cfg['weights']['text_hub'], cfg))
         model = build_model(cfg)
         cfg['loaded'] = load_pretrained(model, cfg, 'local-dir', str(folder))
