@@ -331,7 +331,9 @@ def pretrain_backbone(name: str, spec: Mapping, manifest, device='cpu', precisio
                       n_resamples: int = 200, log: Callable | None = None) -> tuple[ModelBundle, FoundationModel, dict]:
     "Pretrain backbone `name` on the corpus; (bundle, model with heads, record with history and held-out metrics)."
     seed_everything(spec['seed'])
-    bundle = create_model(name, image_size=spec['image_size'])
+    learned = model_config(name)['tokenizer']['kind'] == 'trained_wordpiece'  # a vocabulary learned from the corpus's reports
+    extra = {'corpus': manifest.loc[manifest['split'] == 'train', 'report'].tolist()} if learned else {}
+    bundle = create_model(name, image_size=spec['image_size'], **extra)
     model, mask_id = FoundationModel(bundle.model), mask_id_of(bundle.tokenizer)
     fit, held = _loaders(manifest, bundle, spec['batch_size'], num_workers, spec['seed'])
     t0 = time.perf_counter()

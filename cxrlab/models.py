@@ -1050,7 +1050,7 @@ def _make_transforms(cfg: dict):
 
 # %% ../nbs/02a_models.ipynb #89a06de5
 def create_model(name: str,  # backbone: tiny | rclip_mini | biomedclip | clip_vit_b32 | biovil | gloria
-                 pretrained=False,  # False | True | 'hf-hub:org/repo' | 'local-dir:/path' | 'foundation'
+                 pretrained=False,  # False | True | 'hf-hub:org/repo' | 'local-dir:/path'
                  **overrides,  # config overrides (`image_layers=2`, `embed_dim=64`, `tokenizer_dir=...`)
                 ) -> ModelBundle:
     "Build backbone `name` as a DualEncoder with its tokenizer and transforms; weights only from disk."
