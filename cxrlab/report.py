@@ -25,7 +25,8 @@ __all__ = ['PROFILES', 'LEADERBOARD_COLUMNS', 'PIPELINE_NEEDS', 'PIPELINE_PARAMS
 # %% ../nbs/09_report.ipynb #d4d828bc
 PROFILES = {
     'ci':   {'device': 'cpu', 'precision': 'fp32'},
-    'demo': {'device': 'auto', 'n_patients': 3200, 'image_size': 128, 'epochs': 8, 'batch_size': 32,
+    'demo': {'device': 'auto', 'n_patients': 3200, 'image_size': 128, 'epochs': 8, 'batch_size': 64,
+             'backbone': 'demo', 'vit_backbone': 'demo_vit',  # from-scratch towers chosen by 02b_train's ablation
              'max_samples': None, 'num_workers': 2},
     'gpu':  {'device': 'cuda', 'precision': 'auto', 'n_patients': 20000, 'image_size': 224, 'epochs': 20,
              'batch_size': 128, 'max_samples': None, 'num_workers': 8},
