@@ -26,7 +26,8 @@ __all__ = ['PROFILES', 'LEADERBOARD_COLUMNS', 'PIPELINE_NEEDS', 'PIPELINE_PARAMS
 # %% ../nbs/09_report.ipynb #d4d828bc
 PROFILES = {
     'ci':   {'device': 'cpu', 'precision': 'fp32'},
-    'demo': {'device': 'auto', 'n_patients': 3200, 'image_size': 128, 'epochs': 8, 'batch_size': 32,
+    'demo': {'device': 'auto', 'n_patients': 3200, 'image_size': 128, 'epochs': 8, 'batch_size': 64,
+             'backbone': 'demo', 'vit_backbone': 'demo_vit',  # from-scratch towers chosen by 02b_train's ablation
              'max_samples': None, 'num_workers': 2},
     'gpu':  {'device': 'cuda', 'precision': 'auto', 'n_patients': 20000, 'image_size': 224, 'epochs': 20,
              'batch_size': 128, 'max_samples': None, 'num_workers': 8},
@@ -343,7 +344,7 @@ PIPELINE_PARAMS = {  # per-notebook parameters the pipeline adds (the main job r
 # ReMiX keeps 6 epochs on the demo: at 3 the text-local combos' sentence-query gain over ig_tg (+0.017, +0.043) sat
 # inside its CI; at 6 it is +0.16 [0.12, 0.20] (the global-only model specialises to whole reports)
 PROFILE_STAGE_PARAMS = {  # profile -> notebook -> parameters: where a stage must shrink to fit the profile's budget
-    'demo': {'02c_foundation': {'corpus_patients': 3200, 'epochs': 3},  # a corpus the size of the evaluation data, another seed
+    'demo': {'02c_foundation': {'backbones': 'demo,demo_vit', 'corpus_patients': 3200, 'epochs': 3},  # the demo's towers, another seed
              '02b_train': {'pretrained': 'foundation'},  # fine-tunes from the foundation (tested end to end in test_foundation.py)
              '03_patch_ib': {'epochs': 4}, '04_remix': {'epochs': 6}, '05_probclip': {'epochs': 4, 'sweep_patients': 400,
              'sweep_epochs': 2}, '06_localization': {'n_patients': 1000, 'image_size': 64, 'epochs': 3, 'phase1_epochs': 1}},

@@ -181,3 +181,24 @@ def test_baseline_fine_tunes_from_the_foundation(foundation, tmp_path):
     exp.fit()
     after = to_open_clip_state_dict(exp.model)
     assert any(not torch.equal(after[k], v) for k, v in sd.items() if v.is_floating_point())  # it fine-tuned
+
+
+def test_demo_backbone_with_a_learned_vocabulary_round_trips(cache, tmp_path):
+    "The demo backbone's WordPiece vocabulary is learned from the corpus's train reports, shipped in text/ and reused."
+    from transformers import AutoModel
+    from cxrlab.train import setup_experiment
+    spec = foundation_spec('demo', n_patients=N, image_size=SIZE, epochs=1, batch_size=16, lr=1e-3)
+    folder, record, _ = build_foundation(spec, device='cpu', precision='fp32', n_resamples=10)
+    d = folder / 'demo'
+    assert (d / 'text' / 'tokenizer.json').exists() and (d / 'text' / 'config.json').exists()
+    sd = _checkpoint(folder, 'demo')
+    b = create_model('demo', pretrained=f'foundation:{folder.name}', image_size=SIZE)  # no corpus: the vocabulary comes from text/
+    _assert_same(b.model, sd)
+    assert b.tokenizer.source == str(d / 'text') and b.tokenizer.vocab_size == b.config['text']['vocab_size']
+    hf = AutoModel.from_pretrained(str(d / 'text'))  # the text folder is a Hugging Face BERT folder
+    own = b.model.text_tower.transformer.state_dict()
+    assert all(torch.equal(v, own[k]) for k, v in hf.state_dict().items() if k in own)
+    exp = setup_experiment('clip', pretrained=f'foundation:{folder.name}', backbone='demo', n_patients=N, image_size=SIZE,
+                           epochs=1, batch_size=16, device='cpu', precision='fp32', out_dir=str(tmp_path))
+    _assert_same(exp.model, sd)  # the stage's own train reports did not replace the foundation's vocabulary
+    assert exp.tokenizer.source == str(d / 'text')
