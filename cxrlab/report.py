@@ -344,7 +344,9 @@ PIPELINE_PARAMS = {  # per-notebook parameters the pipeline adds (the main job r
 # ReMiX keeps 6 epochs on the demo: at 3 the text-local combos' sentence-query gain over ig_tg (+0.017, +0.043) sat
 # inside its CI; at 6 it is +0.16 [0.12, 0.20] (the global-only model specialises to whole reports)
 PROFILE_STAGE_PARAMS = {  # profile -> notebook -> parameters: where a stage must shrink to fit the profile's budget
-    'demo': {'02c_foundation': {'backbones': 'demo,demo_vit', 'corpus_patients': 3200, 'epochs': 3},  # the demo's towers, another seed
+    # foundation: demo + demo_vit took 100 + 65 s per epoch on a 400-patient corpus at 128 px (2 cores at load ~17), so
+    # 1,600 patients x 2 epochs is ~22 min there; 3,200 x 3 would be ~66 min, over the demo's cold budget
+    'demo': {'02c_foundation': {'backbones': 'demo,demo_vit', 'corpus_patients': 1600, 'epochs': 2},  # another seed
              '02b_train': {'pretrained': 'foundation'},  # fine-tunes from the foundation (tested end to end in test_foundation.py)
              '03_patch_ib': {'epochs': 4}, '04_remix': {'epochs': 6}, '05_probclip': {'epochs': 4, 'sweep_patients': 400,
              'sweep_epochs': 2}, '06_localization': {'n_patients': 1000, 'image_size': 64, 'epochs': 3, 'phase1_epochs': 1}},
