@@ -16,12 +16,12 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CHEXPERT_LABELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PRECISIONS', 'COMPILE_MODES', 'as_bool', 'as_list',
-           'seed_everything', 'dataloader_generator', 'seed_worker', 'get_device', 'cuda_bf16_native', 'get_precision',
-           'autocast', 'use_pin_memory', 'is_conv_net', 'use_channels_last', 'to_channels_last', 'compile_mode',
-           'maybe_compile', 'atomic_write', 'save_json', 'load_json', 'save_checkpoint', 'load_checkpoint',
-           'project_root', 'resolve_path', 'cache_dir', 'package_versions', 'git_info', 'environment_info',
-           'get_logger', 'Run', 'start_run', 'resolve_run']
+__all__ = ['CHEXPERT_LABELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PRECISIONS', 'CPU_BF16_FLAGS', 'COMPILE_MODES', 'as_bool', 'as_list',
+           'seed_everything', 'dataloader_generator', 'seed_worker', 'get_device', 'cuda_bf16_native',
+           'cpu_bf16_native', 'get_precision', 'autocast', 'use_pin_memory', 'is_conv_net', 'use_channels_last',
+           'to_channels_last', 'compile_mode', 'maybe_compile', 'atomic_write', 'save_json', 'load_json',
+           'save_checkpoint', 'load_checkpoint', 'project_root', 'resolve_path', 'cache_dir', 'package_versions',
+           'git_info', 'environment_info', 'get_logger', 'Run', 'start_run', 'resolve_run']
 
 # %% ../nbs/00_core.ipynb #98558bcd
 CHEXPERT_LABELS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum',
@@ -102,12 +102,34 @@ def cuda_bf16_native(device: str | torch.device = 'cuda') -> bool:
     if dev.type != 'cuda': return False
     return bool(torch.version.hip) or torch.cuda.get_device_capability(dev)[0] >= 8
 
+def _cpuinfo_flags() -> set[str]:
+    "CPU feature flags from /proc/cpuinfo ('flags' on x86, 'Features' on Arm); empty where there is none."
+    try: text = Path('/proc/cpuinfo').read_text()
+    except OSError: return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(':')
+        if key.strip() in ('flags', 'Features'): return set(value.split())
+    return set()
+
+CPU_BF16_FLAGS = frozenset({'avx512_bf16', 'amx_bf16', 'bf16'})  # x86 AVX512-BF16, x86 AMX, Arm BF16
+
+def cpu_bf16_native(flags: Iterable[str] | None = None,  # CPU feature flags; None: torch's probes, then /proc/cpuinfo
+                   ) -> bool:
+    "True when this CPU computes bf16 in hardware (AVX512-BF16 or AMX on x86, BF16 on Arm)."
+    if flags is None:
+        probes = [getattr(torch.cpu, p, None) for p in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')]
+        if any(f() for f in probes if f is not None): return True
+        flags = _cpuinfo_flags()
+    return bool(set(flags) & CPU_BF16_FLAGS)
+
 def get_precision(precision: str = 'auto', device: str | torch.device | None = None) -> str:
-    "Resolve 'auto' | 'fp32' | 'bf16' | 'fp16' for `device`: cuda → bf16 if native else fp16; cpu → fp32."
+    "Resolve 'auto' | 'fp32' | 'bf16' | 'fp16' for `device`: cuda → bf16 if native else fp16; cpu → bf16 if native else fp32."
     p = str(precision).strip().lower()
     if p not in ('auto',) + PRECISIONS: raise ValueError(f"precision={precision!r}; expected one of auto, {', '.join(PRECISIONS)}")
     dev = get_device(device or 'auto')
-    if p == 'auto': return ('bf16' if cuda_bf16_native(dev) else 'fp16') if dev.type == 'cuda' else 'fp32'
+    if p == 'auto':
+        if dev.type == 'cuda': return 'bf16' if cuda_bf16_native(dev) else 'fp16'
+        return 'bf16' if dev.type == 'cpu' and cpu_bf16_native() else 'fp32'
     if p == 'fp16' and dev.type == 'cpu': raise ValueError("precision='fp16' is not supported on CPU; use fp32 or bf16")
     if p == 'bf16' and dev.type == 'cuda' and not cuda_bf16_native(dev):
         import warnings

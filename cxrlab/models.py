@@ -20,15 +20,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['MODEL_CONFIGS', 'MAX_LOGIT_SCALE', 'IMAGE_TOWERS', 'TEXT_TOWERS', 'SMALL_OVERRIDES', 'PARAM_ROLES',
-           'FREEZE_SHORTHANDS', 'SCORERS', 'METHOD_MODULES', 'METHODS', 'model_config', 'make_projection', 'Tower',
-           'weighted_mean', 'ImageTower', 'ViTImageTower', 'ClipViTImageTower', 'TimmViTImageTower', 'CNNImageTower',
-           'ResNetImageTower', 'SmallCNNImageTower', 'masked_mean', 'ClipTextTower', 'hf_text_config', 'HFTextTower',
-           'word_mask', 'DualEncoder', 'DualEncoderWrapper', 'ClipBPETokenizer', 'WordPieceTokenizer',
-           'write_wordpiece_vocab', 'PretrainedWeightsError', 'HubRepo', 'parse_pretrained', 'hub_downloads_allowed',
-           'hub_cache_folder', 'hub_file_patterns', 'resolve_hub_dir', 'read_state_dict', 'load_matching',
-           'from_open_clip_state_dict', 'load_open_clip_weights', 'build_model', 'load_pretrained', 'ModelBundle',
-           'create_model', 'to_open_clip_state_dict', 'open_clip_model_cfg', 'save_open_clip_checkpoint',
+__all__ = ['MODEL_CONFIGS', 'MAX_LOGIT_SCALE', 'WORDPIECE_SPECIALS', 'FOUNDATION_SOURCE', 'IMAGE_TOWERS', 'TEXT_TOWERS',
+           'OPEN_CLIP_FILES', 'SMALL_OVERRIDES', 'PARAM_ROLES', 'FREEZE_SHORTHANDS', 'SCORERS', 'METHOD_MODULES',
+           'METHODS', 'model_config', 'make_projection', 'Tower', 'weighted_mean', 'ImageTower', 'ViTImageTower',
+           'ClipViTImageTower', 'TimmViTImageTower', 'CNNImageTower', 'ResNetImageTower', 'SmallCNNImageTower',
+           'masked_mean', 'ClipTextTower', 'hf_text_config', 'HFTextTower', 'BagOfWordsTextTower', 'word_mask',
+           'DualEncoder', 'DualEncoderWrapper', 'ClipBPETokenizer', 'WordPieceTokenizer', 'write_wordpiece_vocab',
+           'train_wordpiece_tokenizer', 'foundation_dir', 'PretrainedWeightsError', 'HubRepo', 'parse_pretrained',
+           'hub_downloads_allowed', 'hub_cache_folder', 'hub_file_patterns', 'resolve_hub_dir', 'read_state_dict',
+           'load_matching', 'from_open_clip_state_dict', 'load_open_clip_weights', 'build_model', 'load_pretrained',
+           'ModelBundle', 'create_model', 'to_open_clip_state_dict', 'open_clip_model_cfg', 'save_open_clip_checkpoint',
            'count_params', 'build_meta', 'towers_of', 'tower_side', 'param_role', 'param_groups',
            'CrossAttentionAlignment', 'register_scorer', 'Scorer', 'make_scorer', 'DotScorer', 'LateInteractionScorer',
            'dot_scorer', 'Method', 'register_method', 'get_method', 'profile_model']
@@ -98,6 +99,19 @@ MODEL_CONFIGS: dict[str, dict] = {
                      layout='<dir>/chexpert_resnet50.ckpt (the GLoRIA release; its BERT weights are used too) and '
                             '<dir>/text/ (an emilyalsentzer/Bio_ClinicalBERT snapshot for config + vocab.txt)')),
 }
+
+# %% ../nbs/02a_models.ipynb #c21285eb
+_DEMO_TEXT = dict(kind='bert', vocab_size=4096, width=256, layers=2, heads=4, mlp_ratio=4.0, max_positions=160,
+                  proj='linear', pool='mean')
+_DEMO_TOKENIZER = dict(kind='trained_wordpiece', vocab_size=4096, min_frequency=2)  # learned from the train split
+MODEL_CONFIGS['demo'] = dict(  # from scratch at 128 px on 2 CPU cores; recipe measured in 02b_train's ablation
+    embed_dim=256, image_size=128, context_length=160, transform='tiny',
+    image=dict(kind='resnet', arch='resnet18', proj='linear'),  # 4x4 grid at 128 px
+    text=dict(_DEMO_TEXT), tokenizer=dict(_DEMO_TOKENIZER), weights=None)
+MODEL_CONFIGS['demo_vit'] = dict(  # the ViT twin of `demo` (8x8 patches of 16 px at 128 px)
+    embed_dim=256, image_size=128, context_length=160, transform='tiny',
+    image=dict(kind='clip_vit', patch_size=16, width=192, layers=6, head_width=64),
+    text=dict(_DEMO_TEXT), tokenizer=dict(_DEMO_TOKENIZER), weights=None)
 
 # %% ../nbs/02a_models.ipynb #c6198c4f
 def model_config(name: str,  # a key of MODEL_CONFIGS
@@ -472,26 +486,49 @@ def hf_text_config(kind: str,  # 'bert' | 'distilbert'
 
 
 class HFTextTower(Tower):
-    "BERT-family encoder: projected [CLS] state (global), projected token states, padding mask."
+    "BERT-family encoder: projected [CLS] state or masked token mean (global), projected token states, padding mask."
     embed_keys = ('transformer.embeddings',)
     head_keys = ('proj',)
     block_regex = r'transformer\.(?:encoder|transformer)\.layer\.(\d+)\.'
 
     def __init__(self, embed_dim: int, kind: str = 'bert', vocab_size: int = 30522, width: int = 768,
                  layers: int = 12, heads: int = 12, mlp_ratio: float = 4.0, max_positions: int = 512,
-                 proj: str = 'mlp', pad_token_id: int = 0, context_length: int | None = None):
+                 proj: str = 'mlp', pad_token_id: int = 0, context_length: int | None = None,
+                 pool: str = 'cls',  # 'cls': the [CLS] state (BERT, BiomedCLIP) | 'mean': mean over real tokens
+                ):
         super().__init__()
+        if pool not in ('cls', 'mean'):
+            raise ValueError(f"unknown text pooling {pool!r} (cls | mean)")
         from transformers import BertModel, DistilBertModel
         self.hf_config = hf_text_config(kind, vocab_size, width, layers, heads, mlp_ratio, max_positions, pad_token_id)
         self.transformer = (BertModel(self.hf_config, add_pooling_layer=False) if kind == 'bert'
                             else DistilBertModel(self.hf_config))
         self.proj = make_projection(width, embed_dim, proj)
-        self.num_layers, self.width, self.kind = layers, width, kind
+        self.num_layers, self.width, self.kind, self.pool = layers, width, kind, pool
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> dict:
         hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return {'global': self.proj(hidden[:, 0]), 'tokens': self.proj(hidden), 'attention_mask': attention_mask.bool(),
-                'hidden': hidden}
+        x, mask = self.proj(hidden), attention_mask.bool()
+        pooled = masked_mean(x, mask) if self.pool == 'mean' else x[:, 0]
+        return {'global': pooled, 'tokens': x, 'attention_mask': mask, 'hidden': hidden}
+
+# %% ../nbs/02a_models.ipynb #55932c48
+class BagOfWordsTextTower(Tower):
+    "Order-free text side: projected token embeddings, their masked mean as the global feature."
+    embed_keys = ('embedding',)
+    head_keys = ('proj',)
+
+    def __init__(self, embed_dim: int, vocab_size: int, width: int = 256,
+                 proj: str = 'linear', pad_token_id: int = 0, context_length: int | None = None, kind: str = 'bow'):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, width, padding_idx=pad_token_id)
+        self.proj = make_projection(width, embed_dim, proj)
+        self.width, self.context_length = width, context_length
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> dict:
+        hidden = self.embedding(input_ids)
+        x, mask = self.proj(hidden), attention_mask.bool()
+        return {'global': masked_mean(x, mask), 'tokens': x, 'attention_mask': mask, 'hidden': hidden}
 
 # %% ../nbs/02a_models.ipynb #75999d40
 MAX_LOGIT_SCALE = 100.0  # CLIP clamps exp(logit_scale) to 100, i.e. temperature >= 0.01
@@ -626,6 +663,54 @@ def write_wordpiece_vocab(path: str | Path,  # folder to write vocab.txt into
     (path / 'vocab.txt').write_text('\n'.join(vocab) + '\n')
     return path
 
+# %% ../nbs/02a_models.ipynb #001ea172
+WORDPIECE_SPECIALS = ('[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]')  # ids 0..4; [PAD] = 0 as in BERT
+
+def train_wordpiece_tokenizer(texts: Iterable[str],  # training reports only (never validation or test text)
+                              vocab_size: int = 4096,  # upper bound: specials + characters + the most frequent words
+                              min_frequency: int = 2,  # rarer words are spelt with character pieces
+                              context_length: int = 160,  # longest tokenized text (longer ones are truncated)
+                             ) -> WordPieceTokenizer:
+    "A lower-case BERT-style WordPiece tokenizer ([CLS] text [SEP]) whose whole-word vocabulary is counted from `texts`."
+    import string
+    from collections import Counter
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not texts: raise ValueError("train_wordpiece_tokenizer: the corpus has no non-empty text")
+    norm, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    counts = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(norm.normalize_str(t)))
+    chars = sorted(set(string.ascii_lowercase + string.digits + string.punctuation) | {c for w in counts for c in w})
+    pieces = list(WORDPIECE_SPECIALS) + chars + ['##' + c for c in chars]  # any word stays spellable
+    words = [w for w, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_frequency and w not in pieces]
+    vocab = pieces + words[:max(0, int(vocab_size) - len(pieces))]  # frequency, then alphabetical: deterministic ids
+    tok = Tokenizer(models.WordPiece({p: i for i, p in enumerate(vocab)}, unk_token='[UNK]'))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = norm, pre, decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(single='[CLS] $A [SEP]', pair='[CLS] $A [SEP] $B:1 [SEP]:1',
+                                                       special_tokens=[('[CLS]', 2), ('[SEP]', 3)])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token='[UNK]', pad_token='[PAD]', cls_token='[CLS]',
+                                 sep_token='[SEP]', mask_token='[MASK]', model_max_length=int(context_length))
+    return WordPieceTokenizer(hf, int(context_length), source=f'trained on {len(texts)} texts')
+
+# %% ../nbs/02a_models.ipynb #9f891eb1
+FOUNDATION_SOURCE = 'foundation'  # pretrained='foundation' | 'foundation:<fingerprint>': the cached SynthCXR foundation towers
+
+def foundation_dir(which: str = 'latest',  # 'latest' (the newest finished foundation) or a fingerprint
+                  ) -> Path:
+    "Folder of cached SynthCXR foundation towers (`$CXRLAB_CACHE/foundation/<fingerprint>`), written by `02c_foundation`."
+    from cxrlab.core import cache_dir
+    root = cache_dir('foundation')
+    if which == 'latest':
+        if not (root / 'latest').exists():
+            raise PretrainedWeightsError(f"pretrained='foundation': no foundation towers in {root}; pretrain them with "
+                                         f"`cxrlab run nbs/02c_foundation.ipynb` (the pipeline runs it before the method stages)")
+        which = (root / 'latest').read_text().strip()
+    folder = root / which
+    if not (folder / 'foundation.json').exists():
+        have = sorted(p.parent.name for p in root.glob('*/foundation.json')) if root.exists() else []
+        raise PretrainedWeightsError(f"pretrained='foundation:{which}': no finished foundation at {folder}; cached: {have or 'none'}")
+    return folder
+
 # %% ../nbs/02a_models.ipynb #5f954392
 class PretrainedWeightsError(FileNotFoundError):
     "Pretrained weights were requested but cannot be loaded."
@@ -642,7 +727,7 @@ class HubRepo(str):
 _HUB_ID = re.compile(r'[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9]')  # org/name, as the hub allows them
 
 def parse_pretrained(pretrained) -> tuple[str | None, str | None]:
-    "('hf-hub', HubRepo) | ('local-dir', path) | ('default', None) | (None, None) from a `pretrained` argument."
+    "('hf-hub', HubRepo) | ('local-dir', path) | ('default', None) | (None, None) from a `pretrained` argument ('foundation' -> its folder)."
     if pretrained is None or pretrained is False:
         return None, None
     if pretrained is True:
@@ -657,6 +742,8 @@ def parse_pretrained(pretrained) -> tuple[str | None, str | None]:
         if not _HUB_ID.fullmatch(repo):
             raise ValueError(f"pretrained={pretrained!r}: expected 'hf-hub:org/name' (one slash, letters, digits, . _ -)")
         return 'hf-hub', HubRepo(repo)
+    if s == FOUNDATION_SOURCE or s.startswith(FOUNDATION_SOURCE + ':'):  # the cached SynthCXR foundation towers
+        return 'local-dir', str(foundation_dir(s[len(FOUNDATION_SOURCE) + 1:].strip() or 'latest'))
     if s.startswith('local-dir:'):
         return 'local-dir', s[len('local-dir:'):]
     if Path(s).expanduser().exists():
@@ -869,7 +956,7 @@ def load_open_clip_weights(model: DualEncoder, path: str | Path) -> None:
 # %% ../nbs/02a_models.ipynb #5283e2dc
 IMAGE_TOWERS = {'clip_vit': ClipViTImageTower, 'timm_vit': TimmViTImageTower, 'resnet': ResNetImageTower,
                 'small_cnn': SmallCNNImageTower}
-TEXT_TOWERS = {'clip_text': ClipTextTower, 'bert': HFTextTower, 'distilbert': HFTextTower}
+TEXT_TOWERS = {'clip_text': ClipTextTower, 'bert': HFTextTower, 'distilbert': HFTextTower, 'bow': BagOfWordsTextTower}
 
 def build_model(cfg: dict) -> DualEncoder:
     "A randomly initialised DualEncoder from a backbone config (see `model_config`)."
@@ -882,7 +969,7 @@ def build_model(cfg: dict) -> DualEncoder:
     tcfg['context_length'] = cfg['context_length']
     if tcfg['kind'] == 'clip_text':
         tcfg.update(extra)
-    else:
+    elif tcfg['kind'] in ('bert', 'distilbert'):
         tcfg['max_positions'] = max(tcfg.get('max_positions', 512), cfg['context_length'])
     try:
         return DualEncoder(IMAGE_TOWERS[icfg['kind']](D, **icfg), TEXT_TOWERS[tcfg['kind']](D, **tcfg))
@@ -919,29 +1006,51 @@ def _text_cfg_from_hf(cfg: dict, folder: Path) -> None:
         cfg['text']['mlp_ratio'] = inter / cfg['text']['width']
 
 
+OPEN_CLIP_FILES = ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin')  # an open_clip checkpoint in a folder
+
+def _backbone_folder(folder: Path, name: str) -> Path:
+    "`folder/<name>` when `folder` holds towers for several backbones (a foundation), else `folder`."
+    if (folder / name / 'open_clip_config.json').exists(): return folder / name
+    if (folder / 'foundation.json').exists():
+        have = sorted(p.parent.name for p in folder.glob('*/open_clip_config.json'))
+        raise PretrainedWeightsError(f"{name}: the foundation {folder} has towers for {have}, not for {name}; add it to "
+                                     f"02c_foundation's `backbones` parameter")
+    return folder
+
+
+def _saved_backbone(folder: Path) -> dict | None:
+    "The backbone config saved next to an open_clip checkpoint by `02c_foundation` (`cxrlab_backbone`), or None."
+    f = folder / 'open_clip_config.json'
+    return json.loads(f.read_text()).get('cxrlab_backbone') if folder.is_dir() and f.exists() else None
+
+
 def _weights_folder(cfg: dict, source: str, where: str | None) -> Path:
     name, w = cfg['name'], cfg.get('weights')
-    if w is None:
-        raise PretrainedWeightsError(f"{name} has no published weights: it is trained from scratch. "
-                                     f"Load your own run with cxrlab.core.load_checkpoint(ckpt_dir, bundle.model).")
     if source == 'local-dir':
         folder = Path(where).expanduser()
         if not folder.exists():
             raise PretrainedWeightsError(f"{name}: {folder} does not exist. " + _weights_help(cfg))
-        return folder
+        return _backbone_folder(folder, name)
+    if w is None:
+        raise PretrainedWeightsError(f"{name} has no published weights: it is trained from scratch. "
+                                     f"Load your own run with cxrlab.core.load_checkpoint(ckpt_dir, bundle.model), or "
+                                     f"the SynthCXR foundation towers with pretrained='foundation'.")
     return resolve_hub_dir(where or w.get('hub') or w['text_hub'], cfg)
 
 # %% ../nbs/02a_models.ipynb #f6842892
 def load_pretrained(model: DualEncoder, cfg: dict, source: str, where: str | None) -> dict:
     "Fill `model` with pretrained weights; returns {part: file} of what was loaded."
-    name, w = cfg['name'], cfg['weights']
+    name, w = cfg['name'], cfg['weights'] or {}
     folder = _weights_folder(cfg, source, where)
-    if folder.is_file() or w.get('format') == 'open_clip':
-        f = folder if folder.is_file() else _find_file(folder, w['files'])
-        if f is None:
+    oc = folder if folder.is_file() else _find_file(folder, w.get('files') or OPEN_CLIP_FILES)
+    if folder.is_file() or w.get('format') == 'open_clip' or (oc is not None and oc.name in OPEN_CLIP_FILES):
+        if oc is None:
             raise PretrainedWeightsError(f"{name}: none of {list(w['files'])} in {folder}. " + _weights_help(cfg))
-        load_open_clip_weights(model, f)
-        return {'model': str(f)}
+        load_open_clip_weights(model, oc)
+        return {'model': str(oc)}
+    if 'image_files' not in w:
+        raise PretrainedWeightsError(f"{name} has no published weights and {folder} holds no open_clip checkpoint "
+                                     f"({' | '.join(OPEN_CLIP_FILES)}), such as the ones 02c_foundation writes")
     img_file = _find_file(folder, w['image_files'])
     if img_file is None:
         raise PretrainedWeightsError(f"{name}: no image weights ({' | '.join(w['image_files'])}) in {folder}. "
@@ -970,11 +1079,27 @@ class ModelBundle:
     config: dict = field(default_factory=dict)
 
 
-def _make_tokenizer(cfg: dict, weights_dir: Path | None, pretrained: bool):
+def _trained_tokenizer(cfg: dict, weights_dir: Path | None, corpus: Iterable[str] | None) -> WordPieceTokenizer:
+    "A saved learned vocabulary (tokenizer_dir, or next to the weights), else one learned from `corpus` now."
+    tcfg, L = cfg['tokenizer'], cfg['context_length']
+    for d in (tcfg.get('dir'), weights_dir, weights_dir and weights_dir / 'text'):
+        if d and any((Path(d) / f).exists() for f in ('tokenizer.json', 'vocab.txt')):
+            return WordPieceTokenizer.from_dir(d, L)
+    if corpus is None:
+        raise ValueError(f"{cfg['name']}: its WordPiece vocabulary is learned from the training reports; pass "
+                         f"corpus=<the train split's texts> (setup_experiment does) or tokenizer_dir=<a saved tokenizer folder>")
+    tok = train_wordpiece_tokenizer(corpus, tcfg['vocab_size'], tcfg['min_frequency'], L)
+    tcfg['trained_on'] = tok.source
+    return tok
+
+
+def _make_tokenizer(cfg: dict, weights_dir: Path | None, pretrained: bool, corpus: Iterable[str] | None = None):
     "Tokenizer for `cfg`; may resize cfg['text'] for the BPE fallback."
     tcfg, L = cfg['tokenizer'], cfg['context_length']
     if tcfg['kind'] == 'clip_bpe':
         return ClipBPETokenizer(L)
+    if tcfg['kind'] == 'trained_wordpiece':
+        return _trained_tokenizer(cfg, weights_dir, corpus)
     dirs = [d for d in (tcfg.get('dir'), weights_dir, weights_dir and weights_dir / 'text') if d]
     for d in dirs:
         d = Path(d)
@@ -1005,8 +1130,9 @@ def _make_transforms(cfg: dict):
             make_transforms(cfg['transform'], train=False, image_size=cfg['image_size']))
 
 # %% ../nbs/02a_models.ipynb #89a06de5
-def create_model(name: str,  # backbone: tiny | rclip_mini | biomedclip | clip_vit_b32 | biovil | gloria
+def create_model(name: str,  # backbone: tiny | demo | demo_vit | rclip_mini | biomedclip | clip_vit_b32 | biovil | gloria
                  pretrained=False,  # False | True | 'hf-hub:org/repo' | 'local-dir:/path'
+                 corpus: Iterable[str] | None = None,  # training texts a learned vocabulary (demo) is trained on; else unused
                  **overrides,  # config overrides (`image_layers=2`, `embed_dim=64`, `tokenizer_dir=...`)
                 ) -> ModelBundle:
     "Build backbone `name` as a DualEncoder with its tokenizer and transforms; weights only from disk."
@@ -1017,14 +1143,18 @@ def create_model(name: str,  # backbone: tiny | rclip_mini | biomedclip | clip_v
     source, where = parse_pretrained(pretrained)
     if source:
         folder = _weights_folder(cfg, source, where)
-        if cfg['text']['kind'] != 'clip_text' and cfg['weights'].get('format') != 'open_clip':
+        if (saved := _saved_backbone(folder)) is not None:  # written with the weights: the text vocabulary they were trained with
+            cfg['text']['vocab_size'] = saved['text']['vocab_size']
+        elif cfg['text']['kind'] != 'clip_text' and (cfg['weights'] or {}).get('format') != 'open_clip':
             _text_cfg_from_hf(cfg, _text_dir(folder) or resolve_hub_dir(cfg['weights']['text_hub'], cfg))
         model = build_model(cfg)
         cfg['loaded'] = load_pretrained(model, cfg, 'local-dir', str(folder))
-        tokenizer = _make_tokenizer(cfg, folder if folder.is_dir() else None, pretrained=True)
+        tokenizer = _make_tokenizer(cfg, folder if folder.is_dir() else None, pretrained=True, corpus=corpus)
     else:
-        tokenizer = _make_tokenizer(cfg, None, pretrained=False)  # may resize the text vocabulary (BPE fallback)
-        if tokenizer.vocab_size > cfg['text']['vocab_size']:  # a custom vocabulary larger than the registry's
+        tokenizer = _make_tokenizer(cfg, None, pretrained=False, corpus=corpus)  # may resize the text vocabulary (BPE fallback)
+        if cfg['tokenizer']['kind'] == 'trained_wordpiece':  # exactly the learned vocabulary's rows
+            cfg['text']['vocab_size'] = tokenizer.vocab_size
+        elif tokenizer.vocab_size > cfg['text']['vocab_size']:  # a custom vocabulary larger than the registry's
             cfg['text']['vocab_size'] = tokenizer.vocab_size
         model, cfg['loaded'] = build_model(cfg), {}
     if tokenizer.vocab_size > cfg['text']['vocab_size']:
@@ -1045,6 +1175,8 @@ SMALL_OVERRIDES: dict[str, dict] = {
                          **_SMALL_TEXT),
     'biovil': dict(image_size=64, embed_dim=32, **_SMALL_TEXT),
     'gloria': dict(image_size=64, embed_dim=32, **_SMALL_TEXT),
+    'demo': dict(image_size=64, embed_dim=32, **_SMALL_TEXT),
+    'demo_vit': dict(image_size=64, embed_dim=32, image_width=64, image_layers=2, image_head_width=32, **_SMALL_TEXT),
 }
 
 # %% ../nbs/02a_models.ipynb #4c3df822

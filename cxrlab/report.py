@@ -16,19 +16,21 @@ from .core import get_logger, load_json, resolve_path, save_json, atomic_write, 
 
 # %% auto #0
 __all__ = ['PROFILES', 'LEADERBOARD_COLUMNS', 'CLAIMS', 'VERDICTS', 'CLAIMS_NOTE', 'PIPELINE_NEEDS', 'PIPELINE_PARAMS',
-           'PROFILE_STAGE_PARAMS', 'RESULTS_MARKERS', 'README_FIGURES', 'SUBCOMMANDS', 'profile_params', 'parse_value',
-           'load_param_file', 'parameters_cell', 'nbs_dir', 'experiment_notebooks', 'NotebookFailed', 'RunResult',
-           'LogLines', 'html_report', 'run_notebook', 'run_label', 'leaderboard_rows', 'leaderboard_table',
-           'plot_leaderboard', 'write_leaderboard', 'Claim', 'side_statistic', 'paired_difference', 'claim_verdict',
-           'queries_needed', 'match_rows', 'side_values', 'metric_estimates', 'judge_claim', 'judge_claims',
-           'claims_table', 'claims_markdown', 'claims_html', 'leaderboard_values', 'write_index', 'collate',
-           'StageResult', 'trained_runs', 'stage_fingerprint', 'run_pipeline', 'write_summary', 'readme_text',
-           'sync_readme', 'results_markdown', 'fill_results', 'build_parser', 'main']
+           'PROFILE_STAGE_PARAMS', 'PIPELINE_FIRST', 'RESULTS_MARKERS', 'README_FIGURES', 'SUBCOMMANDS',
+           'profile_params', 'parse_value', 'load_param_file', 'parameters_cell', 'nbs_dir', 'experiment_notebooks',
+           'NotebookFailed', 'RunResult', 'LogLines', 'html_report', 'run_notebook', 'run_label', 'leaderboard_rows',
+           'leaderboard_table', 'plot_leaderboard', 'write_leaderboard', 'Claim', 'side_statistic', 'paired_difference',
+           'claim_verdict', 'queries_needed', 'match_rows', 'side_values', 'metric_estimates', 'judge_claim',
+           'judge_claims', 'claims_table', 'claims_markdown', 'claims_html', 'leaderboard_values', 'write_index',
+           'collate', 'StageResult', 'trained_runs', 'stage_fingerprint', 'pipeline_order', 'foundation_of',
+           'pin_foundation', 'foundation_line', 'run_pipeline', 'write_summary', 'readme_text', 'sync_readme',
+           'results_markdown', 'fill_results', 'build_parser', 'main']
 
 # %% ../nbs/09_report.ipynb #d4d828bc
 PROFILES = {
     'ci':   {'device': 'cpu', 'precision': 'fp32'},
-    'demo': {'device': 'auto', 'n_patients': 3200, 'image_size': 128, 'epochs': 8, 'batch_size': 32,
+    'demo': {'device': 'auto', 'n_patients': 3200, 'image_size': 128, 'epochs': 8, 'batch_size': 64,
+             'backbone': 'demo', 'vit_backbone': 'demo_vit',  # from-scratch towers chosen by 02b_train's ablation
              'max_samples': None, 'num_workers': 2},
     'gpu':  {'device': 'cuda', 'precision': 'auto', 'n_patients': 20000, 'image_size': 224, 'epochs': 20,
              'batch_size': 128, 'max_samples': None, 'num_workers': 8},
@@ -582,7 +584,11 @@ PIPELINE_PARAMS = {  # per-notebook parameters the pipeline adds (the main job r
 # ReMiX keeps 6 epochs on the demo: at 3 the text-local combos' sentence-query gain over ig_tg (+0.017, +0.043) sat
 # inside its CI; at 6 it is +0.16 [0.12, 0.20] (the global-only model specialises to whole reports)
 PROFILE_STAGE_PARAMS = {  # profile -> notebook -> parameters: where a stage must shrink to fit the profile's budget
-    'demo': {'03_patch_ib': {'epochs': 4}, '04_remix': {'epochs': 6}, '05_probclip': {'epochs': 4, 'sweep_patients': 400,
+    # foundation: demo + demo_vit took 100 + 65 s per epoch on a 400-patient corpus at 128 px (2 cores at load ~17), so
+    # 1,600 patients x 2 epochs is ~22 min there; 3,200 x 3 would be ~66 min, over the demo's cold budget
+    'demo': {'02c_foundation': {'backbones': 'demo,demo_vit', 'corpus_patients': 1600, 'epochs': 2},  # another seed
+             '02b_train': {'pretrained': 'foundation'},  # fine-tunes from the foundation (tested end to end in test_foundation.py)
+             '03_patch_ib': {'epochs': 4}, '04_remix': {'epochs': 6}, '05_probclip': {'epochs': 4, 'sweep_patients': 400,
              'sweep_epochs': 2}, '06_localization': {'n_patients': 1000, 'image_size': 64, 'epochs': 3, 'phase1_epochs': 1}},
 }
 # MedProbCLIP trains on real second views on the demo: SynthCXR with PA + lateral studies (issue 24)
@@ -603,6 +609,36 @@ def _previous(state: dict, nb: Path, fp: str) -> StageResult | None:
     if st.get('run_dir') and not Path(st['run_dir']).exists(): return None
     return StageResult(**{k: v for k, v in st.items() if k in StageResult.__dataclass_fields__})
 
+# %% ../nbs/09_report.ipynb #dcfcd510
+PIPELINE_FIRST = ('02c_foundation',)  # stages run before every other: the foundation towers the method stages start from
+
+def pipeline_order(nbs: list[Path]) -> list[Path]:
+    "`nbs` with the PIPELINE_FIRST stages moved to the front (the others keep their order)."
+    return sorted(nbs, key=lambda p: Path(p).stem not in PIPELINE_FIRST)
+
+def foundation_of(results: list[StageResult]) -> dict | None:
+    "Fingerprint, training seconds, cache hit and stage seconds of the pipeline's finished foundation stage, or None."
+    r = next((r for r in results if Path(r.notebook).stem in PIPELINE_FIRST and r.status == 'ok' and r.run_dir), None)
+    d = Path(r.run_dir) if r else None
+    if d is None or not (d/'params.json').exists(): return None
+    p, m = load_json(d/'params.json')['params'], load_json(d/'metrics.json') if (d/'metrics.json').exists() else {}
+    if 'foundation_fingerprint' not in p: return None
+    return dict(fingerprint=p['foundation_fingerprint'], train_seconds=m.get('foundation/train_seconds', float('nan')),
+                cache_hit=bool(m.get('foundation/cache_hit')), seconds=r.seconds)
+
+def pin_foundation(extra: dict, found: dict | None) -> dict:
+    "Stage parameters with `pretrained='foundation'` pinned to this pipeline's foundation (`foundation:<fingerprint>`)."
+    if found and str(extra.get('pretrained', '')).strip() == 'foundation':
+        return {**extra, 'pretrained': f"foundation:{found['fingerprint']}"}
+    return extra
+
+def foundation_line(found: dict | None) -> str:
+    "The stage-time table's foundation line ('' without a foundation stage)."
+    if not found: return ''
+    how = 'cache hit' if found['cache_hit'] else 'trained in this run'
+    return f"  foundation {found['fingerprint']}: {how}; its training took {found['train_seconds']:.1f} s"
+
+
 # %% ../nbs/09_report.ipynb #4f6b89c7
 def run_pipeline(profile: str = 'demo',  # PROFILES name
                  notebooks: list[str | Path] | None = None,  # default: every experiment notebook, in order
@@ -616,7 +652,7 @@ def run_pipeline(profile: str = 'demo',  # PROFILES name
     "Run the experiment notebooks in order (streaming their log lines), then write the summary, leaderboard and index."
     import papermill as pm
     log = get_logger('cxrlab.pipeline')
-    nbs = [Path(n) for n in notebooks] if notebooks else experiment_notebooks()
+    nbs = pipeline_order([Path(n) for n in notebooks] if notebooks else experiment_notebooks())  # the foundation first
     stamp = _dt.datetime.now().strftime('%Y%m%d-%H%M%S')
     state = load_json(_state_path(reports_dir)) if resume and _state_path(reports_dir).exists() else {}
     if stage_params is None:
@@ -626,6 +662,7 @@ def run_pipeline(profile: str = 'demo',  # PROFILES name
     for nb in nbs:
         declared = pm.inspect_notebook(str(nb))
         extra = {k: v for k, v in {**stage_params.get(nb.stem, {}), **(params or {})}.items() if k in declared}
+        extra = pin_foundation(extra, foundation_of(results))  # 'foundation' -> this pipeline's foundation:<fingerprint>
         trained = [d for r in results if r.run_dir and r.status == 'ok' for d in trained_runs(r.run_dir, retrieval_only=True)]
         if 'runs' in declared and 'runs' not in extra and trained: extra['runs'] = ','.join(trained)  # evaluate what was trained
         base = next((r.run_dir for r in results if r.notebook.startswith('02b') and r.status == 'ok' and r.run_dir), None)
@@ -657,7 +694,7 @@ def run_pipeline(profile: str = 'demo',  # PROFILES name
     write_summary(results, resolve_path(reports_dir)/'summary.md', profile)
     collate(results, reports_dir, profile)
     log.info("stage wall times:\n" + '\n'.join(f"  {r.status:>7}  {r.seconds:8.1f} s  {r.notebook}" for r in results)
-             + f"\n  {'total':>7}  {sum(r.seconds for r in results):8.1f} s")
+             + f"\n  {'total':>7}  {sum(r.seconds for r in results):8.1f} s" + ('\n' + foundation_line(foundation_of(results))).rstrip())
     return results
 
 # %% ../nbs/09_report.ipynb #d9db5fd0
@@ -760,6 +797,7 @@ def _pipeline_cmd(a) -> int:
     params = {k: parse_value(v) for k, v in a.param}
     res = run_pipeline(a.profile, a.notebooks or None, a.reports_dir, a.out_dir, params, a.stop_on_error, resume=a.resume)
     for r in res: print(f"{r.status:>7}  {r.seconds:7.1f} s  {r.notebook}")
+    if (line := foundation_line(foundation_of(res))): print(line.strip())
     rep = resolve_path(a.reports_dir)
     print(f"summary: {rep/'summary.md'}\nleaderboard: {rep/'leaderboard.md'}\nreport index: {rep/'index.html'}")
     return 0 if all(r.status == 'ok' for r in res) else 1

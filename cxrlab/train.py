@@ -1072,7 +1072,9 @@ def setup_experiment(method: str | Method = 'clip',  # a registered method (or a
                 **P['data_options'])
     manifest, qc = build_manifest(**data)
     overrides = {**P['model_overrides'], **{k: P[k] for k in ('image_size', 'embed_dim') if P.get(k) is not None}}
-    bundle = create_model(P['backbone'], pretrained=P['pretrained'], **overrides)
+    corpus = manifest.loc[manifest['split'] == 'train', 'report'].dropna().tolist()  # what a learned vocabulary (demo) is trained on
+    seed_everything(P['seed'])  # the initial weights follow the run's seed too
+    bundle = create_model(P['backbone'], pretrained=P['pretrained'], corpus=corpus, **overrides)
     mcfg = m.config(bundle.config, model_options, loss_options, data_method_options)
     model, loss = m.build(mcfg, bundle.model), m.loss(mcfg['loss'])
     record = {k: v for k, v in P.items() if k != 'train'}
