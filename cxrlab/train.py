@@ -562,11 +562,12 @@ class RunTracker:
             self.tracker = LOGGER_TYPE_TO_CLASS[name](**_tracker_options(name, run))
             if hasattr(self.tracker, 'start'): self.tracker.start()  # accelerate >= 1.4 opens the tracker here
         except ImportError as e: raise ImportError(f"tracker={name!r} needs its package ({e}); pip install {name}") from None
-        self.name, self.step = name, 0
+        self.name, self.step, self.closed = name, 0, False
         if config: self.tracker.store_init_configuration(_scalar_config(config))
 
     def log(self, values: Mapping, step: int | None = None):
         "Numeric entries of `values` at `step` (default: the last step logged)."
+        if self.closed: return
         self.step = self.step if step is None else int(step)
         vals = {k: float(v) for k, v in values.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
         if vals: self.tracker.log(vals, step=self.step)
@@ -575,6 +576,7 @@ class RunTracker:
 
     def log_figure(self, name: str, fig):
         "A matplotlib figure as an image (TensorBoard, W&B) or an artifact (MLflow), where the tracker supports it."
+        if self.closed: return
         if hasattr(self.tracker, 'log_images'):
             fig.canvas.draw()
             img = np.asarray(fig.canvas.buffer_rgba())[None, ..., :3]
@@ -582,14 +584,19 @@ class RunTracker:
             self.tracker.log_images({f'figures/{name}': img}, step=self.step, **kw)
         elif hasattr(self.tracker, 'log_figure'): self.tracker.log_figure(fig, f'figures/{name}.png')
 
-    def finish(self): self.tracker.finish()
+    def finish(self):
+        if not self.closed: self.tracker.finish(); self.closed = True
 
 # %% ../nbs/02b_train.ipynb #345fcd2d
 def open_tracker(run, name: str | None, config: Mapping | None = None) -> RunTracker | None:
     "The run's tracker (`run.tracker`), opened once per run; None for 'none' (None: $CXRLAB_TRACKER)."
+    from cxrlab.core import RUN_TRACKERS
     name = (name or os.environ.get('CXRLAB_TRACKER') or 'none').strip().lower()
     if name == 'none' or run is None: return None
     if getattr(run, 'tracker', None) is not None and run.tracker.name == name: return run.tracker
+    if name != 'tensorboard':  # W&B, MLflow, ... hold one active run per process: the previous run's tracker is finished
+        for t in RUN_TRACKERS.values():
+            if t is not None and t.name == name: t.finish()
     run.tracker = RunTracker(name, run, config)
     return run.tracker
 
@@ -842,7 +849,7 @@ def train(model: nn.Module,  # forward(batch) -> dict of outputs
     tracker = open_tracker(run, cfg.tracker, {'train': asdict(cfg)}) if main else None  # None unless cfg.tracker names one
     def on_step(row):
         if step_log: step_log.log(row)
-        if tracker: tracker.log({f'train/{k}': v for k, v in row.items()}, step=row['step'])
+        if tracker: tracker.log({f'step/{k}': v for k, v in row.items() if k != 'step'}, step=row['step'])
     best_weights, stopped_early, t0, train_time, steps_run = None, False, time.time(), 0., 0
     start_epoch = state.epoch
     if main: log.info(f"training {sum(p.numel() for p in model.parameters() if p.requires_grad):,} parameters for {cfg.epochs} "

@@ -36,10 +36,10 @@ def test_tensorboard_event_file_has_every_loss_term_per_step_and_the_metrics(tmp
     ea = next(a for a in _events(exp.run.dir) if a.Tags()["scalars"])
     scalars = set(ea.Tags()["scalars"])
     with open(exp.run.dir / "train_log.csv") as f: steps = list(csv.DictReader(f))
-    terms = [k for k in steps[0] if k not in ("epoch", "step")]
+    terms = [k for k in steps[0] if k != "step"]
     assert "loss" in terms and "lr" in terms and "grad_norm" in terms
     for term in terms:  # every column of the step log, at every optimizer step, with the same values
-        got = ea.Scalars(f"train/{term}")
+        got = ea.Scalars(f"step/{term}")
         assert [e.step for e in got] == [int(r["step"]) for r in steps], term
         assert [e.value for e in got] == pytest.approx([float(r[term]) for r in steps], rel=1e-5, abs=1e-6), term
     val = sorted(k for k in scalars if k.startswith("val/"))
