@@ -255,9 +255,9 @@ def retrieval_grid_i2t(es: EmbeddingSet, rows, n_queries: int = 3, k: int = 4, s
 
 # %% ../nbs/08_viz.ipynb #c2399ee3
 def query_findings(text: str) -> list[str]:
-    "The CheXpert findings a query sentence asserts (its positive labels by cxrlab.labels), e.g. ['Pleural Effusion']."
+    "The CheXpert findings a query sentence asserts (its positive labels by cxrlab.labels, 'No Finding' left out)."
     from cxrlab.labels import label_report
-    return [k for k, v in label_report(text, mode='both').items() if v == 1]
+    return [k for k, v in label_report(text, mode='both').items() if v == 1 and k != 'No Finding']
 
 # %% ../nbs/08_viz.ipynb #333b12f4
 class Explorer:

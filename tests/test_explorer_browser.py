@@ -79,10 +79,12 @@ def test_explorer_in_jupyterlab_and_chromium(trained_run, tmp_path):
         driver.get(f'http://127.0.0.1:{port}/lab/tree/explorer.ipynb?token={token}')
         wait = WebDriverWait(driver, 180)
         wait.until(lambda d: d.execute_script("return !!(window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell'))"))
+        # the notebook panel among the main-area widgets (shell.currentWidget is null while focus is elsewhere, e.g. the file browser)
+        panel = ("const w = Array.from(window.jupyterapp.shell.widgets('main')).find(x => x.sessionContext && x.title.label === 'explorer.ipynb');")
         wait.until(lambda d: d.execute_script(
-            "const w = window.jupyterapp.shell.currentWidget; return !!(w && w.sessionContext && w.sessionContext.session "
-            "&& w.sessionContext.session.kernel && w.sessionContext.session.kernel.status === 'idle')"))
-        driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            panel + "return !!(w && w.sessionContext.session && w.sessionContext.session.kernel "
+            "&& w.sessionContext.session.kernel.status === 'idle')"))
+        driver.execute_script(panel + "window.jupyterapp.shell.activateById(w.id); window.jupyterapp.commands.execute('notebook:run-all-cells')")
         box = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, '.widget-text input')))
         box.clear(); box.send_keys('small right pleural effusion')
         driver.find_element(By.XPATH, "//button[contains(., 'Search')]").click()
@@ -120,6 +122,16 @@ def test_explorer_in_jupyterlab_and_chromium(trained_run, tmp_path):
         driver.save_screenshot(str(shots / 'explorer_image.png'))
         (shots / 'explorer.json').write_text(json.dumps({'query': 'small right pleural effusion', 'status': timing, 'hits': evidence,
                                                          'opacity': opacity, 'image_query': rank}))
+    except Exception:
+        if driver is not None:  # what the browser showed when it failed, for the person reading the failure
+            shots = ROOT / 'reports' / 'browser-test'; shots.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(shots / 'failure.png'))
+            print('browser state:', driver.execute_script(
+                "const w = window.jupyterapp && Array.from(window.jupyterapp.shell.widgets('main')).find(x => x.sessionContext); const s = w && w.sessionContext;"
+                "return {widget: w && w.constructor.name, title: w && w.title.label, kernel: s && s.session && s.session.kernel"
+                " && s.session.kernel.status, outputs: document.querySelectorAll('.jp-OutputArea-output').length,"
+                " errors: [...document.querySelectorAll('.jp-RenderedText[data-mime-type=\"application/vnd.jupyter.stderr\"]')].map(e => e.innerText.slice(-500))}"))
+        raise
     finally:
         if driver is not None: driver.quit()
         server.terminate()
