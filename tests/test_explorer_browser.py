@@ -102,15 +102,18 @@ def test_explorer_in_jupyterlab_and_chromium(trained_run, tmp_path):
         evidence = [{'study': h.find_element(By.CSS_SELECTOR, '.cxrlab-study').text, 'labels': h.find_element(By.CSS_SELECTOR, '.cxrlab-labels').text,
                      'marked': 'cxrlab-hit-match' in h.get_attribute('class')} for h in hits]
         # the map opacity slider re-draws the same hits: the images change, the studies do not
-        before = [i.get_attribute('src') for i in driver.find_elements(By.CSS_SELECTOR, 'img.cxrlab-explorer-result')]
+        srcs, studies = ("return [...document.querySelectorAll('img.cxrlab-explorer-result')].map(i => i.src)",  # read in one
+                         "return [...document.querySelectorAll('.cxrlab-hit .cxrlab-study')].map(e => e.innerText)")  # go: no stale elements
+        before = driver.execute_script(srcs)
         handle = driver.find_element(By.CSS_SELECTOR, '.widget-slider .noUi-handle')
         handle.click()
         for _ in range(5): handle.send_keys(Keys.ARROW_LEFT)
-        wait.until(lambda d: [i.get_attribute('src') for i in d.find_elements(By.CSS_SELECTOR, 'img.cxrlab-explorer-result')] not in ([], before))
-        assert [h.find_element(By.CSS_SELECTOR, '.cxrlab-study').text for h in driver.find_elements(By.CSS_SELECTOR, '.cxrlab-hit')] == [e['study'] for e in evidence]
+        wait.until(lambda d: len(d.execute_script(srcs)) == len(before) and d.execute_script(srcs) != before)
+        assert driver.execute_script(studies) == [e['study'] for e in evidence]
         opacity = driver.find_element(By.CSS_SELECTOR, '.widget-slider .widget-readout').text
         shots = ROOT / 'reports' / 'browser-test'; shots.mkdir(parents=True, exist_ok=True)
-        driver.execute_script("arguments[0].scrollIntoView()", box)  # the query box and the images below it
+        driver.execute_script("document.querySelectorAll('.Toastify').forEach(e => e.remove())")  # JupyterLab's news prompt
+        driver.execute_script("arguments[0].scrollIntoView()", handle)  # the opacity slider, the status and the hits with their evidence
         driver.save_screenshot(str(shots / 'explorer.png'))
         driver.save_screenshot('/tmp/explorer_evidence.png')
         # image -> reports: the true report marked where it ranks
