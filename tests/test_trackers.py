@@ -1,7 +1,7 @@
 """Experiment trackers through accelerate: `tracker='tensorboard'` leaves an event file in the run folder with every
 logged loss term per optimizer step, the validation metrics per epoch, the test metrics and the figures; `none`
 leaves nothing; an unknown or uninstalled tracker is a clear error before training."""
-import csv, json
+import csv, importlib.util, json
 
 import pytest
 
@@ -71,7 +71,7 @@ def test_unknown_tracker_is_refused_before_anything_runs(tmp_path):
         open_tracker(start_run({}, out_dir=tmp_path / "runs"), "tensorbord")
 
 
-@pytest.mark.skipif(pytest.importorskip("importlib").util.find_spec("wandb") is None, reason="wandb is not installed")
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed")
 def test_wandb_offline_writes_its_run_into_the_run_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline"); monkeypatch.setenv("WANDB_SILENT", "true")
     exp = _experiment(tmp_path, "wandb")
