@@ -47,7 +47,8 @@ setuptools.setup(
     include_package_data=True,
     python_requires=">=" + min_python,
     install_requires=reqs("requirements"),
-    extras_require={"dev": reqs("dev_requirements"), "faiss": reqs("faiss_requirements")},
+    extras_require={"dev": reqs("dev_requirements"), "faiss": reqs("faiss_requirements"), "hf": reqs("hf_requirements"),
+                    "docs": reqs("docs_requirements")},
     entry_points={
         "console_scripts": reqs("console_scripts"),
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

@@ -16,12 +16,14 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CHEXPERT_LABELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PRECISIONS', 'CPU_BF16_FLAGS', 'COMPILE_MODES', 'as_bool', 'as_list',
-           'seed_everything', 'dataloader_generator', 'seed_worker', 'get_device', 'cuda_bf16_native',
-           'cpu_bf16_native', 'get_precision', 'autocast', 'use_pin_memory', 'is_conv_net', 'use_channels_last',
-           'to_channels_last', 'compile_mode', 'maybe_compile', 'atomic_write', 'save_json', 'load_json',
-           'save_checkpoint', 'load_checkpoint', 'project_root', 'resolve_path', 'cache_dir', 'package_versions',
-           'git_info', 'environment_info', 'get_logger', 'Run', 'start_run', 'resolve_run']
+__all__ = ['CHEXPERT_LABELS', 'MANIFEST_COLUMNS', 'SPLITS', 'PARAM_RULE_KEYS', 'PARAM_DEFAULTS_KEY', 'PRECISIONS',
+           'CPU_BF16_FLAGS', 'COMPILE_MODES', 'RUN_TRACKERS', 'as_bool', 'as_list', 'ParameterError', 'read_param',
+           'check_param', 'parameter_defaults', 'check_params', 'preflight_params', 'seed_everything',
+           'dataloader_generator', 'seed_worker', 'get_device', 'cuda_bf16_native', 'cpu_bf16_native', 'get_precision',
+           'autocast', 'use_pin_memory', 'is_conv_net', 'use_channels_last', 'to_channels_last', 'compile_mode',
+           'maybe_compile', 'atomic_write', 'save_json', 'load_json', 'save_checkpoint', 'load_checkpoint',
+           'project_root', 'resolve_path', 'cache_dir', 'package_versions', 'git_info', 'environment_info',
+           'get_logger', 'Run', 'start_run', 'resolve_run']
 
 # %% ../nbs/00_core.ipynb #98558bcd
 CHEXPERT_LABELS = ['Atelectasis', 'Cardiomegaly', 'Consolidation', 'Edema', 'Enlarged Cardiomediastinum',
@@ -54,6 +56,130 @@ def as_list(x, cast=str) -> list:
         try: return [cast(v) for v in json.loads(s)]
         except json.JSONDecodeError as e: raise ValueError(f"cannot read {x!r} as a JSON list: {e}") from None
     return [cast(v.strip()) for v in s.split(',') if v.strip()]
+
+# %% ../nbs/00_core.ipynb #d94ab8eb
+class ParameterError(ValueError):
+    "A notebook parameter of the wrong type or value, or without a required companion."
+
+def _is_none(v) -> bool: return v is None or (isinstance(v, str) and v.strip().lower() in ('', 'none', 'null'))
+
+def _as_number(v, kind: str):
+    "`v` read as an int or a float (strings and integral floats accepted); ValueError otherwise."
+    if isinstance(v, (bool, np.bool_)): raise ValueError(f"a boolean is not {'an integer' if kind == 'int' else 'a number'}")
+    x = v if isinstance(v, (int, float, np.integer, np.floating)) else (float(v.strip()) if isinstance(v, str) else None)
+    if x is None: raise ValueError(f"a {type(v).__name__} is not a number")
+    if not math.isfinite(float(x)): raise ValueError('not a finite number')
+    if kind == 'int':
+        if float(x) != int(x): raise ValueError('not an integer')
+        return int(x)
+    return float(x)
+
+def read_param(v, kind: str | None):
+    "`v` (a Python value or papermill's string) read as `kind`; ValueError saying why not."
+    if kind in (None, 'any', 'str'): return v
+    if kind in ('int', 'float'): return _as_number(v, kind)
+    if kind == 'bool': return as_bool(v)
+    if kind == 'list': return as_list(v) if isinstance(v, (str, list, tuple)) else [v]
+    if kind == 'json':
+        if isinstance(v, Mapping): return dict(v)
+        d = json.loads(v) if isinstance(v, str) else None
+        if not isinstance(d, dict): raise ValueError('not a JSON object')
+        return d
+    raise KeyError(f"unknown parameter type {kind!r}")
+
+# %% ../nbs/00_core.ipynb #9b10498b
+PARAM_RULE_KEYS = ('type', 'none', 'choices', 'min', 'max', 'above', 'below', 'item', 'needs')
+
+def _kind_of(default) -> str | None:
+    "The type a parameter's default implies (None: any; a string default accepts any value)."
+    if isinstance(default, bool): return 'bool'
+    return {int: 'int', float: 'float'}.get(type(default))
+
+def _param_problem(v, rule: Mapping) -> str | None:
+    "What is wrong with one (converted) value under the value part of `rule`, or None."
+    ch = rule.get('choices')
+    if ch is not None and v not in ch: return f"must be one of {', '.join(map(str, ch))}"
+    for key, ok, word in (('min', lambda x, b: x >= b, '>='), ('max', lambda x, b: x <= b, '<='),
+                          ('above', lambda x, b: x > b, '>'), ('below', lambda x, b: x < b, '<')):
+        if rule.get(key) is not None and not ok(v, rule[key]): return f"must be {word} {rule[key]}"
+    return None
+
+def check_param(name: str, value, rule: Mapping | None = None, default=None) -> Any:
+    "One parameter converted and checked; ParameterError naming it and its value."
+    rule = dict(rule or {})
+    if set(rule) - set(PARAM_RULE_KEYS): raise KeyError(f"rule of {name}: unknown keys {sorted(set(rule) - set(PARAM_RULE_KEYS))}")
+    kind = rule.get('type', _kind_of(default))
+    if _is_none(value) and value not in (rule.get('choices') or ()):  # 'none' can be a choice (tracker='none')
+        if rule.get('none', default is None or kind in (None, 'any')): return None
+        raise ParameterError(f"{name}={value!r}: a value is required (default {default!r})")
+    try: v = read_param(value, kind)
+    except ValueError as e: raise ParameterError(f"{name}={value!r}: expected {kind} ({e})") from None
+    items = v if kind == 'list' else [v]
+    for i, x in enumerate(items):
+        if kind == 'list' and rule.get('item'):
+            try: x = items[i] = read_param(x, rule['item'])
+            except ValueError as e: raise ParameterError(f"{name}={value!r}: item {x!r} is not {rule['item']} ({e})") from None
+        problem = _param_problem(x, rule)
+        if problem: raise ParameterError(f"{name}={value!r}: {problem}" + (f" (item {x!r})" if kind == 'list' else ''))
+    return items if kind == 'list' else v
+
+# %% ../nbs/00_core.ipynb #a35f581d
+import ast as _ast
+
+PARAM_DEFAULTS_KEY = '__parameter_defaults__'  # namespace entry `preflight_params` sets: the parameters cell's defaults
+
+def parameter_defaults(source: str) -> dict | None:
+    "The `name = literal` assignments of a parameters cell's source, or None when it is not such a cell."
+    try: tree = _ast.parse(source)
+    except SyntaxError: return None
+    out = {}
+    for st in tree.body:
+        if not (isinstance(st, _ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], _ast.Name)): return None
+        try: out[st.targets[0].id] = _ast.literal_eval(st.value)
+        except ValueError: return None
+    return out or None
+
+def _defaults_from_history(ns: Mapping) -> dict | None:
+    "The parameters cell's defaults from IPython's input history (papermill, JupyterLab), skipping papermill's injected cell."
+    inputs = list(ns.get('In') or [])[:-1]  # the last input is the running (check) cell
+    while inputs and inputs[-1].lstrip().startswith('# Parameters'): inputs.pop()
+    return parameter_defaults(inputs[-1]) if inputs else None
+
+# %% ../nbs/00_core.ipynb #764488aa
+def check_params(ns: Mapping,  # the notebook's namespace, `globals()`, right after the parameters cell
+                 rules: Mapping | None = None,  # name -> rule (see PARAM_RULE_KEYS); names not defined in `ns` are skipped
+                 defaults: Mapping | None = None,  # the parameters cell's defaults (None: found as described above)
+                ) -> dict:  # the checked parameters, converted
+    "Check every notebook parameter at once; one ParameterError listing each problem."
+    defaults = defaults if defaults is not None else ns.get(PARAM_DEFAULTS_KEY) or _defaults_from_history(ns) or {}
+    rules = dict(rules or {})
+    names = [k for k in defaults if k in ns] + [k for k in rules if k in ns and k not in defaults]
+    out, errors = {}, []
+    for k in names:
+        try: out[k] = check_param(k, ns[k], rules.get(k), defaults.get(k))
+        except ParameterError as e: errors.append(str(e))
+    for k in names if not errors else ():  # companions once every value is readable
+        need = (rules.get(k) or {}).get('needs')
+        msg = need(out) if need is not None else None
+        if msg: errors.append(f"{k}={ns[k]!r}: {msg}")
+    if errors: raise ParameterError('bad parameter' + ('s' if len(errors) > 1 else '') + ':\n  ' + '\n  '.join(errors))
+    return out
+
+# %% ../nbs/00_core.ipynb #d1d5e1a5
+def preflight_params(notebook: str | Path,  # an experiment notebook (.ipynb)
+                     params: Mapping,  # the parameters it will be run with (papermill's `-p`)
+                    ) -> bool:  # True when the notebook has a check cell and the parameters passed it
+    "Run the check cell after the notebook's `parameters` cell on `params`, without executing the notebook."
+    import nbformat
+    cells = nbformat.read(str(notebook), as_version=4).cells
+    idx = [i for i, c in enumerate(cells) if 'parameters' in c.get('metadata', {}).get('tags', [])]
+    if len(idx) != 1 or idx[0] + 1 >= len(cells): return False
+    check = cells[idx[0] + 1]
+    if check.cell_type != 'code' or 'check_params(' not in check.source: return False
+    defaults = parameter_defaults(cells[idx[0]].source) or {}
+    ns = {**defaults, **params, PARAM_DEFAULTS_KEY: defaults, '__name__': '__preflight__'}
+    exec(compile(check.source, f'{Path(notebook).name}: parameter check cell', 'exec'), ns)
+    return True
 
 # %% ../nbs/00_core.ipynb #f0b4d21a
 def seed_everything(seed: int = 0,  # seed for python, numpy and torch (CPU and CUDA)
@@ -380,6 +506,8 @@ def _flatten_metrics(metrics: Mapping, split: str | None) -> dict:
     return out
 
 # %% ../nbs/00_core.ipynb #59b2da08
+RUN_TRACKERS: dict = {}  # run folder -> the experiment tracker open for it in this process (cxrlab.train.open_tracker)
+
 @dataclass
 class Run:
     "A run directory: params, metrics, checkpoints, figures, embeddings."
@@ -397,6 +525,12 @@ class Run:
     @property
     def metrics_path(self) -> Path: return self.dir/'metrics.json'
     @property
+    def tracker(self):
+        "The experiment tracker open for this run folder in this process, or None; it also receives metrics and figures."
+        return RUN_TRACKERS.get(str(self.dir.resolve()))
+    @tracker.setter
+    def tracker(self, t): RUN_TRACKERS[str(self.dir.resolve())] = t
+    @property
     def logger(self) -> logging.Logger: return get_logger(f'cxrlab.run.{self.name}')
 
     @property
@@ -408,6 +542,7 @@ class Run:
         "Merge scalar `metrics` (keys become `<split>/<name>`) into metrics.json atomically."
         merged = {**self.metrics, **_flatten_metrics(metrics, split)}
         save_json(merged, self.metrics_path)
+        if self.tracker is not None: self.tracker.log_metrics(_flatten_metrics(metrics, split))
         return merged
 
     def update_params(self, **entries) -> dict:
@@ -423,6 +558,7 @@ class Run:
         path = self.figures/(name if name.endswith('.png') else f'{name}.png')
         buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=dpi, bbox_inches='tight')
         with atomic_write(path, 'wb') as f: f.write(buf.getvalue())
+        if self.tracker is not None: self.tracker.log_figure(path.stem, fig)
         return path
 
 def _params_hash(params: Mapping) -> str:

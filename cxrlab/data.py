@@ -21,15 +21,16 @@ from .core import CHEXPERT_LABELS, MANIFEST_COLUMNS, SPLITS, as_bool, as_list, s
 # %% auto #0
 __all__ = ['LABEL_VALUES', 'ID_COLUMNS', 'TEXT_COLUMNS', 'FRONTAL_VIEWS', 'KNOWN_VIEWS', 'VIEW_ALIASES', 'VIEW_PREFERENCE',
            'SECTION_ALIASES', 'MIMIC_METADATA_COLUMNS', 'ADAPTERS', 'LABEL_MODES', 'HAS_OFFICIAL_SPLIT',
-           'OPENAI_CLIP_MEAN', 'OPENAI_CLIP_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'TRANSFORM_PRESETS', 'AUGMENT',
-           'DATASET_MODES', 'SECTION_CHOICES', 'CACHE_ASPECT', 'DataError', 'QCReport', 'drop_rows', 'require_columns',
+           'ROOTLESS_DATASETS', 'DATASET_PARAM_RULES', 'IU_HF_REPO', 'HF_IMAGE_COLUMNS', 'OPENAI_CLIP_MEAN',
+           'OPENAI_CLIP_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'TRANSFORM_PRESETS', 'AUGMENT', 'DATASET_MODES',
+           'SECTION_CHOICES', 'CACHE_ASPECT', 'DataError', 'QCReport', 'drop_rows', 'require_columns',
            'read_csv_checked', 'parse_label_values', 'normalise_view', 'empty_manifest', 'paths_inside',
            'validate_manifest', 'meta_path', 'save_manifest', 'load_manifest', 'image_root', 'normalise_section_name',
            'clean_text', 'split_sections', 'parse_report', 'patient_split', 'check_patient_disjoint', 'label_texts',
            'apply_labeler', 'load_image', 'image_problem', 'finalize_manifest', 'ReportStore', 'read_mimic', 'read_iu',
-           'read_iu_xml', 'read_chexpert_plus', 'read_study_csv', 'read_synth', 'build_manifest', 'label_stats',
-           'group_studies', 'CXRTransform', 'make_transforms', 'split_sentences', 'select_text', 'CXRDataset',
-           'make_collate', 'build_image_cache', 'with_image_cache']
+           'read_iu_xml', 'read_chexpert_plus', 'read_study_csv', 'read_synth', 'build_manifest', 'dataset_problem',
+           'load_hf_dataset', 'read_iu_hf', 'label_stats', 'group_studies', 'CXRTransform', 'make_transforms',
+           'split_sentences', 'select_text', 'CXRDataset', 'make_collate', 'build_image_cache', 'with_image_cache']
 
 # %% ../nbs/01_data.ipynb #29c0aa79
 class DataError(ValueError):
@@ -1082,15 +1083,18 @@ def build_manifest(dataset: str,  # synth | mimic | iu | iu_xml | chexpert_plus 
                    **options,  # adapter options (reports=, label_file=, image_dir=, csv_path=, n_patients=, ...)
                   ) -> tuple[pd.DataFrame, QCReport]:
     "Read `dataset` into the standard manifest; return (manifest, QC report)."
+    if str(dataset).startswith('hf:'): dataset, data_root = 'iu_hf', str(dataset)[3:]  # hf:<hub id or save_to_disk folder>
     if dataset not in ADAPTERS: raise ValueError(f"dataset={dataset!r}: choose one of {sorted(ADAPTERS)}")
     frontal_only, relabel, strict = as_bool(frontal_only), as_bool(relabel), as_bool(strict)
     if isinstance(data_root, str) and data_root.strip() in ('', 'None', 'none', 'null'): data_root = None  # from papermill -p
     if isinstance(views, str): views = as_list(views)
     if max_samples is not None: max_samples = int(max_samples)
     qc = QCReport(strict=strict)
+    hf_source, data_root = (data_root, None) if dataset == 'iu_hf' else (None, data_root)  # a hub id is not a folder
     root = Path(data_root).expanduser().resolve() if data_root is not None else None
     if root is not None and not root.exists(): raise FileNotFoundError(f"data_root {root} does not exist")
     if dataset == 'synth': raw, root = read_synth(root, qc, seed=seed, **options)
+    elif dataset == 'iu_hf': raw, root = read_iu_hf(hf_source, qc, **options)
     else:
         if root is None: raise ValueError(f"dataset={dataset!r} needs data_root")
         raw = ADAPTERS[dataset](root, qc, **options)
@@ -1125,6 +1129,103 @@ def build_manifest(dataset: str,  # synth | mimic | iu | iu_xml | chexpert_plus 
                         'counts': {'images': len(df), 'studies': int(df['study_id'].nunique()), 'patients': int(df['subject_id'].nunique())},
                         'label_sources': df['label_source'].value_counts().to_dict(), 'qc': qc.to_dict()}
     return df, qc
+
+# %% ../nbs/01_data.ipynb #8cc06ea1
+ROOTLESS_DATASETS = ('synth', 'iu_hf')  # datasets that need no data_root (generated; a hub id or the default hub copy)
+
+def dataset_problem(dataset) -> str | None:
+    "What is wrong with a `dataset` parameter, or None."
+    if dataset is None or str(dataset).startswith('hf:') and len(str(dataset)) > 3 or dataset in ADAPTERS: return None
+    return f"choose one of {', '.join(sorted(ADAPTERS))} or hf:<hub id or save_to_disk folder>"
+
+def _data_root_problem(p: Mapping) -> str | None:
+    ds = p.get('dataset')
+    if ds is None or p.get('data_root') or ds in ROOTLESS_DATASETS or str(ds).startswith('hf:'): return None
+    return f"dataset={ds!r} needs data_root (the dataset's folder)"
+
+DATASET_PARAM_RULES = {'dataset': dict(type='str', needs=lambda p: dataset_problem(p.get('dataset'))),
+                       'data_root': dict(type='str', needs=_data_root_problem),
+                       'max_samples': dict(type='int', min=1, none=True), 'n_patients': dict(type='int', min=1)}
+
+# %% ../nbs/01_data.ipynb #7c71f01e
+IU_HF_REPO = 'ykumards/open-i'  # the hub copy of IU X-Ray (Open-i) that radiology-clip-mini reads
+HF_IMAGE_COLUMNS = {'img_frontal': 'FRONTAL', 'img_lateral': 'LATERAL'}  # open-i image column -> view
+
+def load_hf_dataset(source: str | Path | None = None,  # save_to_disk folder or hub id (None: IU_HF_REPO)
+                    split: str = 'train',  # split of a DatasetDict / hub dataset ('all': every split, concatenated)
+                   ):
+    "A `datasets.Dataset` from a save_to_disk folder, the local cache, or the hub when HF_HUB_OFFLINE is unset."
+    try: import datasets
+    except ImportError: raise ImportError("the Hugging Face datasets need `datasets`: pip install 'cxrlab[hf]'") from None
+    src = str(source or IU_HF_REPO)
+    if Path(src).expanduser().exists():
+        try: ds = datasets.load_from_disk(str(Path(src).expanduser()))
+        except FileNotFoundError as e: raise DataError(f"{src}: not a `save_to_disk` folder of a Hugging Face dataset ({e})") from None
+    elif src.startswith(('/', '.', '~')) or src.count('/') != 1:
+        raise DataError(f"{src}: no such folder (give a `save_to_disk` folder or a hub id such as {IU_HF_REPO})")
+    else:
+        from huggingface_hub.constants import HF_HUB_OFFLINE as offline
+        try: ds = datasets.load_dataset(src)
+        except Exception as e:
+            why = "it is not in the local cache and HF_HUB_OFFLINE is set" if offline else f"loading it failed ({type(e).__name__}: {e})"
+            raise DataError(f"Hugging Face dataset {src!r}: {why}; pass a save_to_disk folder as hf:<folder> or data_root") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split == 'all': return datasets.concatenate_datasets(list(ds.values()))
+        if split not in ds: raise DataError(f"{src}: no split {split!r} (has {sorted(ds)})")
+        ds = ds[split]
+    return ds
+
+# %% ../nbs/01_data.ipynb #7c6f5aec
+def _image_bytes(v) -> bytes | None:
+    "Encoded image bytes from an open-i cell: raw bytes, a datasets Image dict, or a PIL image."
+    if v is None: return None
+    if isinstance(v, (bytes, bytearray)): return bytes(v) or None
+    if isinstance(v, Mapping):
+        if v.get('bytes'): return bytes(v['bytes'])
+        return Path(v['path']).read_bytes() if v.get('path') and Path(v['path']).exists() else None
+    if isinstance(v, Image.Image): buf = io.BytesIO(); v.save(buf, format='PNG'); return buf.getvalue()
+    raise TypeError(f"an image cell of type {type(v).__name__}")
+
+def _image_suffix(b: bytes) -> str | None:
+    return '.png' if b[:8] == b'\x89PNG\r\n\x1a\n' else '.jpg' if b[:2] == b'\xff\xd8' else None
+
+# %% ../nbs/01_data.ipynb #69b45412
+def read_iu_hf(source: str | Path | None, qc: QCReport, hf_split: str = 'train', **_) -> tuple[pd.DataFrame, Path]:
+    "IU X-Ray in the open-i schema through `datasets`; images written once to the cache; returns (table, image root)."
+    import datasets
+    from cxrlab.core import cache_dir
+    ds = load_hf_dataset(source, hf_split)
+    missing = [c for c in ('uid', 'findings', 'impression') if c not in ds.column_names]
+    if missing or not set(HF_IMAGE_COLUMNS) & set(ds.column_names):
+        raise DataError(f"{source or IU_HF_REPO}: not the open-i schema (missing {missing or list(HF_IMAGE_COLUMNS)}; has {ds.column_names})")
+    for c in HF_IMAGE_COLUMNS:  # the bytes as stored, not decoded
+        if c in ds.column_names and isinstance(ds.features[c], datasets.Image): ds = ds.cast_column(c, datasets.Image(decode=False))
+    fp = getattr(ds, '_fingerprint', None) or hashlib.sha1(f"{source}:{len(ds)}".encode()).hexdigest()
+    root = cache_dir('hf', f"{Path(str(source or IU_HF_REPO)).name}-{fp[:16]}")
+    extra = [c for c in ('MeSH', 'Problems', 'indication', 'comparison') if c in ds.column_names]
+    rows = []
+    for i, rec in enumerate(ds):
+        uid = str(rec['uid']).strip()
+        for col, view in HF_IMAGE_COLUMNS.items():
+            b = _image_bytes(rec.get(col))
+            if b is None: continue
+            suffix = _image_suffix(b)
+            if suffix is None: qc.skip('corrupt_image', f"row {i}", f"uid {uid}: {col} is not PNG or JPEG bytes"); continue
+            rel = f"images/{uid}_{view.lower()}{suffix}"
+            if not (root/rel).exists():
+                with atomic_write(root/rel, 'wb') as f: f.write(b)
+            rows.append({'subject_id': uid, 'study_id': uid, 'image_id': f"{uid}_{view.lower()}", 'image_path': rel, 'view': view,
+                         'findings': clean_text(rec['findings'] or ''), 'impression': clean_text(rec['impression'] or ''),
+                         **{c.lower(): rec[c] for c in extra}, '_src': f"{source or IU_HF_REPO}", '_line': f"row {i}"})
+    cols = ['subject_id', 'study_id', 'image_id', 'image_path', 'view', 'findings', 'impression', '_src', '_line']
+    out = pd.DataFrame(rows, columns=cols + [c.lower() for c in extra])
+    out.insert(0, 'dataset', 'iu_hf'); out['split'] = ''
+    out['report'] = [_join_text(a, b) for a, b in zip(out['findings'], out['impression'])]
+    for c in CHEXPERT_LABELS: out[c] = np.nan
+    out['label_source'] = ''
+    return out, root
+
+ADAPTERS['iu_hf'] = read_iu_hf; LABEL_MODES['iu_hf'] = 'both'; HAS_OFFICIAL_SPLIT['iu_hf'] = False
 
 # %% ../nbs/01_data.ipynb #5faa7629
 def label_stats(df: pd.DataFrame,  # manifest

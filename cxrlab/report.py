@@ -16,7 +16,7 @@ from .core import get_logger, load_json, resolve_path, save_json, atomic_write, 
 
 # %% auto #0
 __all__ = ['PROFILES', 'LEADERBOARD_COLUMNS', 'CLAIMS', 'VERDICTS', 'CLAIMS_NOTE', 'PIPELINE_NEEDS', 'PIPELINE_PARAMS',
-           'PROFILE_STAGE_PARAMS', 'PIPELINE_FIRST', 'RESULTS_MARKERS', 'README_FIGURES', 'SUBCOMMANDS',
+           'PROFILE_STAGE_PARAMS', 'PIPELINE_FIRST', 'RESULTS_MARKERS', 'README_FIGURES', 'DOCS_FIGURES', 'SUBCOMMANDS',
            'profile_params', 'parse_value', 'load_param_file', 'parameters_cell', 'nbs_dir', 'experiment_notebooks',
            'NotebookFailed', 'RunResult', 'LogLines', 'html_report', 'run_notebook', 'run_label', 'leaderboard_rows',
            'leaderboard_table', 'plot_leaderboard', 'write_leaderboard', 'Claim', 'side_statistic', 'paired_difference',
@@ -24,7 +24,7 @@ __all__ = ['PROFILES', 'LEADERBOARD_COLUMNS', 'CLAIMS', 'VERDICTS', 'CLAIMS_NOTE
            'judge_claims', 'claims_table', 'claims_markdown', 'claims_html', 'leaderboard_values', 'write_index',
            'collate', 'StageResult', 'trained_runs', 'stage_fingerprint', 'pipeline_order', 'foundation_of',
            'pin_foundation', 'foundation_line', 'run_pipeline', 'write_summary', 'readme_text', 'sync_readme',
-           'results_markdown', 'fill_results', 'build_parser', 'main']
+           'results_markdown', 'fill_results', 'docs_figure_paths', 'docs_figures', 'build_parser', 'main']
 
 # %% ../nbs/09_report.ipynb #d4d828bc
 PROFILES = {
@@ -159,6 +159,8 @@ def run_notebook(notebook: str | Path,  # the .ipynb to execute
     if out_dir is not None and 'out_dir' in declared: final['out_dir'] = str(resolve_path(out_dir))
     unknown = sorted(set(params or {}) - set(declared))
     if unknown: raise ValueError(f"{nb.name} has no parameter(s) {', '.join(unknown)}; it declares: {', '.join(declared) or 'none'}")
+    from cxrlab.core import preflight_params
+    preflight_params(nb, final)  # the notebook's parameter check cell, before any cell runs (seconds, not minutes)
     out = resolve_path(reports_dir)/nb.stem/f'{run_name}.ipynb'
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -775,12 +777,37 @@ def fill_results(index_nb: str | Path, markdown: str) -> Path:
     nbformat.write(nb, str(index_nb))
     return Path(index_nb)
 
+# %% ../nbs/09_report.ipynb #95668b12
+DOCS_FIGURES = {  # notebook stem -> globs in figures/ shown at the end of its docs page
+    '01b_synth': ['synthcxr_*.png'], '02b_train': ['baseline_*.png'], '03_patch_ib': ['patch_ib_*.png'],
+    '04_remix': ['remix_*.png'], '05_probclip': ['probclip_*.png'], '06_localization': ['localization_*.png'],
+    '07_retrieval_eval': ['leaderboard.png'], '09_report': ['leaderboard.png']}
+
+def docs_figure_paths(stem: str, root: str | Path | None = None) -> list[Path]:
+    "The committed figures the docs page of notebook `stem` shows."
+    folder = Path(root or project_root() or '.')/'figures'
+    return [p for pat in DOCS_FIGURES.get(stem, []) for p in sorted(folder.glob(pat))]
+
+class docs_figures:
+    "nbdev processor: append the notebook's committed figures (embedded PNGs) to its docs page."
+    def __init__(self, nb): self.nb = nb  # nbdev instantiates processor classes with the notebook
+    def begin(self):
+        import base64
+        from execnb.nbio import mk_cell
+        paths = docs_figure_paths(Path(self.nb.path_).stem)
+        if not paths: return
+        imgs = [f"![{p.stem.replace('_', ' ')}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})" for p in paths]
+        text = ("## Figures from the pipeline\nFrom the last `cxrlab pipeline --profile demo` run (the README's results "
+                "section; `figures/` in the repository).\n\n" + '\n\n'.join(imgs))
+        self.nb.cells.append(mk_cell(text, cell_type='markdown'))
+
 # %% ../nbs/09_report.ipynb #b762ace7
 SUBCOMMANDS = {  # name -> (module:function taking argv, help)
     'synth': ('cxrlab.synth:synth_cli', 'generate SynthCXR and write it in a native dataset layout'),
 }
 
 def _run_cmd(a) -> int:
+    from cxrlab.core import ParameterError
     params = {**(load_param_file(a.param_file) if a.param_file else {}), **{k: parse_value(v) for k, v in a.param}}
     try:
         # the notebook's cxrlab log lines (epochs, evaluations) stream to the terminal; the per-cell bar only on a terminal
@@ -789,6 +816,8 @@ def _run_cmd(a) -> int:
                          log_lines=lambda line: print(line, flush=True))
     except NotebookFailed as e:
         print(f"cxrlab run: {e}", file=sys.stderr); return 1
+    except ParameterError as e:  # a bad -p value, found before any cell ran
+        print(f"cxrlab run: {a.notebook}: {e}", file=sys.stderr); return 2
     print(f"executed notebook: {r.output}\nHTML report:       {r.html}\nrun directory:     {r.run_dir}\n"
           f"wall time:         {r.seconds:.1f} s")
     return 0

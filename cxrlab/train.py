@@ -23,14 +23,14 @@ from .core import (compile_mode, maybe_compile, to_channels_last, use_channels_l
                          save_checkpoint, seed_everything, seed_worker)
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'CLIP', 'EXPERIMENT_PARAMS', 'MODE_TEXT_KEYS', 'InfoNCELoss', 'WarmupCosine', 'steps_per_epoch',
-           'make_scheduler', 'TrainProgress', 'ProgressAware', 'TermSchedule', 'set_progress', 'TrainConfig',
-           'make_train_config', 'ToyTower', 'ToyDualEncoder', 'ToyPairs', 'make_param_groups', 'make_accelerator',
-           'make_loader', 'to_device', 'compute_embeddings', 'relevance_from_keys', 'retrieval_scores',
-           'evaluate_retrieval', 'EarlyStopping', 'CSVLogger', 'rng_state', 'set_rng_state', 'NonFiniteLossError',
-           'TrainStep', 'LoopState', 'plot_training_curve', 'train', 'build_clip', 'RunLoadError', 'save_tokenizer',
-           'load_tokenizer', 'LoadedRun', 'load_run', 'resolve_experiment_params', 'experiment_params', 'Experiment',
-           'setup_experiment']
+__all__ = ['TRAIN_PRESETS', 'CLIP', 'EXPERIMENT_PARAMS', 'MODE_TEXT_KEYS', 'EXPERIMENT_PARAM_RULES', 'InfoNCELoss',
+           'WarmupCosine', 'steps_per_epoch', 'make_scheduler', 'TrainProgress', 'ProgressAware', 'TermSchedule',
+           'set_progress', 'TrainConfig', 'make_train_config', 'ToyTower', 'ToyDualEncoder', 'ToyPairs',
+           'make_param_groups', 'make_accelerator', 'make_loader', 'to_device', 'compute_embeddings',
+           'relevance_from_keys', 'retrieval_scores', 'evaluate_retrieval', 'EarlyStopping', 'CSVLogger', 'RunTracker',
+           'open_tracker', 'rng_state', 'set_rng_state', 'NonFiniteLossError', 'TrainStep', 'LoopState',
+           'plot_training_curve', 'train', 'build_clip', 'RunLoadError', 'save_tokenizer', 'load_tokenizer',
+           'LoadedRun', 'load_run', 'resolve_experiment_params', 'experiment_params', 'Experiment', 'setup_experiment']
 
 # %% ../nbs/02b_train.ipynb #97c3635f
 class InfoNCELoss(nn.Module):
@@ -191,6 +191,7 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bars
     compile: bool | str = False  # torch.compile model + loss: False | True | a mode in cxrlab.core.COMPILE_MODES (opt-in: minutes of compiling)
     channels_last: bool | str = 'auto'  # auto: channels-last weights for conv image towers on CUDA in bf16/fp16 | true | false
+    tracker: str | None = None  # none | tensorboard | wandb | mlflow | any accelerate tracker (None: $CXRLAB_TRACKER, else none)
 
     def __post_init__(self):
         self.betas, self.freeze = tuple(self.betas), tuple(self.freeze)
@@ -531,6 +532,74 @@ class CSVLogger:
     def close(self):
         if self._f is not None: self._f.close(); self._f = None
 
+# %% ../nbs/02b_train.ipynb #c7e85e73
+import os
+
+def _tracker_options(name: str, run) -> dict:
+    "Constructor arguments of accelerate's tracker `name` for a cxrlab run (project names from the usual env vars)."
+    if name == 'tensorboard': return dict(run_name=run.name, logging_dir=str(run.dir/'tensorboard'))
+    if name == 'wandb': return dict(run_name=os.environ.get('WANDB_PROJECT', 'cxrlab'), name=run.name, dir=str(run.dir))
+    if name == 'mlflow': return dict(experiment_name=os.environ.get('MLFLOW_EXPERIMENT_NAME', 'cxrlab'), run_name=run.name)
+    return dict(run_name=run.name, logging_dir=str(run.dir/name))
+
+def _scalar_config(d: Mapping, prefix: str = '') -> dict:
+    "A nested config flattened to the scalar values trackers accept (other values as strings)."
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, Mapping): out.update(_scalar_config(v, f'{prefix}{k}/'))
+        else: out[f'{prefix}{k}'] = v if isinstance(v, (bool, int, float, str)) else str(v)
+    return out
+
+# %% ../nbs/02b_train.ipynb #4a0c41fa
+class RunTracker:
+    "One accelerate tracker bound to a run: scalars per step, metrics, figures."
+    def __init__(self, name: str,  # a key of accelerate.tracking.LOGGER_TYPE_TO_CLASS, e.g. tensorboard | wandb | mlflow
+                 run, config: Mapping | None = None):
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise ValueError(f"tracker={name!r}: choose none or one of accelerate's trackers: {', '.join(sorted(LOGGER_TYPE_TO_CLASS))}")
+        try:
+            self.tracker = LOGGER_TYPE_TO_CLASS[name](**_tracker_options(name, run))
+            if hasattr(self.tracker, 'start'): self.tracker.start()  # accelerate >= 1.4 opens the tracker here
+        except ImportError as e: raise ImportError(f"tracker={name!r} needs its package ({e}); pip install {name}") from None
+        self.name, self.step, self.closed = name, 0, False
+        if config: self.tracker.store_init_configuration(_scalar_config(config))
+
+    def log(self, values: Mapping, step: int | None = None):
+        "Numeric entries of `values` at `step` (default: the last step logged)."
+        if self.closed: return
+        self.step = self.step if step is None else int(step)
+        vals = {k: float(v) for k, v in values.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)}
+        if vals: self.tracker.log(vals, step=self.step)
+
+    def log_metrics(self, metrics: Mapping): self.log(metrics)
+
+    def log_figure(self, name: str, fig):
+        "A matplotlib figure as an image (TensorBoard, W&B) or an artifact (MLflow), where the tracker supports it."
+        if self.closed: return
+        if hasattr(self.tracker, 'log_images'):
+            fig.canvas.draw()
+            img = np.asarray(fig.canvas.buffer_rgba())[None, ..., :3]
+            kw = dict(dataformats='NHWC') if self.name == 'tensorboard' else {}
+            self.tracker.log_images({f'figures/{name}': img}, step=self.step, **kw)
+        elif hasattr(self.tracker, 'log_figure'): self.tracker.log_figure(fig, f'figures/{name}.png')
+
+    def finish(self):
+        if not self.closed: self.tracker.finish(); self.closed = True
+
+# %% ../nbs/02b_train.ipynb #345fcd2d
+def open_tracker(run, name: str | None, config: Mapping | None = None) -> RunTracker | None:
+    "The run's tracker (`run.tracker`), opened once per run; None for 'none' (None: $CXRLAB_TRACKER)."
+    from cxrlab.core import RUN_TRACKERS
+    name = (name or os.environ.get('CXRLAB_TRACKER') or 'none').strip().lower()
+    if name == 'none' or run is None: return None
+    if getattr(run, 'tracker', None) is not None and run.tracker.name == name: return run.tracker
+    if name != 'tensorboard':  # W&B, MLflow, ... hold one active run per process: the previous run's tracker is finished
+        for t in RUN_TRACKERS.values():
+            if t is not None and t.name == name: t.finish()
+    run.tracker = RunTracker(name, run, config)
+    return run.tracker
+
 # %% ../nbs/02b_train.ipynb #5ad57c1e
 def rng_state() -> dict:
     "This process's python / numpy / torch (and CUDA) RNG states, as weights_only-safe values."
@@ -777,6 +846,10 @@ def train(model: nn.Module,  # forward(batch) -> dict of outputs
     evaluate = evaluate_fn or (lambda m, dl, a: evaluate_retrieval(m, dl, a, loss_fn=loss_fn, relevance_key=cfg.relevance_key))
     use_ckpt = run_dir is not None and cfg.save_checkpoints
     step_log = CSVLogger(run.dir / 'train_log.csv', keep_until_step=state.step if ckpt is not None else None) if (run is not None and main) else None
+    tracker = open_tracker(run, cfg.tracker, {'train': asdict(cfg)}) if main else None  # None unless cfg.tracker names one
+    def on_step(row):
+        if step_log: step_log.log(row)
+        if tracker: tracker.log({f'step/{k}': v for k, v in row.items() if k != 'step'}, step=row['step'])
     best_weights, stopped_early, t0, train_time, steps_run = None, False, time.time(), 0., 0
     start_epoch = state.epoch
     if main: log.info(f"training {sum(p.numel() for p in model.parameters() if p.requires_grad):,} parameters for {cfg.epochs} "
@@ -786,7 +859,7 @@ def train(model: nn.Module,  # forward(batch) -> dict of outputs
         for epoch in range(state.epoch, cfg.epochs):
             te = time.time(); s0 = state.step
             train_terms = _train_one_epoch(step_module, optimizer, scheduler, train_loader, acc, cfg, state,
-                                           step_log.log if step_log else (lambda row: None), f'epoch {epoch + 1}/{cfg.epochs}')
+                                           on_step, f'epoch {epoch + 1}/{cfg.epochs}')
             train_time += time.time() - te; steps_run += state.step - s0
             state.epoch = epoch + 1
             record = {'epoch': state.epoch, 'step': state.step, 'bad_steps': state.bad_steps,
@@ -798,6 +871,7 @@ def train(model: nn.Module,  # forward(batch) -> dict of outputs
                 improved = stopper.update(metrics, state.epoch)
                 record['best'] = int(improved)
             history.append(record)
+            if tracker: tracker.log({k: v for k, v in record.items() if k.startswith('val/') or k == 'epoch_time_s'}, step=state.step)
             if main:
                 shown = {k: round(v, 4) for k, v in record.items() if k in ('train/loss', f'val/{cfg.early_stop_metric}', 'val/t2i/R@10', 'val/i2t/R@10')}
                 log.info(f"epoch {state.epoch}/{cfg.epochs}: {shown}{' (best)' if improved else ''}")
@@ -1014,6 +1088,27 @@ def experiment_params(namespace: Mapping,  # e.g. globals() right after the para
     "The experiment parameters (EXPERIMENT_PARAMS and TrainConfig fields) defined in a notebook namespace."
     names = set(EXPERIMENT_PARAMS) | {f.name for f in fields(TrainConfig)}
     return {k: namespace[k] for k in sorted(names) if k in namespace}
+
+# %% ../nbs/02b_train.ipynb #55ce772f
+import re as _re
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+from .data import DATASET_PARAM_RULES, SECTION_CHOICES
+
+def _device_problem(p: Mapping) -> str | None:
+    d = p.get('device')
+    return None if d is None or _re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', str(d)) else "choose auto, cpu, cuda, cuda:<index> or mps"
+
+EXPERIMENT_PARAM_RULES = {
+    **DATASET_PARAM_RULES,
+    'preset': dict(type='str', choices=tuple(TRAIN_PRESETS)), 'pretrained': dict(type='any'),
+    'epochs': dict(type='int', min=1), 'batch_size': dict(type='int', min=1), 'lr': dict(type='float', above=0),
+    'image_size': dict(type='int', min=8), 'embed_dim': dict(type='int', min=1), 'n_resamples': dict(type='int', min=1),
+    'section': dict(type='str', choices=SECTION_CHOICES), 'model_overrides': dict(type='json'), 'data_options': dict(type='json'),
+    'head_lr_mult': dict(type='float', above=0), 'layer_decay': dict(type='float', above=0, max=1),
+    'device': dict(type='str', needs=_device_problem), 'precision': dict(type='str', choices=('auto', 'fp32', 'bf16', 'fp16')),
+    'seed': dict(type='int'), 'num_workers': dict(type='int', min=0), 'resume': dict(type='bool'),
+    'out_dir': dict(type='str', none=False), 'run_name': dict(type='str'),
+    'tracker': dict(type='str', choices=('none', *LOGGER_TYPE_TO_CLASS))}
 
 # %% ../nbs/02b_train.ipynb #fe03bc98
 @dataclass

@@ -21,7 +21,7 @@ from .evaluate import EmbeddingSet, finding_sentences, grounding_maps, study_ind
 __all__ = ['CAM_METHODS', 'GRADIENT_FREE', 'unwrap_run', 'image_tower_of', 'cam_target_of', 'SimilarityToTexts',
            'SimilarityTarget', 'text_embeddings', 'similarity_cam', 'spearman', 'randomisation_cascade',
            'cascading_randomisation', 'swap_sides', 'sentence_sensitivity', 'smooth_map', 'patch_similarity_maps',
-           'overlay', 'cam_grounding', 'retrieval_grid_i2t', 'Explorer']
+           'overlay', 'cam_grounding', 'retrieval_grid_i2t', 'query_findings', 'Explorer']
 
 # %% ../nbs/08_viz.ipynb #f3e8873c
 def _cam_classes() -> dict:
@@ -253,6 +253,12 @@ def retrieval_grid_i2t(es: EmbeddingSet, rows, n_queries: int = 3, k: int = 4, s
     fig.suptitle("image → report retrieval (green: the query image's own report)", fontsize=9); fig.tight_layout()
     return fig
 
+# %% ../nbs/08_viz.ipynb #c2399ee3
+def query_findings(text: str) -> list[str]:
+    "The CheXpert findings a query sentence asserts (its positive labels by cxrlab.labels, 'No Finding' left out)."
+    from cxrlab.labels import label_report
+    return [k for k, v in label_report(text, mode='both').items() if v == 1 and k != 'No Finding']
+
 # %% ../nbs/08_viz.ipynb #333b12f4
 class Explorer:
     "Report -> images and image -> reports over an embedding library, with heat maps for the hits."
@@ -283,8 +289,10 @@ class Explorer:
         q = encode_texts(self.run.model, self.run.tokenizer, [text], self.scorer.text_keys, next(self.run.model.parameters()).device)
         if self.index is not None: s, i = search(q['embeds'], k=k, index=self.index); s, i = s[0], i[0]
         else: s, i = self.scorer.score(self.es.image, q)[:, 0].topk(k)
+        want = query_findings(text)
         return [{'image_id': self.es.image_ids[j], 'score': float(v), 'study_id': self.es.study_ids[j],
-                 'report': str(self.by_id.loc[self.es.image_ids[j], 'report'])} for v, j in zip(s.tolist(), i.tolist())]
+                 'report': str(self.by_id.loc[self.es.image_ids[j], 'report']), **self.evidence(self.es.image_ids[j], want)}
+                for v, j in zip(s.tolist(), i.tolist())]
 
     def search_image(self, image_id: str, k: int | None = None) -> list[dict]:
         "Top-k reports (one per study) for an image of the library: [{study_id, score, report, match}]."
@@ -292,9 +300,22 @@ class Explorer:
         reports = {key: v[self._first] for key, v in self.es.text.items()}
         s = self.scorer.score({key: v[row:row + 1] for key, v in self.es.image.items()}, reports)[0]
         top = s.topk(min(k or self.k, len(s)))
-        return [{'study_id': self._studies[j], 'score': float(v), 'match': j == int(self._idx[row]),
-                 'report': str(self.by_id.loc[self.es.image_ids[int(self._first[j])], 'report'])}
+        own = int(self._idx[row])
+        rank = 1 + int((s > s[own]).sum())  # where the image's own report ranks among all reports
+        return [{'study_id': self._studies[j], 'score': float(v), 'match': j == own, 'true_rank': rank, 'n_reports': len(s),
+                 'report': str(self.by_id.loc[self.es.image_ids[int(self._first[j])], 'report']),
+                 **self.evidence(self.es.image_ids[int(self._first[j])])}
                 for v, j in zip(top.values.tolist(), top.indices.tolist())]
+
+    def evidence(self, image_id: str, want: Sequence[str] = ()) -> dict:
+        "What a hit is: its first finding sentences, positive labels, and whether they contain the query's findings `want`."
+        from cxrlab.core import CHEXPERT_LABELS
+        from cxrlab.data import split_sentences
+        r = self.by_id.loc[image_id]
+        sents = next((ss for c in ('findings', 'impression', 'report') if (ss := split_sentences(str(r.get(c, '') or '')))), [])
+        labels = [l for l in CHEXPERT_LABELS if r.get(l) == 1]
+        return {'first_findings': ' '.join(sents[:2]), 'labels': labels, 'query_findings': list(want),
+                'has_query_findings': bool(want) and set(want) <= set(labels)}
 
     def heat_maps(self, text: str, image_ids: Sequence[str]) -> Tensor | None:
         "Heat maps of `text` on the given images ([N, H, W] or [N, h, w]), or None."
@@ -304,51 +325,105 @@ class Explorer:
         if self.heat == 'similarity': return patch_similarity_maps(self.run.model, self.run.tokenizer, imgs, [text] * len(imgs))
         return similarity_cam(self.run, imgs, [text] * len(imgs), self.heat)
 
-    def text_figure(self, text: str):
-        "The top-k images for `text`, heat map overlaid, own-study hits not marked (a free-text query has no study)."
-        import matplotlib.pyplot as plt
-        from cxrlab.data import load_image
-        hits = self.search_text(text)
-        maps = self.heat_maps(text, [h['image_id'] for h in hits])
-        fig, axes = plt.subplots(1, len(hits), figsize=(2.1 * len(hits), 2.5), squeeze=False)
-        for c, h in enumerate(hits):
-            img = torch.from_numpy(np.asarray(load_image(self._path(h['image_id'])), dtype=np.float32))
-            overlay(axes[0, c], img, None if maps is None else maps[c], title=f"#{c + 1} {h['score']:.2f}")
-        fig.suptitle(textwrap.fill(f'“{text}”', 100), fontsize=8); fig.tight_layout()
-        return fig
+# %% ../nbs/08_viz.ipynb #ec9d7e00
+from fastcore.basics import patch
 
-    def image_figure(self, image_id: str):
-        "An image and its top-k reports (green: its own study's report)."
-        import matplotlib.pyplot as plt
-        from cxrlab.data import load_image
-        hits = self.search_image(image_id)
-        fig, axes = plt.subplots(1, len(hits) + 1, figsize=(2.3 * (len(hits) + 1), 2.6), squeeze=False)
-        axes[0, 0].imshow(load_image(self._path(image_id)), cmap='gray'); axes[0, 0].set_axis_off()
-        for c, h in enumerate(hits, start=1):
-            ax = axes[0, c]; ax.set_xticks([]); ax.set_yticks([])
-            ax.text(0.03, 0.97, textwrap.fill(h['report'][:260], 30), va='top', fontsize=5.5, transform=ax.transAxes)
-            for sp in ax.spines.values(): sp.set_color('limegreen' if h['match'] else 'lightgray'); sp.set_linewidth(3 if h['match'] else 1)
-            ax.set_title(f"#{c} {h['score']:.2f}", fontsize=7)
-        fig.tight_layout()
-        return fig
+@patch
+def text_figure(self: Explorer, text: str, alpha: float = 0.45):
+    "The top-k images for `text`, heat map overlaid at opacity `alpha`; under each its study and positive labels (✓: the query's findings)."
+    import matplotlib.pyplot as plt
+    from cxrlab.data import load_image
+    hits = self.search_text(text)
+    maps = self.heat_maps(text, [h['image_id'] for h in hits])
+    fig, axes = plt.subplots(1, len(hits), figsize=(2.1 * len(hits), 2.5), squeeze=False)
+    for c, h in enumerate(hits):
+        img = torch.from_numpy(np.asarray(load_image(self._path(h['image_id'])), dtype=np.float32))
+        overlay(axes[0, c], img, None if maps is None else maps[c], title=f"#{c + 1} {h['score']:.2f}", alpha=alpha)
+        axes[0, c].set_xlabel(textwrap.fill(f"{'✓ ' if h['has_query_findings'] else ''}{h['study_id']}: "
+                                            f"{', '.join(h['labels']) or 'no positive label'}", 30), fontsize=5.5,
+                              color='green' if h['has_query_findings'] else 'black')
+    fig.suptitle(textwrap.fill(f'“{text}”', 100), fontsize=8); fig.tight_layout()
+    return fig
 
-    def widget(self, example: str = 'small right pleural effusion'):
-        "An ipywidgets panel: a sentence box with a Search button, an image picker, and the results."
-        import base64, io, ipywidgets as W
-        import matplotlib.pyplot as plt
-        def png(fig) -> str:
-            buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100, bbox_inches='tight'); plt.close(fig)
-            return base64.b64encode(buf.getvalue()).decode()
-        box = W.Text(value=example, placeholder='a report sentence', description='Report:', layout=W.Layout(width='60%'))
-        go = W.Button(description='Search', button_style='primary')
-        pick = W.Dropdown(options=self.es.image_ids[:200], description='Image:')
-        show = W.Button(description='Reports for image')
-        out, status = W.HTML(), W.HTML()
-        def on_text(_):
-            t0 = time.perf_counter(); fig = self.text_figure(box.value)
-            out.value = f'<img class="cxrlab-explorer-result" src="data:image/png;base64,{png(fig)}">'
-            status.value = f'<small>{self.k} images in {1000 * (time.perf_counter() - t0):.0f} ms</small>'
-        def on_image(_):
-            out.value = f'<img class="cxrlab-explorer-result" src="data:image/png;base64,{png(self.image_figure(pick.value))}">'
-        go.on_click(on_text); show.on_click(on_image)
-        return W.VBox([W.HBox([box, go]), W.HBox([pick, show]), status, out])
+@patch
+def image_figure(self: Explorer, image_id: str):
+    "An image and its top-k reports (green: its own study's report)."
+    import matplotlib.pyplot as plt
+    from cxrlab.data import load_image
+    hits = self.search_image(image_id)
+    fig, axes = plt.subplots(1, len(hits) + 1, figsize=(2.3 * (len(hits) + 1), 2.6), squeeze=False)
+    axes[0, 0].imshow(load_image(self._path(image_id)), cmap='gray'); axes[0, 0].set_axis_off()
+    for c, h in enumerate(hits, start=1):
+        ax = axes[0, c]; ax.set_xticks([]); ax.set_yticks([])
+        ax.text(0.03, 0.97, textwrap.fill(h['report'][:260], 30), va='top', fontsize=5.5, transform=ax.transAxes)
+        for sp in ax.spines.values(): sp.set_color('limegreen' if h['match'] else 'lightgray'); sp.set_linewidth(3 if h['match'] else 1)
+        ax.set_title(f"#{c} {h['score']:.2f}", fontsize=7)
+    if hits: fig.suptitle(f"{image_id}: its own report ranks #{hits[0]['true_rank']} of {hits[0]['n_reports']}", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/08_viz.ipynb #cd8555af
+@patch
+def _card(self: Explorer, img_png: str, head: str, ev: dict, cls: str) -> str:
+    "One hit as HTML: the image (if any), a header line, the study id, first finding sentences and positive labels."
+    from html import escape
+    img = f'<img class="cxrlab-explorer-result" src="data:image/png;base64,{img_png}" style="width:210px">' if img_png else ''
+    return (f'<div class="cxrlab-hit {cls}" style="width:220px;margin:4px;padding:4px;border:3px solid '
+            f'{"#2ca02c" if "match" in cls else "#ddd"}">{img}<div><b>{escape(head)}</b></div>'
+            f'<div class="cxrlab-study">study {escape(str(ev["study_id"]))}</div>'
+            f'<div class="cxrlab-findings" style="font-size:11px">{escape(ev["first_findings"]) or "<i>no findings text</i>"}</div>'
+            f'<div class="cxrlab-labels" style="font-size:11px;color:#555">{escape(", ".join(ev["labels"]) or "no positive label")}</div></div>')
+
+@patch
+def text_html(self: Explorer, text: str, alpha: float = 0.45, hits=None, maps=None) -> str:
+    "The text query's hits as HTML cards (images with the heat map at opacity `alpha`); ✓ marks the query's findings."
+    import base64, io
+    import matplotlib.pyplot as plt
+    from html import escape
+    from cxrlab.data import load_image
+    hits = self.search_text(text) if hits is None else hits
+    maps = self.heat_maps(text, [h['image_id'] for h in hits]) if maps is None else maps
+    cards = []
+    for c, h in enumerate(hits):
+        fig, ax = plt.subplots(figsize=(2.1, 2.1))
+        img = torch.from_numpy(np.asarray(load_image(self._path(h['image_id'])), dtype=np.float32))
+        overlay(ax, img, None if maps is None else maps[c], alpha=alpha); ax.set_axis_off()
+        buf = io.BytesIO(); fig.savefig(buf, format='png', dpi=100, bbox_inches='tight'); plt.close(fig)
+        mark = ' ✓ has ' + ', '.join(h['query_findings']) if h['has_query_findings'] else ''
+        cards.append(self._card(base64.b64encode(buf.getvalue()).decode(), f"#{c + 1} {h['score']:.2f}{mark}", h,
+                                'cxrlab-hit-match' if h['has_query_findings'] else ''))
+    want = ', '.join(hits[0]['query_findings']) if hits and hits[0]['query_findings'] else 'none the labeler recognises'
+    return (f'<div class="cxrlab-query-findings"><small>query findings: {escape(want)}</small></div>'
+            f'<div style="display:flex;flex-wrap:wrap">{"".join(cards)}</div>')
+
+@patch
+def image_html(self: Explorer, image_id: str) -> str:
+    "The image's top reports as HTML cards; its own (true) report marked, and where it ranks among all reports."
+    hits = self.search_image(image_id)
+    cards = [self._card('', f"#{c} {h['score']:.2f}{' ✓ true report' if h['match'] else ''}", h,
+                        'cxrlab-hit-match cxrlab-true-report' if h['match'] else '') for c, h in enumerate(hits, start=1)]
+    rank = (f'<div class="cxrlab-true-rank"><small>{image_id}: its true report ranks #{hits[0]["true_rank"]} of '
+            f'{hits[0]["n_reports"]}</small></div>') if hits else ''
+    return rank + f'<div style="display:flex;flex-wrap:wrap">{"".join(cards)}</div>'
+
+# %% ../nbs/08_viz.ipynb #a82d6772
+@patch
+def widget(self: Explorer, example: str = 'small right pleural effusion'):
+    "An ipywidgets panel: a sentence box with a Search button, a map opacity slider, an image picker, and the results."
+    import ipywidgets as W
+    box = W.Text(value=example, placeholder='a report sentence', description='Report:', layout=W.Layout(width='60%'))
+    go = W.Button(description='Search', button_style='primary')
+    alpha = W.FloatSlider(value=0.45, min=0., max=1., step=0.05, description='Map opacity', readout_format='.2f')
+    pick = W.Dropdown(options=self.es.image_ids[:200], description='Image:')
+    show = W.Button(description='Reports for image')
+    out, status, last = W.HTML(), W.HTML(), {}
+    def on_text(_):
+        t0 = time.perf_counter()
+        last.update(text=box.value, hits=self.search_text(box.value)); last['maps'] = self.heat_maps(box.value, [h['image_id'] for h in last['hits']])
+        out.value = self.text_html(box.value, alpha.value, last['hits'], last['maps'])
+        status.value = f'<small>{self.k} images in {1000 * (time.perf_counter() - t0):.0f} ms</small>'
+    def on_alpha(_):  # re-draw the last hits at the new opacity, without searching again
+        if last: out.value = self.text_html(last['text'], alpha.value, last['hits'], last['maps'])
+    def on_image(_): last.clear(); out.value = self.image_html(pick.value)
+    go.on_click(on_text); show.on_click(on_image); alpha.observe(on_alpha, names='value')
+    return W.VBox([W.HBox([box, go]), alpha, W.HBox([pick, show]), status, out])
