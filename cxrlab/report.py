@@ -30,7 +30,7 @@ __all__ = ['PROFILES', 'LEADERBOARD_COLUMNS', 'CLAIMS', 'VERDICTS', 'CLAIMS_NOTE
 PROFILES = {
     'ci':   {'device': 'cpu', 'precision': 'fp32'},
     'demo': {'device': 'auto', 'n_patients': 3200, 'image_size': 128, 'epochs': 8, 'batch_size': 64,
-             'backbone': 'demo', 'vit_backbone': 'demo_vit',  # from-scratch towers chosen by 02b_train's ablation
+             'backbone': 'demo',  # from-scratch towers chosen by 02b_train's ablation (Patch-IB: demo_vit, below)
              'max_samples': None, 'num_workers': 2},
     'gpu':  {'device': 'cuda', 'precision': 'auto', 'n_patients': 20000, 'image_size': 224, 'epochs': 20,
              'batch_size': 128, 'max_samples': None, 'num_workers': 8},
@@ -590,7 +590,8 @@ PROFILE_STAGE_PARAMS = {  # profile -> notebook -> parameters: where a stage mus
     # 1,600 patients x 2 epochs is ~22 min there; 3,200 x 3 would be ~66 min, over the demo's cold budget
     'demo': {'02c_foundation': {'backbones': 'demo,demo_vit', 'corpus_patients': 1600, 'epochs': 2},  # another seed
              '02b_train': {'pretrained': 'foundation'},  # fine-tunes from the foundation (tested end to end in test_foundation.py)
-             '03_patch_ib': {'epochs': 4}, '04_remix': {'epochs': 6}, '05_probclip': {'epochs': 4, 'sweep_patients': 400,
+             '03_patch_ib': {'epochs': 4, 'backbone': 'demo_vit'},  # A-E on one ViT (E drops tokens inside it)
+             '04_remix': {'epochs': 6}, '05_probclip': {'epochs': 4, 'sweep_patients': 400,
              'sweep_epochs': 2}, '06_localization': {'n_patients': 1000, 'image_size': 64, 'epochs': 3, 'phase1_epochs': 1}},
 }
 # MedProbCLIP trains on real second views on the demo: SynthCXR with PA + lateral studies (issue 24)

@@ -167,7 +167,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.  # cosine floor as a fraction of lr
     grad_clip: float | None = 1.0  # max global grad norm; None = no clipping
     grad_accum: int = 1  # micro-batches per optimizer step
-    precision: str = 'auto'  # auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on GPU, fp32 on CPU)
+    precision: str = 'auto'  # auto | fp32 | bf16 | fp16 (auto: bf16/fp16 on GPU; bf16 on a CPU with native bf16, else fp32)
     device: str = 'auto'  # auto | cpu | cuda
     head_lr_mult: float = 1.  # LR multiplier for projection heads, declared heads (param_role='head') and loss parameters
     layer_decay: float | None = None  # layer-wise LR decay factor (e.g. 0.75); None = off
