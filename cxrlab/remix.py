@@ -87,12 +87,13 @@ def pooled_symmetric_infonce(a: Tensor,  # [B, La, D] one side's locals (L2-norm
                              b: Tensor,  # [B, Lb, D] the other side's locals
                              b_mask: Tensor,  # [B, Lb] bool
                              scale: Tensor | float,  # 1/τ
+                             renormalise: bool = True,  # L2-normalise the means (False: the seed's v2, means as they are)
                             ) -> Tensor:
-    "Symmetric InfoNCE between the re-normalised masked means of both sides' locals."
+    "Symmetric InfoNCE between the masked means of both sides' locals (re-normalised unless `renormalise=False`)."
     valid = a_mask.bool().any(1) & b_mask.bool().any(1)
     if valid.sum() < 1: return 0 * a.sum()
-    pa = F.normalize(masked_mean(a.float(), a_mask.bool())[valid], dim=-1)
-    pb = F.normalize(masked_mean(b.float(), b_mask.bool())[valid], dim=-1)
+    pa, pb = masked_mean(a.float(), a_mask.bool())[valid], masked_mean(b.float(), b_mask.bool())[valid]
+    if renormalise: pa, pb = F.normalize(pa, dim=-1), F.normalize(pb, dim=-1)
     logits, target = scale * pa @ pb.T, torch.arange(len(pa), device=a.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
@@ -114,11 +115,7 @@ def v2_pooled_infonce(a: Tensor,  # [B, La, D] one side's locals (L2-normalised)
                       scale: Tensor | float,  # 1/τ
                      ) -> Tensor:
     "The seed's v2 term: symmetric InfoNCE between the masked means of both sides' locals, not re-normalised."
-    valid = a_mask.bool().any(1) & b_mask.bool().any(1)
-    if valid.sum() < 1: return 0 * a.sum()
-    pa, pb = masked_mean(a.float(), a_mask.bool())[valid], masked_mean(b.float(), b_mask.bool())[valid]
-    logits, target = scale * pa @ pb.T, torch.arange(len(pa), device=a.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    return pooled_symmetric_infonce(a, a_mask, b, b_mask, scale, renormalise=False)
 
 # %% ../nbs/04_remix.ipynb #ba7296d7
 class MaskedLMHead(nn.Module):
