@@ -228,6 +228,7 @@ def cuda_bf16_native(device: str | torch.device = 'cuda') -> bool:
     if dev.type != 'cuda': return False
     return bool(torch.version.hip) or torch.cuda.get_device_capability(dev)[0] >= 8
 
+# %% ../nbs/00_core.ipynb #57fe386a
 def _cpuinfo_flags() -> set[str]:
     "CPU feature flags from /proc/cpuinfo ('flags' on x86, 'Features' on Arm); empty where there is none."
     try: text = Path('/proc/cpuinfo').read_text()

@@ -1156,7 +1156,7 @@ def localization_items(pred: SplitPredictions, priors: Mapping | None = None, th
         for k, v in item_metrics(prior_predict(priors, t, level), pred.targets).items(): items[f'prior/{level}/{k}'] = v.numpy()
     return items
 
-
+# %% ../nbs/06_localization.ipynb #79fdd424
 def summarise_localization(items: pd.DataFrame, n_resamples: int = 200, seed: int = 0) -> dict:
     "Per-pathology and macro means with patient CIs for the model's and every prior's columns."
     out = {'loc/n_items': float(len(items)), 'loc/n_patients': float(items['subject_id'].nunique())}
